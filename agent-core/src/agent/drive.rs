@@ -1,0 +1,319 @@
+//! The agent loop itself: model → tools → model → … → answer, as one `async fn`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::AgentInner;
+use super::emit::Emitter;
+use crate::error::{ErrorKind, panic_message};
+use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
+use crate::model::{FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ToolCall, Usage};
+use crate::tool::{ToolContext, ToolError, ToolErrorKind, ToolResult};
+
+/// What the loop hands back when it ends: the terminal event and, for a completed run, the
+/// messages it added to the conversation (user input first).
+pub(crate) struct Finished {
+    pub(crate) terminal: EventKind,
+    pub(crate) new_messages: Vec<Message>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+/// A tool call assembled from the model's deltas.
+#[derive(Default)]
+struct PendingCall {
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+/// Run the whole agent loop, emitting every non-terminal event through `emitter`.
+pub(crate) async fn drive(
+    agent: Arc<AgentInner>,
+    emitter: Emitter,
+    run_id: String,
+    history: Vec<Message>,
+    input: String,
+) -> Finished {
+    let run_start = Instant::now();
+    emitter
+        .emit(EventKind::RunStarted {
+            run_id,
+            input: input.clone(),
+        })
+        .await;
+
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    if let Some(instructions) = &agent.instructions {
+        messages.push(Message::system(instructions.clone()));
+    }
+    messages.extend(history);
+    let first_new = messages.len();
+    messages.push(Message::user(input));
+
+    let tool_definitions: Vec<_> = agent.tools.iter().map(|t| t.definition().clone()).collect();
+    let mut text = String::new();
+    let mut usage = Usage::default();
+    let mut rounds = Vec::new();
+    let mut run_ttft = None;
+
+    for round in 1.. {
+        if round > agent.max_rounds {
+            return fail(
+                ErrorKind::MaxRounds,
+                format!(
+                    "the model asked for more than {} rounds of tool calls",
+                    agent.max_rounds
+                ),
+                text,
+            );
+        }
+        emitter.emit(EventKind::ModelRequestStarted { round }).await;
+        let request_start = Instant::now();
+        let request = ModelRequest {
+            messages: messages.clone(),
+            tools: tool_definitions.clone(),
+        };
+        let span = tracing::info_span!("model_request", round, model = agent.model.name());
+        let mut stream = agent
+            .model
+            .stream(request, ModelContext::new(agent.runtime.clone()));
+
+        let mut round_text = String::new();
+        let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();
+        let mut finish_reason = None;
+        let mut round_usage = None;
+        let mut ttft = None;
+        loop {
+            let item = stream.next().instrument(span.clone()).await;
+            let delta = match item {
+                None => break,
+                Some(Ok(delta)) => delta,
+                Some(Err(err)) => {
+                    tracing::debug!(parent: &span, error = %err, "model request failed");
+                    return Finished {
+                        terminal: EventKind::RunFailed {
+                            error: err.into_run_error(),
+                            partial_text: text,
+                        },
+                        new_messages: Vec::new(),
+                    };
+                }
+            };
+            if ttft.is_none() && !matches!(delta, ModelDelta::Usage(_) | ModelDelta::Finish(_)) {
+                ttft = Some(ms(request_start));
+                run_ttft.get_or_insert_with(|| ms(run_start));
+            }
+            match delta {
+                ModelDelta::Text(t) => {
+                    round_text.push_str(&t);
+                    text.push_str(&t);
+                    emitter.emit(EventKind::TextDelta { text: t }).await;
+                }
+                ModelDelta::Reasoning(t) => emitter.emit(EventKind::ReasoningDelta { text: t }).await,
+                ModelDelta::ToolCall(d) => {
+                    let call = calls.entry(d.index).or_default();
+                    if let Some(id) = d.id.filter(|id| !id.is_empty()) {
+                        call.id = Some(id);
+                    }
+                    if let Some(name) = d.name {
+                        call.name.push_str(&name);
+                    }
+                    call.arguments.push_str(&d.arguments);
+                }
+                ModelDelta::Usage(u) => round_usage = Some(u),
+                ModelDelta::Finish(r) => finish_reason = Some(r),
+            }
+        }
+        drop(stream);
+        if let Some(u) = &round_usage {
+            usage.add(u);
+        }
+        let model_duration_ms = ms(request_start);
+        if finish_reason.is_none() && !calls.is_empty() {
+            finish_reason = Some(FinishReason::ToolCalls);
+        }
+        emitter
+            .emit(EventKind::ModelRequestCompleted {
+                round,
+                finish_reason,
+                usage: round_usage,
+                time_to_first_token_ms: ttft,
+                duration_ms: model_duration_ms,
+            })
+            .await;
+
+        let tool_calls: Vec<ToolCall> = calls
+            .into_iter()
+            .map(|(index, call)| ToolCall {
+                id: call.id.unwrap_or_else(|| format!("call_{round}_{index}")),
+                name: call.name,
+                arguments: call.arguments,
+            })
+            .collect();
+        let call_count = tool_calls.len() as u32;
+        messages.push(Message::Assistant {
+            content: round_text,
+            tool_calls: tool_calls.clone(),
+        });
+        if tool_calls.is_empty() {
+            rounds.push(RoundMetrics {
+                round,
+                time_to_first_token_ms: ttft,
+                model_duration_ms,
+                tools_duration_ms: 0.0,
+                tool_calls: 0,
+            });
+            let metrics = RunMetrics {
+                time_to_first_token_ms: run_ttft,
+                duration_ms: ms(run_start),
+                rounds,
+            };
+            return Finished {
+                terminal: EventKind::RunCompleted {
+                    text,
+                    usage,
+                    metrics,
+                },
+                new_messages: messages.split_off(first_new),
+            };
+        }
+
+        let tools_start = Instant::now();
+        let results = run_tools(&agent, &emitter, &tool_calls).await;
+        for (call, result) in tool_calls.iter().zip(results) {
+            messages.push(Message::Tool {
+                call_id: call.id.clone(),
+                content: result.to_model_text(),
+            });
+        }
+        rounds.push(RoundMetrics {
+            round,
+            time_to_first_token_ms: ttft,
+            model_duration_ms,
+            tools_duration_ms: ms(tools_start),
+            tool_calls: call_count,
+        });
+    }
+    unreachable!("the round loop only ends by returning")
+}
+
+fn fail(kind: ErrorKind, message: String, partial_text: String) -> Finished {
+    Finished {
+        terminal: EventKind::RunFailed {
+            error: RunError {
+                kind,
+                message,
+                status: None,
+            },
+            partial_text,
+        },
+        new_messages: Vec::new(),
+    }
+}
+
+/// Run one turn's tool calls, at most `max_concurrent_tools` at a time, emitting each
+/// completion the moment it happens. Returns the results in call order.
+async fn run_tools(agent: &AgentInner, emitter: &Emitter, calls: &[ToolCall]) -> Vec<ToolResult> {
+    let mut results: Vec<Option<ToolResult>> = vec![None; calls.len()];
+    let mut queued: VecDeque<usize> = (0..calls.len()).collect();
+    let mut running = FuturesUnordered::new();
+    loop {
+        while running.len() < agent.max_concurrent_tools {
+            let Some(i) = queued.pop_front() else { break };
+            let call = &calls[i];
+            let arguments = parse_arguments(&call.arguments);
+            emitter
+                .emit(EventKind::ToolCallStarted {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: arguments.clone().unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                })
+                .await;
+            let started = Instant::now();
+            let outcome = start_tool(agent, call, arguments);
+            running.push(async move { (i, outcome.await, started) });
+        }
+        let Some((i, result, started)) = running.next().await else {
+            break;
+        };
+        let call = &calls[i];
+        emitter
+            .emit(EventKind::ToolCallCompleted {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                result: result.clone(),
+                duration_ms: ms(started),
+            })
+            .await;
+        results[i] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every queued call completed"))
+        .collect()
+}
+
+fn parse_arguments(raw: &str) -> Result<Value, String> {
+    if raw.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_str(raw).map_err(|e| format!("arguments are not valid JSON: {e}"))
+}
+
+/// Start one call; the returned future never panics and always yields a [`ToolResult`].
+fn start_tool(
+    agent: &AgentInner,
+    call: &ToolCall,
+    arguments: Result<Value, String>,
+) -> futures_util::future::BoxFuture<'static, ToolResult> {
+    let span = tracing::info_span!("tool_call", name = %call.name, call_id = %call.id);
+    let Some(tool) = agent.tool(&call.name) else {
+        let message = format!(
+            "no tool named {:?}; available: {}",
+            call.name,
+            agent.tool_names()
+        );
+        return Box::pin(async move { ToolError::new(ToolErrorKind::UnknownTool, message).into_result() });
+    };
+    let arguments = match arguments {
+        Ok(arguments) => arguments,
+        Err(message) => {
+            return Box::pin(async move { ToolError::invalid_arguments(message).into_result() });
+        }
+    };
+    let cx = ToolContext {
+        runtime: agent.runtime.clone(),
+        call_id: call.id.clone(),
+    };
+    let future = match std::panic::catch_unwind(AssertUnwindSafe(|| tool.call(arguments, cx))) {
+        Ok(future) => future,
+        Err(payload) => {
+            let message = format!("tool panicked: {}", panic_message(&*payload));
+            return Box::pin(async move { ToolError::new(ToolErrorKind::Panicked, message).into_result() });
+        }
+    };
+    Box::pin(
+        async move {
+            match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(Ok(output)) => ToolResult::Ok { output },
+                Ok(Err(err)) => err.into_result(),
+                Err(payload) => ToolError::new(
+                    ToolErrorKind::Panicked,
+                    format!("tool panicked: {}", panic_message(&*payload)),
+                )
+                .into_result(),
+            }
+        }
+        .instrument(span),
+    )
+}

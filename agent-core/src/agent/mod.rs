@@ -1,0 +1,348 @@
+//! The agent: instructions, a model, tools and a runtime, run to a [`RunStream`] of events.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use futures_util::StreamExt;
+//! use agent_core::agent::Agent;
+//! use agent_core::event::EventKind;
+//! use agent_core::model::{ScriptedModel, Turn};
+//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::tool::{typed_tool, ToolError};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! struct Double { n: i64 }
+//!
+//! let model = ScriptedModel::new([
+//!     Turn::new().tool_call("call_1", "double", r#"{"n": 21}"#),
+//!     Turn::new().text("The answer is ").text("42."),
+//! ]);
+//! let agent = Agent::builder()
+//!     .instructions("Answer briefly.")
+//!     .model(model)
+//!     .tool(typed_tool("double", "Double a number", |args: Double| async move {
+//!         Ok::<_, ToolError>(args.n * 2)
+//!     }))
+//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .build()
+//!     .unwrap();
+//!
+//! let events: Vec<_> = block_on(agent.run("What is 21 doubled?").collect());
+//! let EventKind::RunCompleted { text, .. } = &events.last().unwrap().kind else { panic!() };
+//! assert_eq!(text, "The answer is 42.");
+//! ```
+
+mod drive;
+mod emit;
+mod run;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::model::{Message, Model};
+use crate::runtime::SharedRuntime;
+use crate::tool::Tool;
+
+pub use run::{COOPERATIVE_BUDGET, CancelHandle, RunStream};
+
+/// Default for [`AgentBuilder::max_rounds`].
+pub const DEFAULT_MAX_ROUNDS: u32 = 10;
+/// Default for [`AgentBuilder::max_concurrent_tools`].
+pub const DEFAULT_MAX_CONCURRENT_TOOLS: usize = 8;
+
+pub(crate) struct AgentInner {
+    instructions: Option<String>,
+    model: Arc<dyn Model>,
+    tools: Vec<Arc<dyn Tool>>,
+    tool_index: HashMap<String, usize>,
+    runtime: SharedRuntime,
+    max_rounds: u32,
+    max_concurrent_tools: usize,
+    run_timeout: Option<Duration>,
+}
+
+impl AgentInner {
+    fn tool(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tool_index.get(name).map(|&i| &self.tools[i])
+    }
+
+    fn tool_names(&self) -> String {
+        if self.tools.is_empty() {
+            return "none".into();
+        }
+        let names: Vec<&str> = self.tools.iter().map(|t| t.definition().name.as_str()).collect();
+        names.join(", ")
+    }
+}
+
+/// An agent: cheap to clone, shareable across threads, runs any number of times concurrently.
+///
+/// Build one with [`Agent::builder`]; run it with [`Agent::run`] (stateless) or through a
+/// [`Session`] (multi-turn).
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<AgentInner>,
+}
+
+impl fmt::Debug for Agent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Agent")
+            .field("model", &self.inner.model.name())
+            .field("tools", &self.inner.tool_names())
+            .field("runtime", &self.inner.runtime.name())
+            .field("max_rounds", &self.inner.max_rounds)
+            .field("max_concurrent_tools", &self.inner.max_concurrent_tools)
+            .finish()
+    }
+}
+
+static RUN_COUNTER: AtomicU64 = AtomicU64::new(1);
+
+impl Agent {
+    /// Start building an agent.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::default()
+    }
+
+    /// Run the agent on `input` with no prior conversation.
+    ///
+    /// Returns the run's event stream at once; see [`RunStream`] for its guarantees.
+    pub fn run(&self, input: impl Into<String>) -> RunStream {
+        self.start(input.into(), Vec::new(), None)
+    }
+
+    /// Run the agent on `input` after the given conversation `history` (oldest first, without
+    /// the system instructions, which the agent adds).
+    pub fn run_with_history(&self, input: impl Into<String>, history: Vec<Message>) -> RunStream {
+        self.start(input.into(), history, None)
+    }
+
+    /// A new multi-turn session with an empty history.
+    pub fn session(&self) -> Session {
+        Session {
+            agent: self.clone(),
+            history: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The runtime this agent runs on.
+    pub fn runtime(&self) -> &SharedRuntime {
+        &self.inner.runtime
+    }
+
+    /// The agent's model.
+    pub fn model(&self) -> &Arc<dyn Model> {
+        &self.inner.model
+    }
+
+    fn start(&self, input: String, history: Vec<Message>, session: Option<Arc<Mutex<Vec<Message>>>>) -> RunStream {
+        let run_id = format!("run_{}", RUN_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let emitter = emit::Emitter::default();
+        let span = tracing::info_span!("agent_run", run_id = %run_id, model = self.inner.model.name());
+        let driver = tracing::Instrument::instrument(
+            drive::drive(self.inner.clone(), emitter.clone(), run_id.clone(), history, input),
+            span,
+        );
+        let deadline = self.inner.run_timeout.map(|d| self.inner.runtime.sleep(d));
+        RunStream::new(
+            run_id,
+            Box::pin(driver),
+            emitter,
+            self.inner.runtime.clone(),
+            deadline,
+            session,
+        )
+    }
+}
+
+/// A conversation with an agent: each run sees the messages of the runs before it.
+///
+/// History is appended when a run completes (`run_completed`); a failed or cancelled run
+/// leaves it unchanged, so the same input can simply be sent again.
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures_util::StreamExt;
+/// use agent_core::agent::Agent;
+/// use agent_core::model::{ScriptedModel, Turn};
+/// use agent_core::runtime::{block_on, ThreadRuntime};
+///
+/// let agent = Agent::builder()
+///     .model(ScriptedModel::new([Turn::new().text("Hi Ada."), Turn::new().text("You are Ada.")]))
+///     .runtime(Arc::new(ThreadRuntime::new()))
+///     .build()
+///     .unwrap();
+/// let session = agent.session();
+/// block_on(session.run("I am Ada.").count());
+/// block_on(session.run("Who am I?").count());
+/// assert_eq!(session.history().len(), 4);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    agent: Agent,
+    history: Arc<Mutex<Vec<Message>>>,
+}
+
+impl Session {
+    /// Run the next turn of the conversation.
+    pub fn run(&self, input: impl Into<String>) -> RunStream {
+        let history = self.history();
+        self.agent.start(input.into(), history, Some(self.history.clone()))
+    }
+
+    /// The conversation so far (user, assistant and tool messages; no system message).
+    pub fn history(&self) -> Vec<Message> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Forget the conversation.
+    pub fn clear(&self) {
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The agent of this session.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+}
+
+/// Why [`AgentBuilder::build`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// No model was given.
+    MissingModel,
+    /// No runtime was given.
+    MissingRuntime,
+    /// Two tools have the same name.
+    DuplicateTool(String),
+    /// A limit is zero.
+    InvalidLimit(&'static str),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::MissingModel => f.write_str("the agent needs a model: call .model(...)"),
+            BuildError::MissingRuntime => {
+                f.write_str("the agent needs a runtime: call .runtime(...) (a backend crate provides one)")
+            }
+            BuildError::DuplicateTool(name) => write!(f, "two tools are named {name:?}"),
+            BuildError::InvalidLimit(which) => write!(f, "{which} must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Builds an [`Agent`].
+#[derive(Default)]
+pub struct AgentBuilder {
+    instructions: Option<String>,
+    model: Option<Arc<dyn Model>>,
+    tools: Vec<Arc<dyn Tool>>,
+    runtime: Option<SharedRuntime>,
+    max_rounds: Option<u32>,
+    max_concurrent_tools: Option<usize>,
+    run_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for AgentBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentBuilder")
+            .field("model", &self.model.as_ref().map(|m| m.name().to_string()))
+            .field("tools", &self.tools.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentBuilder {
+    /// System instructions, sent first in every model request.
+    pub fn instructions(mut self, instructions: impl Into<String>) -> Self {
+        self.instructions = Some(instructions.into());
+        self
+    }
+
+    /// The model (required).
+    pub fn model(mut self, model: impl Model) -> Self {
+        self.model = Some(Arc::new(model));
+        self
+    }
+
+    /// The model, already shared.
+    pub fn shared_model(mut self, model: Arc<dyn Model>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    /// Add a tool.
+    pub fn tool(mut self, tool: impl Tool) -> Self {
+        self.tools.push(Arc::new(tool));
+        self
+    }
+
+    /// Add a tool that is already shared.
+    pub fn shared_tool(mut self, tool: Arc<dyn Tool>) -> Self {
+        self.tools.push(tool);
+        self
+    }
+
+    /// The runtime (required): `TokioRuntime`, `SmolRuntime`, `ThreadPoolRuntime`, …
+    pub fn runtime(mut self, runtime: SharedRuntime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// The most model requests one run may make (default [`DEFAULT_MAX_ROUNDS`]); a run that
+    /// needs more fails with kind `max_rounds`.
+    pub fn max_rounds(mut self, max_rounds: u32) -> Self {
+        self.max_rounds = Some(max_rounds);
+        self
+    }
+
+    /// The most tool calls running at once (default [`DEFAULT_MAX_CONCURRENT_TOOLS`]).
+    pub fn max_concurrent_tools(mut self, limit: usize) -> Self {
+        self.max_concurrent_tools = Some(limit);
+        self
+    }
+
+    /// Fail a run (kind `run_timeout`) that takes longer than `timeout` in total.
+    pub fn run_timeout(mut self, timeout: Duration) -> Self {
+        self.run_timeout = Some(timeout);
+        self
+    }
+
+    /// Build the agent.
+    pub fn build(self) -> Result<Agent, BuildError> {
+        let model = self.model.ok_or(BuildError::MissingModel)?;
+        let runtime = self.runtime.ok_or(BuildError::MissingRuntime)?;
+        let max_rounds = self.max_rounds.unwrap_or(DEFAULT_MAX_ROUNDS);
+        if max_rounds == 0 {
+            return Err(BuildError::InvalidLimit("max_rounds"));
+        }
+        let max_concurrent_tools = self.max_concurrent_tools.unwrap_or(DEFAULT_MAX_CONCURRENT_TOOLS);
+        if max_concurrent_tools == 0 {
+            return Err(BuildError::InvalidLimit("max_concurrent_tools"));
+        }
+        let mut tool_index = HashMap::with_capacity(self.tools.len());
+        for (i, tool) in self.tools.iter().enumerate() {
+            let name = tool.definition().name.clone();
+            if tool_index.insert(name.clone(), i).is_some() {
+                return Err(BuildError::DuplicateTool(name));
+            }
+        }
+        Ok(Agent {
+            inner: Arc::new(AgentInner {
+                instructions: self.instructions,
+                model,
+                tools: self.tools,
+                tool_index,
+                runtime,
+                max_rounds,
+                max_concurrent_tools,
+                run_timeout: self.run_timeout,
+            }),
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! Error kinds shared by models, transports and the agent loop.
+//!
+//! A failed run reports a [`RunError`](crate::event::RunError) whose `kind` is an
+//! [`ErrorKind`]; its JSON form is the snake_case name of the variant:
+//!
+//! ```
+//! use agent_core::error::ErrorKind;
+//! assert_eq!(serde_json::to_string(&ErrorKind::FirstByteTimeout).unwrap(), r#""first_byte_timeout""#);
+//! assert_eq!(ErrorKind::MaxRounds.as_str(), "max_rounds");
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::RunError;
+
+/// Why a run (or a model request) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The upstream could not be reached (DNS, refused, TLS handshake, …).
+    Connect,
+    /// Connecting took longer than the connect timeout.
+    ConnectTimeout,
+    /// No response (status and first body byte) within the first-byte timeout.
+    FirstByteTimeout,
+    /// No event within the inactivity timeout; keep-alive comments do not count.
+    InactivityTimeout,
+    /// The whole run took longer than its run timeout.
+    RunTimeout,
+    /// The upstream answered with a non-success HTTP status.
+    UpstreamStatus,
+    /// The upstream answered 429 and retries were exhausted.
+    RateLimited,
+    /// The connection broke while the response was streaming.
+    UpstreamReset,
+    /// The upstream sent something that is not the expected protocol (invalid JSON, …).
+    MalformedResponse,
+    /// The upstream sent a line or event larger than the configured limit.
+    ResponseTooLarge,
+    /// The model asked for more rounds than the agent allows.
+    MaxRounds,
+    /// A model reported an error of its own (scripted failures, provider errors).
+    Model,
+    /// The request was invalid before it was sent (bad URL, bad configuration).
+    InvalidRequest,
+    /// A bug: a panic inside a model or the agent loop, caught and reported.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The snake_case name used in JSON, e.g. `"upstream_status"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::FirstByteTimeout => "first_byte_timeout",
+            ErrorKind::InactivityTimeout => "inactivity_timeout",
+            ErrorKind::RunTimeout => "run_timeout",
+            ErrorKind::UpstreamStatus => "upstream_status",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::UpstreamReset => "upstream_reset",
+            ErrorKind::MalformedResponse => "malformed_response",
+            ErrorKind::ResponseTooLarge => "response_too_large",
+            ErrorKind::MaxRounds => "max_rounds",
+            ErrorKind::Model => "model",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error from a model stream.
+///
+/// Carries what the agent needs to report it ([`ErrorKind`], message, HTTP status) and what a
+/// retry policy needs (`retry_after`).
+///
+/// ```
+/// use agent_core::error::{ErrorKind, ModelError};
+/// let err = ModelError::new(ErrorKind::UpstreamStatus, "upstream answered 503").with_status(503);
+/// assert_eq!(err.to_string(), "upstream_status: upstream answered 503");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError {
+    /// Category of the failure.
+    pub kind: ErrorKind,
+    /// Human-readable message, free of secrets.
+    pub message: String,
+    /// HTTP status, when the upstream answered with one.
+    pub status: Option<u16>,
+    /// How long the upstream asked us to wait (from `Retry-After`).
+    pub retry_after: Option<Duration>,
+}
+
+impl ModelError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ModelError {
+            kind,
+            message: message.into(),
+            status: None,
+            retry_after: None,
+        }
+    }
+
+    /// Attach the upstream HTTP status.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Attach the delay asked for by `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Convert into the error reported by [`EventKind::RunFailed`](crate::event::EventKind::RunFailed).
+    pub fn into_run_error(self) -> RunError {
+        RunError {
+            kind: self.kind,
+            message: self.message,
+            status: self.status,
+        }
+    }
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+/// Render a caught panic payload as a message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
