@@ -140,7 +140,7 @@ pub enum EventKind {
     },
     /// Terminal: the run produced its answer.
     RunCompleted {
-        /// The final answer: the text of the last model round.
+        /// The answer as it was streamed: all text deltas of the run, concatenated.
         text: String,
         /// Token usage summed over all model requests.
         usage: Usage,
