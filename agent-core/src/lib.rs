@@ -10,5 +10,6 @@ pub mod model;
 pub mod policy;
 pub mod runtime;
 pub mod secret;
+pub mod server;
 pub mod sse;
 pub mod tool;

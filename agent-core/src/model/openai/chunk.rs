@@ -1,0 +1,246 @@
+//! Parsing one streamed Chat Completions chunk (the `data` of one SSE event) into deltas.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ErrorKind, ModelError};
+use crate::model::{FinishReason, ModelDelta, ToolCallDelta, Usage};
+
+/// Longest excerpt of upstream data quoted in an error message, in characters.
+pub(super) const EXCERPT_CHARS: usize = 200;
+
+/// Parse the `data` of one Chat Completions streaming event into [`ModelDelta`]s.
+///
+/// `data` is the JSON of one `chat.completion.chunk` (not the `[DONE]` sentinel, which the
+/// stream handles itself). The deltas come out in this order: for the first choice
+/// (`index` 0), reasoning (`reasoning_content` or `reasoning`), text (`content`), tool-call
+/// pieces (in the order of `tool_calls`), the finish reason; then the usage report. Empty
+/// strings and `null`s yield nothing, so a chunk may yield no delta at all (a role-only
+/// first chunk, for example). Other choices (`n > 1`) are ignored: the core never asks for
+/// more than one.
+///
+/// Lenient where providers differ: unknown fields are ignored; a tool call without `index`
+/// takes its position in the `tool_calls` array; an empty `id` or `name` counts as absent;
+/// usage fields default to 0 and `total_tokens` to the sum of the other two.
+///
+/// # Errors
+///
+/// * [`ErrorKind::Model`] when the chunk is an error report (`{"error": {"message": …}}`),
+///   as some providers send mid-stream; the message is the provider's.
+/// * [`ErrorKind::MalformedResponse`] when `data` is not JSON or not shaped like a chunk; the
+///   message quotes at most 200 characters of `data`.
+///
+/// This function is pure and total (it never panics), whatever the input: a fuzz target
+/// calls it with arbitrary strings.
+///
+/// # Example
+///
+/// ```
+/// use agent_core::model::{ModelDelta, OpenAiModel};
+///
+/// let data = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#;
+/// let deltas = OpenAiModel::parse_chunk(data).unwrap();
+/// assert_eq!(deltas[0], ModelDelta::Text("Hi".into()));
+/// assert!(matches!(deltas[1], ModelDelta::Finish(_)));
+/// assert!(OpenAiModel::parse_chunk("{not json").is_err());
+/// ```
+pub fn parse_chunk(data: &str) -> Result<Vec<ModelDelta>, ModelError> {
+    let chunk: Chunk = serde_json::from_str(data).map_err(|err| {
+        ModelError::new(
+            ErrorKind::MalformedResponse,
+            format!(
+                "the upstream sent a stream chunk that is not valid chat-completion JSON ({err}): {}",
+                excerpt(data)
+            ),
+        )
+    })?;
+    if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
+        let message = error_message(&error)
+            .unwrap_or_else(|| format!("the upstream reported an error: {}", excerpt(&error.to_string())));
+        return Err(ModelError::new(ErrorKind::Model, message));
+    }
+    let mut deltas = Vec::new();
+    if let Some(choice) = chunk
+        .choices
+        .into_iter()
+        .flatten()
+        .find(|c| c.index.unwrap_or(0) == 0)
+    {
+        if let Some(delta) = choice.delta {
+            if let Some(text) = delta.reasoning_content.or(delta.reasoning).filter(|s| !s.is_empty()) {
+                deltas.push(ModelDelta::Reasoning(text));
+            }
+            if let Some(text) = delta.content.filter(|s| !s.is_empty()) {
+                deltas.push(ModelDelta::Text(text));
+            }
+            for (position, call) in delta.tool_calls.into_iter().flatten().enumerate() {
+                let function = call.function.unwrap_or_default();
+                deltas.push(ModelDelta::ToolCall(ToolCallDelta {
+                    index: call
+                        .index
+                        .unwrap_or_else(|| u32::try_from(position).unwrap_or(u32::MAX)),
+                    id: call.id.filter(|s| !s.is_empty()),
+                    name: function.name.filter(|s| !s.is_empty()),
+                    arguments: function.arguments.unwrap_or_default(),
+                }));
+            }
+        }
+        if let Some(reason) = choice.finish_reason.filter(|s| !s.is_empty()) {
+            deltas.push(ModelDelta::Finish(FinishReason::from(reason)));
+        }
+    }
+    if let Some(usage) = chunk.usage {
+        let prompt_tokens = usage.prompt_tokens.unwrap_or(0);
+        let completion_tokens = usage.completion_tokens.unwrap_or(0);
+        deltas.push(ModelDelta::Usage(Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: usage
+                .total_tokens
+                .unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens)),
+        }));
+    }
+    Ok(deltas)
+}
+
+/// The message of a provider error report: `{"message": …}` (with its type and code when
+/// given), or a bare string.
+pub(super) fn error_message(error: &Value) -> Option<String> {
+    match error {
+        Value::String(message) if !message.trim().is_empty() => Some(excerpt(message)),
+        Value::Object(fields) => {
+            let message = fields.get("message").and_then(Value::as_str)?;
+            let mut out = excerpt(message);
+            let detail: Vec<String> = ["type", "code"]
+                .iter()
+                .filter_map(|key| match fields.get(*key)? {
+                    Value::String(s) if !s.is_empty() => Some(format!("{key}: {}", excerpt(s))),
+                    Value::Number(n) => Some(format!("{key}: {n}")),
+                    _ => None,
+                })
+                .collect();
+            if !detail.is_empty() {
+                out.push_str(&format!(" ({})", detail.join(", ")));
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+/// At most [`EXCERPT_CHARS`] characters of `text` on one line, with `…` when cut.
+pub(super) fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    let mut out = String::with_capacity(text.len().min(EXCERPT_CHARS * 2));
+    for (count, c) in text.chars().enumerate() {
+        if count == EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ChunkToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct ChunkToolCall {
+    #[serde(default)]
+    index: Option<u32>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<ChunkFunction>,
+}
+
+#[derive(Deserialize, Default)]
+struct ChunkFunction {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_only_chunk_yields_nothing() {
+        let data = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#;
+        assert_eq!(parse_chunk(data).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn usage_only_chunk() {
+        let data = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        assert_eq!(
+            parse_chunk(data).unwrap(),
+            vec![ModelDelta::Usage(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 })]
+        );
+    }
+
+    #[test]
+    fn error_chunk_is_a_model_error() {
+        let err = parse_chunk(r#"{"error":{"message":"overloaded","code":529}}"#).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Model);
+        assert_eq!(err.message, "overloaded (code: 529)");
+    }
+
+    #[test]
+    fn non_object_json_is_malformed() {
+        for data in ["[1]", "\"x\"", "null", "1", "", "{\"choices\":3}"] {
+            assert_eq!(parse_chunk(data).unwrap_err().kind, ErrorKind::MalformedResponse, "{data}");
+        }
+    }
+
+    #[test]
+    fn excerpt_is_bounded() {
+        let long = "é".repeat(1000);
+        let e = excerpt(&long);
+        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
+        let err = parse_chunk(&format!("{{{long}")).unwrap_err();
+        assert!(err.message.chars().count() < 400, "{}", err.message);
+    }
+}

@@ -1,0 +1,323 @@
+//! The OpenAI-compatible Chat Completions streaming provider: [`OpenAiModel`].
+//!
+//! It speaks to any server that implements `POST /chat/completions` with `stream: true`
+//! (OpenAI, Ollama, vLLM, llama.cpp server, LM Studio, OpenRouter, …) through an
+//! [`HttpClient`], and turns the server-sent chunks into [`ModelDelta`]s as they arrive.
+//!
+//! ```
+//! use std::time::Duration;
+//! use agent_core::model::OpenAiConfig;
+//! use agent_core::policy::RetryPolicy;
+//!
+//! // A local Ollama server: no API key, so no `Authorization` header is sent.
+//! let local = OpenAiConfig::new("http://127.0.0.1:11434/v1", "llama3.2")
+//!     .with_temperature(0.2)
+//!     .with_retry(RetryPolicy::none());
+//! assert!(local.api_key.is_none());
+//!
+//! // OpenAI itself; the key never shows in `Debug`.
+//! let openai = OpenAiConfig::openai("gpt-4o-mini", "sk-secret")
+//!     .with_header("OpenAI-Organization", "org-123")
+//!     .with_max_tokens(512);
+//! assert_eq!(openai.base_url, "https://api.openai.com/v1");
+//! assert!(!format!("{openai:?}").contains("sk-secret"));
+//! ```
+//!
+//! # Behaviour
+//!
+//! * **Retries** happen only before the first byte of the response body: on a connect error,
+//!   a 429 or a retryable 5xx ([`RetryPolicy::is_retryable_status`]), waiting
+//!   [`RetryPolicy::backoff`] (which honours `Retry-After`) on the run's runtime. Once the
+//!   body of a 2xx response has started, nothing is retried.
+//! * **Timeouts** ([`Timeouts`]): `connect` is handed to the client; `first_byte` runs from
+//!   sending the request to the first body byte (so it covers the wait for the response
+//!   head); `inactivity` is the longest gap allowed between two SSE *events*: comments such
+//!   as `: keep-alive` do not reset it.
+//! * **Errors** are [`ModelError`]s whose [`ErrorKind`] tells what happened (see
+//!   [`OpenAiModel`]). Their messages name the upstream host, the status and the provider's
+//!   own error message, and never contain the API key or any header value.
+//! * **End of stream**: `data: [DONE]` ends the answer. A body that simply ends also ends
+//!   the answer normally, with whatever finish reason was seen (none, if the upstream never
+//!   sent one), even when it stops in the middle of an event: that unterminated event is
+//!   discarded, as the SSE specification requires, and a `debug` trace is logged. The agent
+//!   loop treats a missing finish reason like `stop`. A body that ends without having sent
+//!   a single SSE event is not an answer, however: it fails with
+//!   [`ErrorKind::MalformedResponse`], quoting how the body began.
+//!
+//! [`ErrorKind`]: crate::error::ErrorKind
+//! [`ErrorKind::MalformedResponse`]: crate::error::ErrorKind::MalformedResponse
+
+mod chunk;
+mod request;
+mod stream;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
+use crate::error::ModelError;
+use crate::http::HttpClient;
+use crate::policy::{RetryPolicy, Timeouts};
+use crate::secret::Secret;
+use crate::sse::SseLimits;
+
+pub use chunk::parse_chunk;
+
+/// Base URL of the OpenAI API, used by [`OpenAiConfig::openai`].
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Configuration of an [`OpenAiModel`].
+///
+/// Build one with [`OpenAiConfig::new`] (any compatible server) or [`OpenAiConfig::openai`]
+/// and the `with_*` setters; every field is public for inspection and adjustment.
+///
+/// `Debug` never prints the API key nor the values of [`extra_headers`](Self::extra_headers)
+/// (they may hold credentials too):
+///
+/// ```
+/// use agent_core::model::OpenAiConfig;
+///
+/// let config = OpenAiConfig::new("https://llm.internal/v1", "qwen2.5")
+///     .with_api_key("sk-live-123")
+///     .with_header("x-api-key", "also-secret");
+/// let debug = format!("{config:?}");
+/// assert!(debug.contains("qwen2.5") && debug.contains("x-api-key"));
+/// assert!(!debug.contains("sk-live-123") && !debug.contains("also-secret"));
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct OpenAiConfig {
+    /// Base URL up to and including `/v1`, e.g. `https://api.openai.com/v1`. Requests go to
+    /// `{base_url}/chat/completions` (a trailing `/` is ignored).
+    pub base_url: String,
+    /// API key sent as `Authorization: Bearer`; none sends no `Authorization` header.
+    pub api_key: Option<Secret>,
+    /// Model name, sent as `model`.
+    pub model: String,
+    /// Extra headers sent with every request (after the standard ones).
+    pub extra_headers: Vec<(String, String)>,
+    /// Retry policy (before the first body byte only). Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+    /// Timeouts (connect, first byte, inactivity). Default [`Timeouts::default`].
+    pub timeouts: Timeouts,
+    /// Ask for a final usage chunk (`stream_options.include_usage`). Default `true`; turn it
+    /// off for servers that reject `stream_options`.
+    pub include_usage: bool,
+    /// Limits of the SSE decoder; a longer line or larger event fails the stream with
+    /// [`ErrorKind::ResponseTooLarge`](crate::error::ErrorKind::ResponseTooLarge). Default [`SseLimits::default`].
+    pub sse_limits: SseLimits,
+    /// Sampling temperature, sent as `temperature` when set.
+    pub temperature: Option<f32>,
+    /// Maximum number of tokens to generate, sent as `max_tokens` when set. (OpenAI's
+    /// reasoning models want `max_completion_tokens` instead: set it with
+    /// [`with_body_field`](Self::with_body_field).)
+    pub max_tokens: Option<u32>,
+    /// Further top-level fields of the request body (`top_p`, `seed`, `reasoning_effort`,
+    /// provider-specific options, …). They are added last and replace same-named fields,
+    /// except `messages` and `stream`, which are never replaced.
+    pub extra_body: Map<String, Value>,
+}
+
+impl OpenAiConfig {
+    /// A configuration for the server at `base_url` (up to and including `/v1`) and model
+    /// `model`, with no API key, default retries and timeouts, and usage reporting on.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        OpenAiConfig {
+            base_url: base_url.into(),
+            api_key: None,
+            model: model.into(),
+            extra_headers: Vec::new(),
+            retry: RetryPolicy::default(),
+            timeouts: Timeouts::default(),
+            include_usage: true,
+            sse_limits: SseLimits::default(),
+            temperature: None,
+            max_tokens: None,
+            extra_body: Map::new(),
+        }
+    }
+
+    /// A configuration for the OpenAI API ([`OPENAI_BASE_URL`]) with `api_key`.
+    pub fn openai(model: impl Into<String>, api_key: impl Into<Secret>) -> Self {
+        OpenAiConfig::new(OPENAI_BASE_URL, model).with_api_key(api_key)
+    }
+
+    /// Send `api_key` as `Authorization: Bearer <api_key>`.
+    pub fn with_api_key(mut self, api_key: impl Into<Secret>) -> Self {
+        self.api_key = Some(api_key.into());
+        self
+    }
+
+    /// Add a header sent with every request.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Set the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Set the timeouts.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Ask (or not) for the final usage chunk.
+    pub fn with_include_usage(mut self, include_usage: bool) -> Self {
+        self.include_usage = include_usage;
+        self
+    }
+
+    /// Set the limits of the SSE decoder.
+    pub fn with_sse_limits(mut self, sse_limits: SseLimits) -> Self {
+        self.sse_limits = sse_limits;
+        self
+    }
+
+    /// Set the sampling temperature.
+    pub fn with_temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Set the maximum number of tokens to generate.
+    pub fn with_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Add a top-level field to the request body (see [`extra_body`](Self::extra_body)).
+    ///
+    /// ```
+    /// use agent_core::model::OpenAiConfig;
+    /// let config = OpenAiConfig::openai("o3-mini", "sk-…")
+    ///     .with_body_field("reasoning_effort", "low")
+    ///     .with_body_field("max_completion_tokens", 2048);
+    /// assert_eq!(config.extra_body["reasoning_effort"], "low");
+    /// ```
+    pub fn with_body_field(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra_body.insert(name.into(), value.into());
+        self
+    }
+}
+
+impl fmt::Debug for OpenAiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct RedactedHeaders<'a>(&'a [(String, String)]);
+        impl fmt::Debug for RedactedHeaders<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
+                    .finish()
+            }
+        }
+        f.debug_struct("OpenAiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key)
+            .field("model", &self.model)
+            .field("extra_headers", &RedactedHeaders(&self.extra_headers))
+            .field("retry", &self.retry)
+            .field("timeouts", &self.timeouts)
+            .field("include_usage", &self.include_usage)
+            .field("sse_limits", &self.sse_limits)
+            .field("temperature", &self.temperature)
+            .field("max_tokens", &self.max_tokens)
+            .field("extra_body", &self.extra_body)
+            .finish()
+    }
+}
+
+/// A model served by an OpenAI-compatible Chat Completions endpoint.
+///
+/// Each [`stream`](Model::stream) call sends one streaming request (retried as described
+/// in the [module docs](self)) and yields the deltas of the answer as their chunks arrive.
+/// The stream fails with a [`ModelError`] of kind:
+///
+/// | kind | when |
+/// |---|---|
+/// | [`Connect`](crate::error::ErrorKind::Connect) / [`ConnectTimeout`](crate::error::ErrorKind::ConnectTimeout) | the host could not be reached, after the retries |
+/// | [`RateLimited`](crate::error::ErrorKind::RateLimited) | 429 after the retries (with `retry_after` when given) |
+/// | [`UpstreamStatus`](crate::error::ErrorKind::UpstreamStatus) | any other non-2xx status (`status` is set; the message quotes the provider's error) |
+/// | [`FirstByteTimeout`](crate::error::ErrorKind::FirstByteTimeout) | no body byte within `timeouts.first_byte` of sending |
+/// | [`InactivityTimeout`](crate::error::ErrorKind::InactivityTimeout) | no SSE event within `timeouts.inactivity` (comments do not count) |
+/// | [`UpstreamReset`](crate::error::ErrorKind::UpstreamReset) | the connection broke after the response head |
+/// | [`ResponseTooLarge`](crate::error::ErrorKind::ResponseTooLarge) | an SSE line or event over [`OpenAiConfig::sse_limits`] |
+/// | [`MalformedResponse`](crate::error::ErrorKind::MalformedResponse) | a chunk that is not chat-completion JSON, or a body without any event |
+/// | [`Model`](crate::error::ErrorKind::Model) | the provider reported an error inside the stream |
+/// | [`InvalidRequest`](crate::error::ErrorKind::InvalidRequest) | the client rejected the request (bad URL or header) |
+///
+/// Dropping the stream drops the HTTP response body, which closes the connection.
+#[derive(Clone)]
+pub struct OpenAiModel {
+    shared: Arc<stream::Shared>,
+    client: Arc<dyn HttpClient>,
+}
+
+impl OpenAiModel {
+    /// A model with `config`, speaking through `client`.
+    pub fn new(config: OpenAiConfig, client: Arc<dyn HttpClient>) -> Self {
+        OpenAiModel {
+            shared: Arc::new(stream::Shared::new(config)),
+            client,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.shared.config
+    }
+
+    /// Parse the `data` of one streamed chunk into deltas; the same as [`parse_chunk`]
+    /// (see there for the details and errors).
+    ///
+    /// ```
+    /// use agent_core::model::{ModelDelta, OpenAiModel, ToolCallDelta};
+    ///
+    /// let data = r#"{"choices":[{"index":0,"delta":{"tool_calls":[
+    ///     {"index":1,"id":"call_b","type":"function","function":{"name":"clock","arguments":""}}
+    /// ]}}]}"#;
+    /// assert_eq!(
+    ///     OpenAiModel::parse_chunk(data).unwrap(),
+    ///     vec![ModelDelta::ToolCall(ToolCallDelta {
+    ///         index: 1,
+    ///         id: Some("call_b".into()),
+    ///         name: Some("clock".into()),
+    ///         arguments: String::new(),
+    ///     })]
+    /// );
+    /// ```
+    pub fn parse_chunk(data: &str) -> Result<Vec<ModelDelta>, ModelError> {
+        parse_chunk(data)
+    }
+}
+
+impl fmt::Debug for OpenAiModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiModel")
+            .field("url", &self.shared.url())
+            .field("config", &self.shared.config)
+            .field("client", &self.client)
+            .finish()
+    }
+}
+
+impl Model for OpenAiModel {
+    fn name(&self) -> &str {
+        &self.shared.config.model
+    }
+
+    fn stream(&self, request: ModelRequest, cx: ModelContext) -> ModelStream {
+        Box::pin(stream::OpenAiStream::new(
+            self.shared.clone(),
+            self.client.clone(),
+            request,
+            cx.runtime,
+        ))
+    }
+}

@@ -1,0 +1,219 @@
+//! The OpenAI-compatible `POST /v1/chat/completions` surface: request parsing, streamed chunks
+//! and the non-streamed response.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::service::ApiError;
+use crate::event::{Event, EventKind};
+use crate::model::{Message, Usage};
+
+/// One message of a chat completions request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant` (others are rejected).
+    pub role: String,
+    /// A string, an array of content parts (`{"type":"text","text":…}`), or null.
+    #[serde(default)]
+    pub content: Value,
+}
+
+/// The body of `POST /v1/chat/completions` (fields the agent does not use are ignored).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Echoed back in responses; the agent's own model is used regardless.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The conversation; the last message must be the user's.
+    pub messages: Vec<ChatMessage>,
+    /// Stream chunks (`true`) or answer once (`false`, the default).
+    #[serde(default)]
+    pub stream: bool,
+    /// `{"include_usage": true}` adds a usage chunk before `[DONE]`.
+    #[serde(default)]
+    pub stream_options: Option<Value>,
+}
+
+impl ChatCompletionRequest {
+    /// Parse a request body.
+    ///
+    /// ```
+    /// use agent_core::server::ChatCompletionRequest;
+    /// let req = ChatCompletionRequest::parse(br#"{"messages":[{"role":"user","content":"hi"}],"stream":true}"#).unwrap();
+    /// let (input, history) = req.input_and_history().unwrap();
+    /// assert_eq!(input, "hi");
+    /// assert!(history.is_empty());
+    /// ```
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))
+    }
+
+    /// Whether the client asked for a usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// Split the conversation into the new input (the last user message) and the history
+    /// before it.
+    pub fn input_and_history(&self) -> Result<(String, Vec<Message>), ApiError> {
+        let Some((last, earlier)) = self.messages.split_last() else {
+            return Err(ApiError::bad_request("invalid_messages", "`messages` must not be empty"));
+        };
+        if last.role != "user" {
+            return Err(ApiError::bad_request(
+                "invalid_messages",
+                "the last message must have role \"user\"",
+            ));
+        }
+        let input = content_text(&last.content)?;
+        let mut history = Vec::with_capacity(earlier.len());
+        for message in earlier {
+            let content = content_text(&message.content)?;
+            history.push(match message.role.as_str() {
+                "system" | "developer" => Message::system(content),
+                "user" => Message::user(content),
+                "assistant" => Message::assistant(content),
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_messages",
+                        format!("unsupported message role {other:?}"),
+                    ));
+                }
+            });
+        }
+        Ok((input, history))
+    }
+}
+
+fn content_text(content: &Value) -> Result<String, ApiError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => {
+            let mut text = String::new();
+            for part in parts {
+                if let Some(t) = part.get("text").and_then(Value::as_str) {
+                    text.push_str(t);
+                }
+            }
+            Ok(text)
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_messages",
+            "message content must be a string or an array of text parts",
+        )),
+    }
+}
+
+/// Turns run events into `chat.completion.chunk` SSE frames.
+#[derive(Debug)]
+pub(crate) struct ChunkEncoder {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    sent_role: bool,
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl ChunkEncoder {
+    pub(crate) fn new(run_id: &str, model: String, include_usage: bool) -> Self {
+        ChunkEncoder {
+            id: format!("chatcmpl-{run_id}"),
+            created: unix_now(),
+            model,
+            include_usage,
+            sent_role: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        })
+    }
+
+    fn frame(out: &mut String, value: &Value) {
+        out.push_str("data: ");
+        out.push_str(&value.to_string());
+        out.push_str("\n\n");
+    }
+
+    /// Append the frames for `event` to `out` (nothing for events with no chat equivalent).
+    pub(crate) fn encode(&mut self, event: &Event, out: &mut String) {
+        let delta = match &event.kind {
+            EventKind::TextDelta { text } => Some(json!({"content": text})),
+            EventKind::ReasoningDelta { text } => Some(json!({"reasoning_content": text})),
+            _ => None,
+        };
+        if let Some(mut delta) = delta {
+            if !self.sent_role {
+                self.sent_role = true;
+                delta["role"] = json!("assistant");
+            }
+            Self::frame(out, &self.chunk(delta, None));
+            return;
+        }
+        match &event.kind {
+            EventKind::RunCompleted { usage, .. } => {
+                Self::frame(out, &self.chunk(json!({}), Some("stop")));
+                if self.include_usage {
+                    let mut usage_chunk = self.chunk(json!({}), None);
+                    usage_chunk["choices"] = json!([]);
+                    usage_chunk["usage"] = usage_json(usage);
+                    Self::frame(out, &usage_chunk);
+                }
+                out.push_str("data: [DONE]\n\n");
+            }
+            EventKind::RunFailed { error, .. } => {
+                let body = json!({"error": {"message": error.message, "type": "run_failed", "code": error.kind}});
+                Self::frame(out, &body);
+                out.push_str("data: [DONE]\n\n");
+            }
+            EventKind::RunCancelled { .. } => {
+                let body = json!({"error": {"message": "the run was cancelled", "type": "run_cancelled", "code": "cancelled"}});
+                Self::frame(out, &body);
+                out.push_str("data: [DONE]\n\n");
+            }
+            _ => {}
+        }
+    }
+
+    /// The non-streamed `chat.completion` object for a completed run.
+    pub(crate) fn completion(&self, text: &str, usage: &Usage) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+            }],
+            "usage": usage_json(usage),
+        })
+    }
+}
+
+fn usage_json(usage: &Usage) -> Value {
+    json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    })
+}

@@ -1,0 +1,79 @@
+//! Server settings shared by every backend.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+/// Settings of an agent HTTP server, the same on every backend.
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_core::server::ServerConfig;
+///
+/// let config = ServerConfig::default()
+///     .with_addr("127.0.0.1:0".parse().unwrap())
+///     .with_bearer_token("s3cret")
+///     .with_keep_alive(Duration::from_secs(5));
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind. Default `127.0.0.1:8080` (loopback only).
+    pub addr: SocketAddr,
+    /// When set, every request except `GET /healthz` needs `Authorization: Bearer <token>`.
+    pub bearer_token: Option<Secret>,
+    /// Send a `: keep-alive` comment on an SSE stream idle for this long. Default 15 s.
+    pub keep_alive: Duration,
+    /// Largest request body accepted (413 beyond). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Most runs streaming at once (503 beyond). Default 1024.
+    pub max_concurrent_runs: usize,
+    /// Most sessions remembered; the least recently used is forgotten beyond. Default 10,000.
+    pub max_sessions: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            bearer_token: None,
+            keep_alive: Duration::from_secs(15),
+            max_body_bytes: 1024 * 1024,
+            max_concurrent_runs: 1024,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Set the bind address.
+    pub fn with_addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Require `Authorization: Bearer <token>`.
+    pub fn with_bearer_token(mut self, token: impl Into<Secret>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Set the keep-alive interval.
+    pub fn with_keep_alive(mut self, interval: Duration) -> Self {
+        self.keep_alive = interval;
+        self
+    }
+
+    /// Set the request body limit.
+    pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
+        self.max_body_bytes = limit;
+        self
+    }
+
+    /// Set the concurrent-run limit.
+    pub fn with_max_concurrent_runs(mut self, limit: usize) -> Self {
+        self.max_concurrent_runs = limit;
+        self
+    }
+}

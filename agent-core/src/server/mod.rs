@@ -1,0 +1,45 @@
+//! The HTTP API every backend serves, minus the sockets: routing, authentication, request
+//! parsing, error bodies, SSE framing, keep-alives, OpenAI-compatible chunks, session storage,
+//! the concurrent-run limit and graceful shutdown.
+//!
+//! A backend's server reads a request, hands method, path, headers and body to
+//! [`AgentService::handle`], and writes the [`ApiResponse`] it gets back: a complete JSON body,
+//! or a [`ResponseBody`] stream of byte chunks that it must write **and flush** one by one as
+//! they come. That keeps the behaviour identical on tokio, smol and plain threads.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use futures_util::StreamExt;
+//! use agent_core::agent::Agent;
+//! use agent_core::model::{ScriptedModel, Turn};
+//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::server::{AgentService, ApiBody, ServerConfig};
+//!
+//! let agent = Agent::builder()
+//!     .model(ScriptedModel::new([Turn::new().text("Hi!")]))
+//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .build()
+//!     .unwrap();
+//! let service = AgentService::new(agent, ServerConfig::default());
+//! let response = block_on(service.handle("POST", "/v1/runs", &[], br#"{"input":"hello"}"#));
+//! assert_eq!(response.status, 200);
+//! assert!(response.headers.iter().any(|(n, v)| *n == "x-accel-buffering" && v == "no"));
+//! let ApiBody::Stream(body) = response.body else { panic!("expected a stream") };
+//! let frames: Vec<_> = block_on(body.collect());
+//! let text = String::from_utf8(frames.concat()).unwrap();
+//! assert!(text.starts_with("id: 0\nevent: run_started\ndata: {"));
+//! assert!(text.contains("event: run_completed"));
+//! ```
+
+mod chat;
+mod config;
+mod service;
+
+pub use chat::{ChatCompletionRequest, ChatMessage};
+pub use config::ServerConfig;
+pub use service::{
+    AgentService, ApiBody, ApiError, ApiResponse, ResponseBody, RunRequest, encode_event_frame,
+};
+
+/// The comment frame a server sends on an idle SSE stream.
+pub const KEEP_ALIVE_FRAME: &str = ": keep-alive\n\n";

@@ -1,0 +1,54 @@
+//! The one trait a backend implements to be certified by the suite.
+
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use agent_core::agent::Agent;
+use agent_core::event::Event;
+use agent_core::http::HttpClient;
+use agent_core::runtime::SharedRuntime;
+use agent_core::server::ServerConfig;
+
+/// A backend under test: a runtime binding, an HTTP client and an HTTP server.
+///
+/// Every method is called from a plain test thread (never from inside an async runtime), so a
+/// backend may block in [`consume`](Backend::consume) and
+/// [`start_server`](Backend::start_server) as needed.
+pub trait Backend: Send + Sync + 'static {
+    /// A name for test output and the report, e.g. `"tokio (current_thread)"`.
+    fn name(&self) -> String;
+
+    /// The runtime agents under test are built on.
+    fn runtime(&self) -> SharedRuntime;
+
+    /// The backend's HTTP client, used for the upstream cases.
+    fn http_client(&self) -> Arc<dyn HttpClient>;
+
+    /// Run `agent` on `input` through the backend's own entry point (a `Stream` driven by its
+    /// executor, or an `Iterator` on threads) and call `on_event` with each event the moment
+    /// it is produced.
+    ///
+    /// Return when the run ends, or as soon as `on_event` returns `ControlFlow::Break`, after
+    /// dropping the run (which cancels it). Blocks the calling thread until then.
+    fn consume(&self, agent: &Agent, input: &str, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>);
+
+    /// Start the backend's HTTP server serving `agent` with `config` (whose `addr` is
+    /// `127.0.0.1:0`); return once it accepts connections.
+    fn start_server(&self, agent: Agent, config: ServerConfig) -> Box<dyn RunningServer>;
+
+    /// `true` when [`consume`](Backend::consume) and tasks spawned through
+    /// [`runtime`](Backend::runtime) all run on one thread, so that a task that never yields
+    /// would starve the others. The starvation cases only run in this mode.
+    fn is_single_threaded(&self) -> bool;
+}
+
+/// A server started by [`Backend::start_server`].
+pub trait RunningServer: Send {
+    /// The address it listens on.
+    fn addr(&self) -> SocketAddr;
+
+    /// Graceful shutdown: stop accepting, end open streams with a terminal event, and return
+    /// once the server has stopped (within a few seconds).
+    fn shutdown(self: Box<Self>);
+}
