@@ -91,7 +91,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return None;
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Timeouts of a model request and of a whole run. `None` disables one.

@@ -257,7 +257,11 @@ impl Tool for FnTool {
     }
 }
 
-fn definition(name: impl Into<String>, description: impl Into<String>, parameters: Value) -> ToolDefinition {
+fn definition(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    parameters: Value,
+) -> ToolDefinition {
     ToolDefinition {
         name: name.into(),
         description: description.into(),
@@ -274,7 +278,12 @@ fn definition(name: impl Into<String>, description: impl Into<String>, parameter
 /// });
 /// assert_eq!(echo.definition().name, "echo");
 /// ```
-pub fn async_tool<F, Fut>(name: impl Into<String>, description: impl Into<String>, parameters: Value, f: F) -> FnTool
+pub fn async_tool<F, Fut>(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    parameters: Value,
+    f: F,
+) -> FnTool
 where
     F: Fn(Value) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Value, ToolError>> + Send + 'static,
@@ -290,7 +299,12 @@ where
 ///
 /// If the run is cancelled while the closure runs, the closure finishes on its thread and its
 /// result is discarded.
-pub fn blocking_tool<F>(name: impl Into<String>, description: impl Into<String>, parameters: Value, f: F) -> FnTool
+pub fn blocking_tool<F>(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    parameters: Value,
+    f: F,
+) -> FnTool
 where
     F: Fn(Value) -> Result<Value, ToolError> + Send + Sync + 'static,
 {
@@ -308,7 +322,8 @@ where
 /// The JSON Schema of `T`, as a tool's `parameters`.
 pub fn schema_for<T: schemars::JsonSchema>() -> Value {
     let schema = schemars::schema_for!(T);
-    let mut value = serde_json::to_value(schema).unwrap_or_else(|_| serde_json::json!({"type": "object"}));
+    let mut value =
+        serde_json::to_value(schema).unwrap_or_else(|_| serde_json::json!({"type": "object"}));
     if let Value::Object(map) = &mut value {
         map.remove("$schema");
         map.remove("title");
@@ -321,13 +336,18 @@ fn parse_arguments<A: DeserializeOwned>(arguments: Value) -> Result<A, ToolError
 }
 
 fn to_output<R: Serialize>(value: R) -> Result<Value, ToolError> {
-    serde_json::to_value(value).map_err(|e| ToolError::failed(format!("tool output is not serializable: {e}")))
+    serde_json::to_value(value)
+        .map_err(|e| ToolError::failed(format!("tool output is not serializable: {e}")))
 }
 
 /// A tool from an async closure over typed arguments; the schema is derived from `A`.
 ///
 /// Arguments that do not deserialize into `A` give [`ToolErrorKind::InvalidArguments`].
-pub fn typed_tool<A, R, F, Fut>(name: impl Into<String>, description: impl Into<String>, f: F) -> FnTool
+pub fn typed_tool<A, R, F, Fut>(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    f: F,
+) -> FnTool
 where
     A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
     R: Serialize + 'static,
@@ -348,7 +368,11 @@ where
 }
 
 /// A tool from a synchronous closure over typed arguments, run on the blocking pool.
-pub fn typed_blocking_tool<A, R, F>(name: impl Into<String>, description: impl Into<String>, f: F) -> FnTool
+pub fn typed_blocking_tool<A, R, F>(
+    name: impl Into<String>,
+    description: impl Into<String>,
+    f: F,
+) -> FnTool
 where
     A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
     R: Serialize + 'static,

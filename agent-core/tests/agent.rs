@@ -12,7 +12,8 @@ use agent_core::event::{Event, EventKind};
 use agent_core::model::{FinishReason, Message, ScriptedModel, Step, ToolCallDelta, Turn};
 use agent_core::runtime::{SharedRuntime, ThreadRuntime, block_on};
 use agent_core::tool::{
-    ToolError, ToolErrorKind, ToolResult, async_tool, blocking_tool, typed_blocking_tool, typed_tool,
+    ToolError, ToolErrorKind, ToolResult, async_tool, blocking_tool, typed_blocking_tool,
+    typed_tool,
 };
 use futures_channel::oneshot;
 use futures_util::{FutureExt, StreamExt};
@@ -37,11 +38,17 @@ fn kinds(events: &[Event]) -> Vec<&'static str> {
 /// The contract every run keeps: seq 0.. without gaps, exactly one terminal event, last.
 fn assert_contract(events: &[Event]) {
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.seq, i as u64, "seq must count from 0 without gaps: {events:#?}");
+        assert_eq!(
+            e.seq, i as u64,
+            "seq must count from 0 without gaps: {events:#?}"
+        );
     }
     let terminals = events.iter().filter(|e| e.is_terminal()).count();
     assert_eq!(terminals, 1, "exactly one terminal event: {events:#?}");
-    assert!(events.last().unwrap().is_terminal(), "the terminal event is last");
+    assert!(
+        events.last().unwrap().is_terminal(),
+        "the terminal event is last"
+    );
     assert!(matches!(events[0].kind, EventKind::RunStarted { .. }));
 }
 
@@ -82,7 +89,11 @@ struct Numbers {
 
 #[test]
 fn plain_answer_streams_text_and_completes() {
-    let model = ScriptedModel::new([Turn::new().text("Hello").text(", ").text("world").usage(5, 3)]);
+    let model = ScriptedModel::new([Turn::new()
+        .text("Hello")
+        .text(", ")
+        .text("world")
+        .usage(5, 3)]);
     let events = collect(agent_with(model).build().unwrap().run("hi"));
     assert_contract(&events);
     assert_eq!(
@@ -120,7 +131,9 @@ fn multi_round_tools_feed_results_back_to_the_model() {
     });
     let agent = agent_with(model)
         .instructions("be exact")
-        .tool(typed_tool("add", "add", |n: Numbers| async move { Ok::<_, ToolError>(n.a + n.b) }))
+        .tool(typed_tool("add", "add", |n: Numbers| async move {
+            Ok::<_, ToolError>(n.a + n.b)
+        }))
         .build()
         .unwrap();
     let events = collect(agent.run("2+3+10?"));
@@ -165,14 +178,19 @@ fn parallel_tool_completions_are_emitted_in_finish_order() {
         gates.lock().unwrap().push(Some(rx));
     }
     let gates_in_tool = gates.clone();
-    let gated = async_tool("gated", "waits for a gate", json!({"type":"object"}), move |args| {
-        let i = args["i"].as_u64().unwrap() as usize;
-        let gate = gates_in_tool.lock().unwrap()[i].take().unwrap();
-        async move {
-            gate.await.map_err(|_| ToolError::failed("gate dropped"))?;
-            Ok(json!(i + 1))
-        }
-    });
+    let gated = async_tool(
+        "gated",
+        "waits for a gate",
+        json!({"type":"object"}),
+        move |args| {
+            let i = args["i"].as_u64().unwrap() as usize;
+            let gate = gates_in_tool.lock().unwrap()[i].take().unwrap();
+            async move {
+                gate.await.map_err(|_| ToolError::failed("gate dropped"))?;
+                Ok(json!(i + 1))
+            }
+        },
+    );
     let model = ScriptedModel::new([
         Turn::new()
             .tool_call("call_1", "gated", r#"{"i":0}"#)
@@ -222,7 +240,11 @@ fn max_concurrent_tools_limits_running_calls() {
         turn = turn.tool_call(format!("c{i}"), "slow", "{}");
     }
     let model = ScriptedModel::new([turn, Turn::new().text("done")]);
-    let agent = agent_with(model).tool(tool).max_concurrent_tools(2).build().unwrap();
+    let agent = agent_with(model)
+        .tool(tool)
+        .max_concurrent_tools(2)
+        .build()
+        .unwrap();
     let events = collect(agent.run("go"));
     assert_contract(&events);
     assert_eq!(tool_results(&events).len(), 6);
@@ -255,7 +277,9 @@ fn bad_arguments_invalid_json_and_wrong_type_become_error_results() {
         Turn::new().text("ok"),
     ]);
     let agent = agent_with(model)
-        .tool(typed_blocking_tool("add", "add", |n: Numbers| Ok::<_, ToolError>(n.a + n.b)))
+        .tool(typed_blocking_tool("add", "add", |n: Numbers| {
+            Ok::<_, ToolError>(n.a + n.b)
+        }))
         .build()
         .unwrap();
     let events = collect(agent.run("x"));
@@ -267,10 +291,20 @@ fn bad_arguments_invalid_json_and_wrong_type_become_error_results() {
             _ => None,
         })
         .collect();
-    assert_eq!(started_args[0], json!(r#"{"a": 1, "b": "#), "raw text kept when not JSON");
+    assert_eq!(
+        started_args[0],
+        json!(r#"{"a": 1, "b": "#),
+        "raw text kept when not JSON"
+    );
     for (_, result) in tool_results(&events) {
         assert!(
-            matches!(result, ToolResult::Error { kind: ToolErrorKind::InvalidArguments, .. }),
+            matches!(
+                result,
+                ToolResult::Error {
+                    kind: ToolErrorKind::InvalidArguments,
+                    ..
+                }
+            ),
             "{result:?}"
         );
     }
@@ -296,9 +330,15 @@ fn tool_error_and_tool_panic_are_reported_and_the_run_goes_on() {
         }
     }
     let agent = agent_with(model)
-        .tool(async_tool("fails", "", json!({}), |_| async { Err(ToolError::failed("disk full")) }))
-        .tool(async_tool("panics_async", "", json!({}), |_| async { panic!("boom async") }))
-        .tool(blocking_tool("panics_blocking", "", json!({}), |_| panic!("boom blocking")))
+        .tool(async_tool("fails", "", json!({}), |_| async {
+            Err(ToolError::failed("disk full"))
+        }))
+        .tool(async_tool("panics_async", "", json!({}), |_| async {
+            panic!("boom async")
+        }))
+        .tool(blocking_tool("panics_blocking", "", json!({}), |_| {
+            panic!("boom blocking")
+        }))
         .tool(PanicsOnCall(agent_core::tool::ToolDefinition {
             name: "panics_on_call".into(),
             description: String::new(),
@@ -324,7 +364,9 @@ fn tool_error_and_tool_panic_are_reported_and_the_run_goes_on() {
         ("c3", "boom blocking"),
         ("c4", "panicked before returning a future"),
     ] {
-        let ToolResult::Error { kind, message } = by_id(id) else { panic!() };
+        let ToolResult::Error { kind, message } = by_id(id) else {
+            panic!()
+        };
         assert_eq!(kind, ToolErrorKind::Panicked);
         assert!(message.contains(text), "{message}");
     }
@@ -332,9 +374,15 @@ fn tool_error_and_tool_panic_are_reported_and_the_run_goes_on() {
 
 #[test]
 fn exceeding_max_rounds_fails_the_run_with_max_rounds() {
-    let model = ScriptedModel::from_fn(|_, n| Turn::new().text(format!("r{n} ")).tool_call(format!("c{n}"), "noop", "{}"));
+    let model = ScriptedModel::from_fn(|_, n| {
+        Turn::new()
+            .text(format!("r{n} "))
+            .tool_call(format!("c{n}"), "noop", "{}")
+    });
     let agent = agent_with(model)
-        .tool(async_tool("noop", "", json!({}), |_| async { Ok(Value::Null) }))
+        .tool(async_tool("noop", "", json!({}), |_| async {
+            Ok(Value::Null)
+        }))
         .max_rounds(3)
         .build()
         .unwrap();
@@ -352,10 +400,14 @@ fn exceeding_max_rounds_fails_the_run_with_max_rounds() {
 
 #[test]
 fn model_error_fails_the_run_and_keeps_partial_text() {
-    let model = ScriptedModel::new([Turn::new()
-        .text("partial ")
-        .text("answer")
-        .fail(ModelError::new(ErrorKind::UpstreamReset, "connection reset"))]);
+    let model =
+        ScriptedModel::new([Turn::new()
+            .text("partial ")
+            .text("answer")
+            .fail(ModelError::new(
+                ErrorKind::UpstreamReset,
+                "connection reset",
+            ))]);
     let events = collect(agent_with(model).build().unwrap().run("x"));
     assert_contract(&events);
     let (kind, message, partial) = failure(&events);
@@ -394,7 +446,9 @@ fn interleaved_tool_call_deltas_are_assembled_by_index() {
         Turn::new().text("ok"),
     ]);
     let agent = agent_with(model)
-        .tool(typed_tool("add", "add", |n: Numbers| async move { Ok::<_, ToolError>(n.a + n.b) }))
+        .tool(typed_tool("add", "add", |n: Numbers| async move {
+            Ok::<_, ToolError>(n.a + n.b)
+        }))
         .build()
         .unwrap();
     let events = collect(agent.run("x"));
@@ -446,7 +500,11 @@ fn dropping_the_stream_mid_run_drops_the_in_flight_tool_future() {
     assert_eq!(polled.load(Ordering::SeqCst), 1);
     assert_eq!(drops.load(Ordering::SeqCst), 0);
     drop(stream);
-    assert_eq!(drops.load(Ordering::SeqCst), 1, "the tool future must be dropped with the stream");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the tool future must be dropped with the stream"
+    );
 }
 
 #[test]
@@ -463,12 +521,17 @@ fn dropping_the_stream_discards_a_blocking_tools_late_result() {
     let model = ScriptedModel::new([Turn::new().tool_call("c1", "wait", "{}")]);
     let agent = agent_with(model).tool(tool).build().unwrap();
     let mut stream = agent.run("x");
-    while !matches!(block_on(stream.next()).unwrap().kind, EventKind::ToolCallStarted { .. }) {}
+    while !matches!(
+        block_on(stream.next()).unwrap().kind,
+        EventKind::ToolCallStarted { .. }
+    ) {}
     assert!(stream.next().now_or_never().is_none());
     drop(stream);
     release_tx.send(()).unwrap();
     // The blocking closure ran to its end on its thread; its result went nowhere, no panic.
-    finished_rx.recv_timeout(Duration::from_secs(5)).expect("the blocking tool finished");
+    finished_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the blocking tool finished");
 }
 
 #[test]
@@ -477,14 +540,21 @@ fn the_stream_is_returned_before_anything_runs() {
     let counter = model.clone();
     let agent = agent_with(model).build().unwrap();
     let stream = agent.run("x");
-    assert_eq!(counter.requests(), 0, "no model request before the first poll");
+    assert_eq!(
+        counter.requests(),
+        0,
+        "no model request before the first poll"
+    );
     drop(stream);
     assert_eq!(counter.requests(), 0);
 }
 
 #[test]
 fn cancel_handle_ends_the_run_with_run_cancelled() {
-    let model = ScriptedModel::new([Turn::new().text("before ").pause(Duration::from_secs(30)).text("after")]);
+    let model = ScriptedModel::new([Turn::new()
+        .text("before ")
+        .pause(Duration::from_secs(30))
+        .text("after")]);
     let agent = agent_with(model).build().unwrap();
     let mut stream = agent.run("x");
     let handle = stream.cancel_handle();
@@ -506,13 +576,22 @@ fn cancel_handle_ends_the_run_with_run_cancelled() {
             partial_text: "before ".into()
         }
     );
-    assert!(block_on(stream.next()).is_none(), "nothing after the terminal event");
+    assert!(
+        block_on(stream.next()).is_none(),
+        "nothing after the terminal event"
+    );
 }
 
 #[test]
 fn run_timeout_fails_the_run() {
-    let model = ScriptedModel::new([Turn::new().text("slow ").pause(Duration::from_secs(30)).text("never")]);
-    let agent = agent_with(model).run_timeout(Duration::from_millis(30)).build().unwrap();
+    let model = ScriptedModel::new([Turn::new()
+        .text("slow ")
+        .pause(Duration::from_secs(30))
+        .text("never")]);
+    let agent = agent_with(model)
+        .run_timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
     let events = collect(agent.run("x"));
     assert_contract(&events);
     let (kind, _, partial) = failure(&events);
@@ -561,27 +640,44 @@ fn a_failed_run_leaves_session_history_unchanged() {
 
 #[test]
 fn builder_reports_missing_parts_and_duplicate_tools() {
-    assert_eq!(Agent::builder().runtime(runtime()).build().unwrap_err(), BuildError::MissingModel);
     assert_eq!(
-        Agent::builder().model(ScriptedModel::new([])).build().unwrap_err(),
+        Agent::builder().runtime(runtime()).build().unwrap_err(),
+        BuildError::MissingModel
+    );
+    assert_eq!(
+        Agent::builder()
+            .model(ScriptedModel::new([]))
+            .build()
+            .unwrap_err(),
         BuildError::MissingRuntime
     );
     let noop = || async_tool("t", "", json!({}), |_| async { Ok(Value::Null) });
-    let err = agent_with(ScriptedModel::new([])).tool(noop()).tool(noop()).build().unwrap_err();
+    let err = agent_with(ScriptedModel::new([]))
+        .tool(noop())
+        .tool(noop())
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::DuplicateTool("t".into()));
     assert!(err.to_string().contains("\"t\""));
-    let err = agent_with(ScriptedModel::new([])).max_rounds(0).build().unwrap_err();
+    let err = agent_with(ScriptedModel::new([]))
+        .max_rounds(0)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::InvalidLimit("max_rounds"));
 }
 
 #[test]
 fn events_round_trip_through_json() {
     let model = ScriptedModel::new([
-        Turn::new().reasoning("think").tool_call("c1", "add", r#"{"a":1,"b":2}"#),
+        Turn::new()
+            .reasoning("think")
+            .tool_call("c1", "add", r#"{"a":1,"b":2}"#),
         Turn::new().text("3").usage(1, 1),
     ]);
     let agent = agent_with(model)
-        .tool(typed_tool("add", "add", |n: Numbers| async move { Ok::<_, ToolError>(n.a + n.b) }))
+        .tool(typed_tool("add", "add", |n: Numbers| async move {
+            Ok::<_, ToolError>(n.a + n.b)
+        }))
         .build()
         .unwrap();
     for event in collect(agent.run("x")) {
@@ -615,11 +711,16 @@ fn redact(value: &mut Value) {
 #[test]
 fn transcript_of_a_tool_round_is_stable() {
     let model = ScriptedModel::new([
-        Turn::new().reasoning("Need the sum.").tool_call("call_1", "add", r#"{"a":2,"b":2}"#).usage(10, 4),
+        Turn::new()
+            .reasoning("Need the sum.")
+            .tool_call("call_1", "add", r#"{"a":2,"b":2}"#)
+            .usage(10, 4),
         Turn::new().text("2 + 2 = ").text("4").usage(20, 3),
     ]);
     let agent = agent_with(model)
-        .tool(typed_tool("add", "add", |n: Numbers| async move { Ok::<_, ToolError>(n.a + n.b) }))
+        .tool(typed_tool("add", "add", |n: Numbers| async move {
+            Ok::<_, ToolError>(n.a + n.b)
+        }))
         .build()
         .unwrap();
     let mut transcript = serde_json::to_value(collect(agent.run("What is 2+2?"))).unwrap();

@@ -14,7 +14,9 @@ use super::AgentInner;
 use super::emit::Emitter;
 use crate::error::{ErrorKind, panic_message};
 use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
-use crate::model::{FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ToolCall, Usage};
+use crate::model::{
+    FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ToolCall, Usage,
+};
 use crate::tool::{ToolContext, ToolError, ToolErrorKind, ToolResult};
 
 /// What the loop hands back when it ends: the terminal event and, for a completed run, the
@@ -119,7 +121,9 @@ pub(crate) async fn drive(
                     text.push_str(&t);
                     emitter.emit(EventKind::TextDelta { text: t }).await;
                 }
-                ModelDelta::Reasoning(t) => emitter.emit(EventKind::ReasoningDelta { text: t }).await,
+                ModelDelta::Reasoning(t) => {
+                    emitter.emit(EventKind::ReasoningDelta { text: t }).await
+                }
                 ModelDelta::ToolCall(d) => {
                     let call = calls.entry(d.index).or_default();
                     if let Some(id) = d.id.filter(|id| !id.is_empty()) {
@@ -236,7 +240,9 @@ async fn run_tools(agent: &AgentInner, emitter: &Emitter, calls: &[ToolCall]) ->
                 .emit(EventKind::ToolCallStarted {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
-                    arguments: arguments.clone().unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                    arguments: arguments
+                        .clone()
+                        .unwrap_or_else(|_| Value::String(call.arguments.clone())),
                 })
                 .await;
             let started = Instant::now();
@@ -283,7 +289,9 @@ fn start_tool(
             call.name,
             agent.tool_names()
         );
-        return Box::pin(async move { ToolError::new(ToolErrorKind::UnknownTool, message).into_result() });
+        return Box::pin(async move {
+            ToolError::new(ToolErrorKind::UnknownTool, message).into_result()
+        });
     };
     let arguments = match arguments {
         Ok(arguments) => arguments,
@@ -299,7 +307,9 @@ fn start_tool(
         Ok(future) => future,
         Err(payload) => {
             let message = format!("tool panicked: {}", panic_message(&*payload));
-            return Box::pin(async move { ToolError::new(ToolErrorKind::Panicked, message).into_result() });
+            return Box::pin(async move {
+                ToolError::new(ToolErrorKind::Panicked, message).into_result()
+            });
         }
     };
     Box::pin(

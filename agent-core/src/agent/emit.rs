@@ -22,7 +22,10 @@ impl Emitter {
     /// Hand `kind` to the consumer and suspend until the consumer polls again.
     pub(crate) async fn emit(&self, kind: EventKind) {
         let previous = lock(&self.slot).replace(kind);
-        debug_assert!(previous.is_none(), "an event was emitted before the last one was taken");
+        debug_assert!(
+            previous.is_none(),
+            "an event was emitted before the last one was taken"
+        );
         SuspendOnce { suspended: false }.await
     }
 

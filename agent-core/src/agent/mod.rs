@@ -72,7 +72,11 @@ impl AgentInner {
         if self.tools.is_empty() {
             return "none".into();
         }
-        let names: Vec<&str> = self.tools.iter().map(|t| t.definition().name.as_str()).collect();
+        let names: Vec<&str> = self
+            .tools
+            .iter()
+            .map(|t| t.definition().name.as_str())
+            .collect();
         names.join(", ")
     }
 }
@@ -137,12 +141,24 @@ impl Agent {
         &self.inner.model
     }
 
-    fn start(&self, input: String, history: Vec<Message>, session: Option<Arc<Mutex<Vec<Message>>>>) -> RunStream {
+    fn start(
+        &self,
+        input: String,
+        history: Vec<Message>,
+        session: Option<Arc<Mutex<Vec<Message>>>>,
+    ) -> RunStream {
         let run_id = format!("run_{}", RUN_COUNTER.fetch_add(1, Ordering::Relaxed));
         let emitter = emit::Emitter::default();
-        let span = tracing::info_span!("agent_run", run_id = %run_id, model = self.inner.model.name());
+        let span =
+            tracing::info_span!("agent_run", run_id = %run_id, model = self.inner.model.name());
         let driver = tracing::Instrument::instrument(
-            drive::drive(self.inner.clone(), emitter.clone(), run_id.clone(), history, input),
+            drive::drive(
+                self.inner.clone(),
+                emitter.clone(),
+                run_id.clone(),
+                history,
+                input,
+            ),
             span,
         );
         let deadline = self.inner.run_timeout.map(|d| self.inner.runtime.sleep(d));
@@ -189,17 +205,24 @@ impl Session {
     /// Run the next turn of the conversation.
     pub fn run(&self, input: impl Into<String>) -> RunStream {
         let history = self.history();
-        self.agent.start(input.into(), history, Some(self.history.clone()))
+        self.agent
+            .start(input.into(), history, Some(self.history.clone()))
     }
 
     /// The conversation so far (user, assistant and tool messages; no system message).
     pub fn history(&self) -> Vec<Message> {
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Forget the conversation.
     pub fn clear(&self) {
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The agent of this session.
@@ -225,9 +248,9 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::MissingModel => f.write_str("the agent needs a model: call .model(...)"),
-            BuildError::MissingRuntime => {
-                f.write_str("the agent needs a runtime: call .runtime(...) (a backend crate provides one)")
-            }
+            BuildError::MissingRuntime => f.write_str(
+                "the agent needs a runtime: call .runtime(...) (a backend crate provides one)",
+            ),
             BuildError::DuplicateTool(name) => write!(f, "two tools are named {name:?}"),
             BuildError::InvalidLimit(which) => write!(f, "{which} must be at least 1"),
         }
@@ -321,7 +344,9 @@ impl AgentBuilder {
         if max_rounds == 0 {
             return Err(BuildError::InvalidLimit("max_rounds"));
         }
-        let max_concurrent_tools = self.max_concurrent_tools.unwrap_or(DEFAULT_MAX_CONCURRENT_TOOLS);
+        let max_concurrent_tools = self
+            .max_concurrent_tools
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_TOOLS);
         if max_concurrent_tools == 0 {
             return Err(BuildError::InvalidLimit("max_concurrent_tools"));
         }

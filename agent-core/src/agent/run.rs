@@ -167,7 +167,9 @@ impl Stream for RunStream {
                 }
             },
             Ok(Poll::Ready(finished)) => {
-                if let (EventKind::RunCompleted { .. }, Some(session)) = (&finished.terminal, &this.session) {
+                if let (EventKind::RunCompleted { .. }, Some(session)) =
+                    (&finished.terminal, &this.session)
+                {
                     session
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())

@@ -96,7 +96,12 @@ impl Turn {
     }
 
     /// Append a tool call.
-    pub fn tool_call(self, id: impl Into<String>, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+    pub fn tool_call(
+        self,
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
         self.step(Step::ToolCall {
             id: id.into(),
             name: name.into(),

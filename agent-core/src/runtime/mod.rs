@@ -31,7 +31,7 @@ use std::time::Duration;
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 
-pub use thread::{ThreadRuntime, block_on};
+pub use thread::{ThreadRuntime, TimerSleep, block_on};
 
 /// A boxed, `Send` future: the type-erased edge of the runtime trait.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -166,7 +166,11 @@ impl<T> Future for JoinHandle<T> {
 }
 
 /// Race `future` against a timer of `duration` on `runtime`; `None` when the timer won.
-pub async fn timeout<F: Future>(runtime: &dyn Runtime, duration: Duration, future: F) -> Option<F::Output> {
+pub async fn timeout<F: Future>(
+    runtime: &dyn Runtime,
+    duration: Duration,
+    future: F,
+) -> Option<F::Output> {
     let sleep = runtime.sleep(duration);
     let mut future = std::pin::pin!(future);
     let mut sleep = std::pin::pin!(sleep);

@@ -1,7 +1,7 @@
 //! A runtime made of plain OS threads, a timer thread and a thread-parking `block_on`.
 
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,9 +162,8 @@ impl Future for TimerSleep {
     }
 }
 
-#[doc(hidden)]
 #[derive(Debug)]
-pub struct TimerEntry {
+struct TimerEntry {
     fired: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }

@@ -61,7 +61,10 @@ impl ChatCompletionRequest {
     /// before it.
     pub fn input_and_history(&self) -> Result<(String, Vec<Message>), ApiError> {
         let Some((last, earlier)) = self.messages.split_last() else {
-            return Err(ApiError::bad_request("invalid_messages", "`messages` must not be empty"));
+            return Err(ApiError::bad_request(
+                "invalid_messages",
+                "`messages` must not be empty",
+            ));
         };
         if last.role != "user" {
             return Err(ApiError::bad_request(

@@ -54,7 +54,10 @@ impl ApiError {
 
     /// A 400 for a body that is not the expected JSON.
     pub fn invalid_json(err: &serde_json::Error) -> Self {
-        ApiError::bad_request("invalid_json", format!("the request body is not valid: {err}"))
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the request body is not valid: {err}"),
+        )
     }
 
     /// A 413 for a body larger than `limit` bytes (backends use it while reading the body).
@@ -246,7 +249,13 @@ impl AgentService {
     ///
     /// Streaming responses are returned at once; a non-streamed chat completion resolves
     /// when its run ends (dropping the future cancels the run).
-    pub fn handle(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> BoxFuture<ApiResponse> {
+    pub fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> BoxFuture<ApiResponse> {
         match self.route(method, path, headers, body) {
             Ok(Routed::Ready(response)) => Box::pin(std::future::ready(response)),
             Ok(Routed::Later(future)) => future,
@@ -254,14 +263,22 @@ impl AgentService {
         }
     }
 
-    fn route(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Routed, ApiError> {
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Routed, ApiError> {
         let path = path.split('?').next().unwrap_or(path);
         let known = matches!(path, "/healthz" | "/v1/runs" | "/v1/chat/completions");
         if !known {
             return Err(ApiError {
                 status: 404,
                 code: "not_found",
-                message: format!("no route for {method} {path}; see GET /healthz, POST /v1/runs, POST /v1/chat/completions"),
+                message: format!(
+                    "no route for {method} {path}; see GET /healthz, POST /v1/runs, POST /v1/chat/completions"
+                ),
             });
         }
         let expected = if path == "/healthz" { "GET" } else { "POST" };
@@ -273,15 +290,21 @@ impl AgentService {
             });
         }
         if path == "/healthz" {
-            return Ok(Routed::Ready(ApiResponse::json(200, &json!({"status": "ok"}))));
+            return Ok(Routed::Ready(ApiResponse::json(
+                200,
+                &json!({"status": "ok"}),
+            )));
         }
         self.check_auth(headers)?;
         if body.len() > self.inner.config.max_body_bytes {
-            return Err(ApiError::payload_too_large(self.inner.config.max_body_bytes));
+            return Err(ApiError::payload_too_large(
+                self.inner.config.max_body_bytes,
+            ));
         }
         match path {
             "/v1/runs" => {
-                let request: RunRequest = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
+                let request: RunRequest =
+                    serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
                 let run = match &request.session_id {
                     Some(id) => self.session(id)?.run(request.input),
                     None => self.inner.agent.run(request.input),
@@ -326,9 +349,14 @@ impl AgentService {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
             .map(|(_, v)| *v)
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
         match given {
-            Some(given) if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) => Ok(()),
+            Some(given) if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) => {
+                Ok(())
+            }
             _ => Err(ApiError {
                 status: 401,
                 code: "unauthorized",
@@ -377,7 +405,9 @@ impl AgentService {
         let limit = inner.config.max_concurrent_runs;
         let admitted = inner
             .running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .is_ok();
         if !admitted {
             return Err(ApiError {
@@ -423,7 +453,11 @@ impl Drop for RunPermit {
     }
 }
 
-async fn complete_chat(mut run: RunStream, encoder: ChunkEncoder, permit: RunPermit) -> ApiResponse {
+async fn complete_chat(
+    mut run: RunStream,
+    encoder: ChunkEncoder,
+    permit: RunPermit,
+) -> ApiResponse {
     let _permit = permit;
     while let Some(event) = run.next().await {
         match event.kind {
@@ -431,7 +465,11 @@ async fn complete_chat(mut run: RunStream, encoder: ChunkEncoder, permit: RunPer
                 return ApiResponse::json(200, &encoder.completion(&text, &usage));
             }
             EventKind::RunFailed { error, .. } => {
-                let status = if error.kind == crate::error::ErrorKind::RunTimeout { 504 } else { 502 };
+                let status = if error.kind == crate::error::ErrorKind::RunTimeout {
+                    504
+                } else {
+                    502
+                };
                 let body = json!({"error": {"message": error.message, "type": "run_failed", "code": error.kind}});
                 return ApiResponse::json(status, &body);
             }
@@ -559,7 +597,9 @@ impl Stream for ResponseBody {
                 Poll::Pending => {
                     if this.poll_keep_alive(cx) {
                         this.last_sent = Instant::now();
-                        return Poll::Ready(Some(Bytes::from_static(super::KEEP_ALIVE_FRAME.as_bytes())));
+                        return Poll::Ready(Some(Bytes::from_static(
+                            super::KEEP_ALIVE_FRAME.as_bytes(),
+                        )));
                     }
                     return Poll::Pending;
                 }
