@@ -503,6 +503,11 @@ enum Encoding {
 /// Each chunk must be written and flushed as soon as it is yielded. The body ends after the
 /// frame of the run's terminal event. Dropping it cancels the run (a client disconnect).
 pub struct ResponseBody {
+    // Boxed so that responses stay small to move around; one allocation per stream.
+    state: Box<BodyState>,
+}
+
+struct BodyState {
     run: RunStream,
     encoding: Encoding,
     keep_alive: std::time::Duration,
@@ -516,15 +521,15 @@ pub struct ResponseBody {
 impl fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseBody")
-            .field("run", &self.run)
-            .field("done", &self.done)
+            .field("run", &self.state.run)
+            .field("done", &self.state.done)
             .finish_non_exhaustive()
     }
 }
 
 impl ResponseBody {
     fn new(run: RunStream, encoding: Encoding, permit: RunPermit, inner: &ServiceInner) -> Self {
-        ResponseBody {
+        let state = BodyState {
             run,
             encoding,
             keep_alive: inner.config.keep_alive,
@@ -533,9 +538,14 @@ impl ResponseBody {
             runtime: inner.agent.runtime().clone(),
             _permit: permit,
             done: false,
+        };
+        ResponseBody {
+            state: Box::new(state),
         }
     }
+}
 
+impl BodyState {
     fn encode(&mut self, event: &Event) -> Bytes {
         let mut out = String::with_capacity(128);
         match &mut self.encoding {
@@ -575,7 +585,7 @@ impl Stream for ResponseBody {
     type Item = Bytes;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = &mut *self;
+        let this = &mut *self.state;
         loop {
             if this.done {
                 return Poll::Ready(None);

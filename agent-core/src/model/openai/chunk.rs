@@ -11,39 +11,10 @@ pub(super) const EXCERPT_CHARS: usize = 200;
 
 /// Parse the `data` of one Chat Completions streaming event into [`ModelDelta`]s.
 ///
-/// `data` is the JSON of one `chat.completion.chunk` (not the `[DONE]` sentinel, which the
-/// stream handles itself). The deltas come out in this order: for the first choice
-/// (`index` 0), reasoning (`reasoning_content` or `reasoning`), text (`content`), tool-call
-/// pieces (in the order of `tool_calls`), the finish reason; then the usage report. Empty
-/// strings and `null`s yield nothing, so a chunk may yield no delta at all (a role-only
-/// first chunk, for example). Other choices (`n > 1`) are ignored: the core never asks for
-/// more than one.
-///
-/// Lenient where providers differ: unknown fields are ignored; a tool call without `index`
-/// takes its position in the `tool_calls` array; an empty `id` or `name` counts as absent;
-/// usage fields default to 0 and `total_tokens` to the sum of the other two.
-///
-/// # Errors
-///
-/// * [`ErrorKind::Model`] when the chunk is an error report (`{"error": {"message": …}}`),
-///   as some providers send mid-stream; the message is the provider's.
-/// * [`ErrorKind::MalformedResponse`] when `data` is not JSON or not shaped like a chunk; the
-///   message quotes at most 200 characters of `data`.
-///
-/// This function is pure and total (it never panics), whatever the input: a fuzz target
-/// calls it with arbitrary strings.
-///
-/// # Example
-///
-/// ```
-/// use agent_core::model::{ModelDelta, OpenAiModel};
-///
-/// let data = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#;
-/// let deltas = OpenAiModel::parse_chunk(data).unwrap();
-/// assert_eq!(deltas[0], ModelDelta::Text("Hi".into()));
-/// assert!(matches!(deltas[1], ModelDelta::Finish(_)));
-/// assert!(OpenAiModel::parse_chunk("{not json").is_err());
-/// ```
+/// The pure, total function behind
+/// [`OpenAiModel::parse_chunk`](super::OpenAiModel::parse_chunk), which documents the
+/// mapping and the errors. It never panics, whatever the input: a fuzz target calls it with
+/// arbitrary strings.
 pub fn parse_chunk(data: &str) -> Result<Vec<ModelDelta>, ModelError> {
     let chunk: Chunk = serde_json::from_str(data).map_err(|err| {
         ModelError::new(
@@ -55,8 +26,12 @@ pub fn parse_chunk(data: &str) -> Result<Vec<ModelDelta>, ModelError> {
         )
     })?;
     if let Some(error) = chunk.error.filter(|e| !e.is_null()) {
-        let message = error_message(&error)
-            .unwrap_or_else(|| format!("the upstream reported an error: {}", excerpt(&error.to_string())));
+        let message = error_message(&error).unwrap_or_else(|| {
+            format!(
+                "the upstream reported an error: {}",
+                excerpt(&error.to_string())
+            )
+        });
         return Err(ModelError::new(ErrorKind::Model, message));
     }
     let mut deltas = Vec::new();
@@ -67,7 +42,11 @@ pub fn parse_chunk(data: &str) -> Result<Vec<ModelDelta>, ModelError> {
         .find(|c| c.index.unwrap_or(0) == 0)
     {
         if let Some(delta) = choice.delta {
-            if let Some(text) = delta.reasoning_content.or(delta.reasoning).filter(|s| !s.is_empty()) {
+            if let Some(text) = delta
+                .reasoning_content
+                .or(delta.reasoning)
+                .filter(|s| !s.is_empty())
+            {
                 deltas.push(ModelDelta::Reasoning(text));
             }
             if let Some(text) = delta.content.filter(|s| !s.is_empty()) {
@@ -217,7 +196,11 @@ mod tests {
         let data = r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
         assert_eq!(
             parse_chunk(data).unwrap(),
-            vec![ModelDelta::Usage(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 })]
+            vec![ModelDelta::Usage(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7
+            })]
         );
     }
 
@@ -231,7 +214,11 @@ mod tests {
     #[test]
     fn non_object_json_is_malformed() {
         for data in ["[1]", "\"x\"", "null", "1", "", "{\"choices\":3}"] {
-            assert_eq!(parse_chunk(data).unwrap_err().kind, ErrorKind::MalformedResponse, "{data}");
+            assert_eq!(
+                parse_chunk(data).unwrap_err().kind,
+                ErrorKind::MalformedResponse,
+                "{data}"
+            );
         }
     }
 

@@ -23,29 +23,7 @@
 //! assert!(!format!("{openai:?}").contains("sk-secret"));
 //! ```
 //!
-//! # Behaviour
-//!
-//! * **Retries** happen only before the first byte of the response body: on a connect error,
-//!   a 429 or a retryable 5xx ([`RetryPolicy::is_retryable_status`]), waiting
-//!   [`RetryPolicy::backoff`] (which honours `Retry-After`) on the run's runtime. Once the
-//!   body of a 2xx response has started, nothing is retried.
-//! * **Timeouts** ([`Timeouts`]): `connect` is handed to the client; `first_byte` runs from
-//!   sending the request to the first body byte (so it covers the wait for the response
-//!   head); `inactivity` is the longest gap allowed between two SSE *events*: comments such
-//!   as `: keep-alive` do not reset it.
-//! * **Errors** are [`ModelError`]s whose [`ErrorKind`] tells what happened (see
-//!   [`OpenAiModel`]). Their messages name the upstream host, the status and the provider's
-//!   own error message, and never contain the API key or any header value.
-//! * **End of stream**: `data: [DONE]` ends the answer. A body that simply ends also ends
-//!   the answer normally, with whatever finish reason was seen (none, if the upstream never
-//!   sent one), even when it stops in the middle of an event: that unterminated event is
-//!   discarded, as the SSE specification requires, and a `debug` trace is logged. The agent
-//!   loop treats a missing finish reason like `stop`. A body that ends without having sent
-//!   a single SSE event is not an answer, however: it fails with
-//!   [`ErrorKind::MalformedResponse`], quoting how the body began.
-//!
-//! [`ErrorKind`]: crate::error::ErrorKind
-//! [`ErrorKind::MalformedResponse`]: crate::error::ErrorKind::MalformedResponse
+//! [`OpenAiModel`] documents the retries, timeouts, errors and end-of-stream rules.
 
 mod chunk;
 mod request;
@@ -65,16 +43,13 @@ use crate::sse::SseLimits;
 
 pub use chunk::parse_chunk;
 
-/// Base URL of the OpenAI API, used by [`OpenAiConfig::openai`].
-pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
-
 /// Configuration of an [`OpenAiModel`].
 ///
 /// Build one with [`OpenAiConfig::new`] (any compatible server) or [`OpenAiConfig::openai`]
 /// and the `with_*` setters; every field is public for inspection and adjustment.
 ///
-/// `Debug` never prints the API key nor the values of [`extra_headers`](Self::extra_headers)
-/// (they may hold credentials too):
+/// `Debug` never prints the API key, the values of [`extra_headers`](Self::extra_headers)
+/// (they may hold credentials too) or credentials embedded in `base_url`:
 ///
 /// ```
 /// use agent_core::model::OpenAiConfig;
@@ -121,6 +96,9 @@ pub struct OpenAiConfig {
 }
 
 impl OpenAiConfig {
+    /// Base URL of the OpenAI API, used by [`OpenAiConfig::openai`].
+    pub const OPENAI_BASE_URL: &'static str = "https://api.openai.com/v1";
+
     /// A configuration for the server at `base_url` (up to and including `/v1`) and model
     /// `model`, with no API key, default retries and timeouts, and usage reporting on.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
@@ -139,9 +117,9 @@ impl OpenAiConfig {
         }
     }
 
-    /// A configuration for the OpenAI API ([`OPENAI_BASE_URL`]) with `api_key`.
+    /// A configuration for the OpenAI API ([`Self::OPENAI_BASE_URL`]) with `api_key`.
     pub fn openai(model: impl Into<String>, api_key: impl Into<Secret>) -> Self {
-        OpenAiConfig::new(OPENAI_BASE_URL, model).with_api_key(api_key)
+        OpenAiConfig::new(Self::OPENAI_BASE_URL, model).with_api_key(api_key)
     }
 
     /// Send `api_key` as `Authorization: Bearer <api_key>`.
@@ -218,7 +196,7 @@ impl fmt::Debug for OpenAiConfig {
             }
         }
         f.debug_struct("OpenAiConfig")
-            .field("base_url", &self.base_url)
+            .field("base_url", &request::redact_credentials(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("extra_headers", &RedactedHeaders(&self.extra_headers))
@@ -235,8 +213,33 @@ impl fmt::Debug for OpenAiConfig {
 
 /// A model served by an OpenAI-compatible Chat Completions endpoint.
 ///
-/// Each [`stream`](Model::stream) call sends one streaming request (retried as described
-/// in the [module docs](self)) and yields the deltas of the answer as their chunks arrive.
+/// Each [`stream`](Model::stream) call sends one streaming request and yields the deltas of
+/// the answer as their chunks arrive: each delta as soon as its event has been parsed,
+/// never waiting for more of the body.
+///
+/// # Behaviour
+///
+/// * **Retries** happen only before the first byte of the response body: on a connect error,
+///   a 429 or a retryable 5xx ([`RetryPolicy::is_retryable_status`]), waiting
+///   [`RetryPolicy::backoff`] (which honours `Retry-After`) on the run's runtime. Once the
+///   body of a 2xx response has started, nothing is retried.
+/// * **Timeouts** ([`Timeouts`]): `connect` is handed to the client; `first_byte` runs from
+///   sending the request to the first body byte (so it covers the wait for the response
+///   head); `inactivity` is the longest gap allowed between two SSE *events*: comments such
+///   as `: keep-alive` do not reset it.
+/// * **Errors** are [`ModelError`]s whose [`ErrorKind`] tells what happened (see the
+///   table below). Their messages name the upstream host, the status and the provider's
+///   own error message, and never contain the API key or any header value.
+/// * **End of stream**: `data: [DONE]` ends the answer. A body that simply ends also ends
+///   the answer normally, with whatever finish reason was seen (none, if the upstream never
+///   sent one), even when it stops in the middle of an event: that unterminated event is
+///   discarded, as the SSE specification requires, and a `debug` trace is logged. The agent
+///   loop treats a missing finish reason like `stop`. A body that ends without having sent
+///   a single SSE event is not an answer, however: it fails with
+///   [`ErrorKind::MalformedResponse`], quoting how the body began.
+///
+/// # Errors
+///
 /// The stream fails with a [`ModelError`] of kind:
 ///
 /// | kind | when |
@@ -253,6 +256,9 @@ impl fmt::Debug for OpenAiConfig {
 /// | [`InvalidRequest`](crate::error::ErrorKind::InvalidRequest) | the client rejected the request (bad URL or header) |
 ///
 /// Dropping the stream drops the HTTP response body, which closes the connection.
+///
+/// [`ErrorKind`]: crate::error::ErrorKind
+/// [`ErrorKind::MalformedResponse`]: crate::error::ErrorKind::MalformedResponse
 #[derive(Clone)]
 pub struct OpenAiModel {
     shared: Arc<stream::Shared>,
@@ -273,8 +279,34 @@ impl OpenAiModel {
         &self.shared.config
     }
 
-    /// Parse the `data` of one streamed chunk into deltas; the same as [`parse_chunk`]
-    /// (see there for the details and errors).
+    /// Parse the `data` of one Chat Completions streaming event into [`ModelDelta`]s.
+    ///
+    /// `data` is the JSON of one `chat.completion.chunk` (not the `[DONE]` sentinel, which the
+    /// stream handles itself). The deltas come out in this order: for the first choice
+    /// (`index` 0), reasoning (`reasoning_content` or `reasoning`), text (`content`), tool-call
+    /// pieces (in the order of `tool_calls`), the finish reason; then the usage report. Empty
+    /// strings and `null`s yield nothing, so a chunk may yield no delta at all (a role-only
+    /// first chunk, for example). Other choices (`n > 1`) are ignored: the core never asks for
+    /// more than one.
+    ///
+    /// Lenient where providers differ: unknown fields are ignored; a tool call without `index`
+    /// takes its position in the `tool_calls` array; an empty `id` or `name` counts as absent;
+    /// usage fields default to 0 and `total_tokens` to the sum of the other two.
+    ///
+    /// # Errors
+    ///
+    /// * [`ErrorKind::Model`] when the chunk is an error report (`{"error": {"message": …}}`),
+    ///   as some providers send mid-stream; the message is the provider's.
+    /// * [`ErrorKind::MalformedResponse`] when `data` is not JSON or not shaped like a chunk; the
+    ///   message quotes at most 200 characters of `data`.
+    ///
+    /// This function is pure and total (it never panics), whatever the input: a fuzz target
+    /// calls it with arbitrary strings.
+    ///
+    /// [`ErrorKind::Model`]: crate::error::ErrorKind::Model
+    /// [`ErrorKind::MalformedResponse`]: crate::error::ErrorKind::MalformedResponse
+    ///
+    /// # Example
     ///
     /// ```
     /// use agent_core::model::{ModelDelta, OpenAiModel, ToolCallDelta};
@@ -300,7 +332,7 @@ impl OpenAiModel {
 impl fmt::Debug for OpenAiModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiModel")
-            .field("url", &self.shared.url())
+            .field("url", &request::redact_credentials(self.shared.url()))
             .field("config", &self.shared.config)
             .field("client", &self.client)
             .finish()

@@ -18,11 +18,30 @@ pub(super) fn endpoint(base_url: &str) -> String {
 pub(super) fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// `url` with any `user:password@` credentials replaced by `<redacted>@`, for `Debug`.
+pub(super) fn redact_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    let (scheme_end, rest) = match url.find("://") {
+        Some(i) => (i + 3, &url[i + 3..]),
+        None => (0, url),
+    };
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..scheme_end], &rest[at..]).into(),
+        None => url.into(),
+    }
 }
 
 /// The HTTP request for `request` under `config`.
-pub(super) fn http_request(config: &OpenAiConfig, url: &str, request: &ModelRequest) -> HttpRequest {
+pub(super) fn http_request(
+    config: &OpenAiConfig,
+    url: &str,
+    request: &ModelRequest,
+) -> HttpRequest {
     let mut http = HttpRequest::new(Method::Post, url)
         .header("content-type", "application/json")
         .header("accept", "text/event-stream")
@@ -44,7 +63,9 @@ pub(super) fn body(config: &OpenAiConfig, request: &ModelRequest) -> Vec<u8> {
         model: &config.model,
         messages: request.messages.iter().map(WireMessage::from).collect(),
         stream: true,
-        stream_options: config.include_usage.then_some(StreamOptions { include_usage: true }),
+        stream_options: config.include_usage.then_some(StreamOptions {
+            include_usage: true,
+        }),
         tools: request.tools.iter().map(WireTool::from).collect(),
         temperature: config.temperature,
         max_tokens: config.max_tokens,
@@ -118,7 +139,10 @@ impl<'a> From<&'a Message> for WireMessage<'a> {
         match message {
             Message::System { content } => WireMessage::System { content },
             Message::User { content } => WireMessage::User { content },
-            Message::Assistant { content, tool_calls } => WireMessage::Assistant {
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => WireMessage::Assistant {
                 // OpenAI wants `null`, not `""`, for an assistant turn that only called tools.
                 content: (!content.is_empty() || tool_calls.is_empty()).then_some(content.as_str()),
                 tool_calls: tool_calls.iter().map(WireToolCall::from).collect(),
@@ -197,8 +221,20 @@ mod tests {
 
     #[test]
     fn host_hides_credentials_and_path() {
-        assert_eq!(host_of("https://user:pw@api.example.com:8443/v1?x"), "api.example.com:8443");
+        assert_eq!(
+            host_of("https://user:pw@api.example.com:8443/v1?x"),
+            "api.example.com:8443"
+        );
         assert_eq!(host_of("http://127.0.0.1:11434/v1"), "127.0.0.1:11434");
         assert_eq!(host_of("localhost"), "localhost");
+    }
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact_credentials("https://user:pw@h:1/v1?a@b"),
+            "https://<redacted>@h:1/v1?a@b"
+        );
+        assert_eq!(redact_credentials("http://h/v1/x@y"), "http://h/v1/x@y");
     }
 }

@@ -53,7 +53,6 @@ impl Shared {
     }
 }
 
-
 /// The [`ModelStream`](crate::model::ModelStream) of an [`OpenAiModel`](super::OpenAiModel).
 pub(super) struct OpenAiStream {
     state: State,
@@ -339,10 +338,10 @@ async fn race<F: Future>(timer: &mut Option<BoxFuture<()>>, future: F) -> Option
         if let Poll::Ready(value) = future.as_mut().poll(cx) {
             return Poll::Ready(Some(value));
         }
-        if let Some(timer) = timer {
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
+        if let Some(timer) = timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
         }
         Poll::Pending
     })
@@ -433,10 +432,10 @@ fn millis(duration: Duration) -> String {
 /// Replace every occurrence of the API key in an error message (a provider may quote the
 /// key it rejected).
 fn redact(mut error: ModelError, key: Option<&Secret>) -> ModelError {
-    if let Some(key) = key.map(Secret::expose).filter(|k| !k.is_empty()) {
-        if error.message.contains(key) {
-            error.message = error.message.replace(key, "<redacted>");
-        }
+    if let Some(key) = key.map(Secret::expose).filter(|k| !k.is_empty())
+        && error.message.contains(key)
+    {
+        error.message = error.message.replace(key, "<redacted>");
     }
     error
 }
@@ -527,7 +526,10 @@ impl Streaming {
                     Err(error) => {
                         return Poll::Ready(Outcome::Failed(ModelError::new(
                             ErrorKind::ResponseTooLarge,
-                            format!("the response stream from {} is too large: {error}", self.shared.host),
+                            format!(
+                                "the response stream from {} is too large: {error}",
+                                self.shared.host
+                            ),
                         )));
                     }
                 };
@@ -630,7 +632,10 @@ impl Streaming {
         redact(
             ModelError::new(
                 ErrorKind::Model,
-                format!("{} reported an error mid-stream: {message}", self.shared.host),
+                format!(
+                    "{} reported an error mid-stream: {message}",
+                    self.shared.host
+                ),
             ),
             self.shared.key(),
         )
@@ -641,7 +646,10 @@ impl Streaming {
         if self.events == 0 {
             let began = excerpt(&String::from_utf8_lossy(&self.head));
             let message = if began.is_empty() {
-                format!("{} answered with an empty body instead of an event stream", self.shared.host)
+                format!(
+                    "{} answered with an empty body instead of an event stream",
+                    self.shared.host
+                )
             } else {
                 format!(
                     "{} answered without a single SSE event (is this an OpenAI-compatible streaming endpoint?); the body began with: {began}",

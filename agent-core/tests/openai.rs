@@ -1,0 +1,1131 @@
+//! Integration tests for the OpenAI-compatible Chat Completions provider, driven through a
+//! scripted in-memory `HttpClient` on the thread runtime.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use agent_core::error::{ErrorKind, ModelError};
+use agent_core::http::{
+    BodyStream, HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, Method,
+};
+use agent_core::model::{
+    FinishReason, Message, Model, ModelContext, ModelDelta, ModelRequest, OpenAiConfig,
+    OpenAiModel, ToolCall, ToolCallDelta, Usage,
+};
+use agent_core::policy::{RetryPolicy, Timeouts};
+use agent_core::runtime::{BoxFuture, SharedRuntime, ThreadRuntime, block_on, timeout};
+use agent_core::sse::SseLimits;
+use agent_core::tool::ToolDefinition;
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::{FutureExt, StreamExt, stream};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// A scripted HTTP client
+// ---------------------------------------------------------------------------------------------
+
+/// What the fake answers to one request.
+enum Reply {
+    /// A response head, then this body.
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: BodyStream,
+    },
+    /// `send` fails with this kind.
+    Fail(HttpErrorKind),
+    /// `send` never resolves.
+    Hang,
+}
+
+/// An `HttpClient` that plays scripted replies in order and records the requests it got.
+#[derive(Default)]
+struct FakeClient {
+    replies: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<HttpRequest>>,
+}
+
+impl fmt::Debug for FakeClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FakeClient")
+            .field("replies_left", &self.replies.lock().unwrap().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeClient {
+    fn new(replies: impl IntoIterator<Item = Reply>) -> Arc<Self> {
+        Arc::new(FakeClient {
+            replies: Mutex::new(replies.into_iter().collect()),
+            requests: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn requests(&self) -> Vec<HttpRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl HttpClient for FakeClient {
+    fn send(&self, request: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
+        self.requests.lock().unwrap().push(request);
+        let reply = self.replies.lock().unwrap().pop_front();
+        Box::pin(async move {
+            match reply {
+                Some(Reply::Respond {
+                    status,
+                    headers,
+                    body,
+                }) => Ok(HttpResponse {
+                    status,
+                    headers,
+                    body,
+                }),
+                Some(Reply::Fail(kind)) => Err(HttpError::new(kind, "scripted failure")),
+                Some(Reply::Hang) => std::future::pending().await,
+                None => Err(HttpError::new(
+                    HttpErrorKind::Connect,
+                    "the script is exhausted",
+                )),
+            }
+        })
+    }
+}
+
+fn ok(body: BodyStream) -> Reply {
+    Reply::Respond {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        body,
+    }
+}
+
+fn status(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
+    Reply::Respond {
+        status,
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        body: chunks([body.to_owned()]),
+    }
+}
+
+/// A body made of these chunks, then the end.
+fn chunks<I: IntoIterator<Item = S>, S: Into<Bytes>>(parts: I) -> BodyStream {
+    let parts: Vec<Result<Bytes, HttpError>> = parts.into_iter().map(|p| Ok(p.into())).collect();
+    Box::pin(stream::iter(parts))
+}
+
+/// A body made of these chunks, then a broken connection.
+fn chunks_then_error(parts: Vec<String>) -> BodyStream {
+    let broken = HttpError::new(HttpErrorKind::Io, "connection reset by peer");
+    Box::pin(chunks(parts).chain(stream::iter([Err(broken)])))
+}
+
+/// A body made of these chunks, then nothing, forever.
+fn chunks_then_pending(parts: Vec<String>) -> BodyStream {
+    Box::pin(chunks(parts).chain(stream::pending()))
+}
+
+/// `first`, then a `: keep-alive` comment every `every`, forever.
+fn keep_alive_forever(runtime: SharedRuntime, first: String, every: Duration) -> BodyStream {
+    let rest = stream::unfold(runtime, move |runtime| async move {
+        runtime.sleep(every).await;
+        Some((Ok(Bytes::from_static(b": keep-alive\n\n")), runtime))
+    });
+    Box::pin(chunks([first]).chain(rest))
+}
+
+/// One event every `every`, `count` of them, then `[DONE]`.
+fn paced_events(runtime: SharedRuntime, events: Vec<String>, every: Duration) -> BodyStream {
+    let events: VecDeque<String> = events.into();
+    Box::pin(stream::unfold(
+        (runtime, events),
+        move |(runtime, mut events)| async move {
+            let next = events.pop_front()?;
+            runtime.sleep(every).await;
+            Some((Ok(Bytes::from(next)), (runtime, events)))
+        },
+    ))
+}
+
+/// A body that records when it is dropped.
+struct DropFlag {
+    inner: BodyStream,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Stream for DropFlag {
+    type Item = Result<Bytes, HttpError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// How long any test waits for a stream before failing instead of hanging.
+const WATCHDOG: Duration = Duration::from_secs(10);
+
+fn runtime() -> SharedRuntime {
+    Arc::new(ThreadRuntime::new())
+}
+
+fn fast_retries(max_retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_retries,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        max_retry_after: Duration::from_secs(1),
+    }
+}
+
+fn config() -> OpenAiConfig {
+    OpenAiConfig::new("http://llm.test/v1/", "test-model").with_retry(fast_retries(2))
+}
+
+fn short_timeouts() -> Timeouts {
+    Timeouts {
+        connect: Some(Duration::from_secs(1)),
+        first_byte: Some(Duration::from_millis(50)),
+        inactivity: Some(Duration::from_millis(50)),
+        run: None,
+    }
+}
+
+fn hello() -> ModelRequest {
+    ModelRequest::new(vec![Message::user("hi")])
+}
+
+/// `data: <json>\n\n`
+fn event(json: Value) -> String {
+    format!("data: {json}\n\n")
+}
+
+const DONE: &str = "data: [DONE]\n\n";
+
+fn text_chunk(text: &str) -> String {
+    event(
+        json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]}),
+    )
+}
+
+fn finish_chunk(reason: &str) -> String {
+    event(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}))
+}
+
+fn usage_chunk(prompt: u64, completion: u64) -> String {
+    event(
+        json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}}),
+    )
+}
+
+fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> String {
+    let mut call = json!({"index": index, "function": {"arguments": arguments}});
+    if let Some(id) = id {
+        call["id"] = json!(id);
+        call["type"] = json!("function");
+    }
+    if let Some(name) = name {
+        call["function"]["name"] = json!(name);
+    }
+    event(
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]}),
+    )
+}
+
+fn tool_delta(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> ModelDelta {
+    ModelDelta::ToolCall(ToolCallDelta {
+        index,
+        id: id.map(Into::into),
+        name: name.map(Into::into),
+        arguments: arguments.into(),
+    })
+}
+
+fn text(s: &str) -> ModelDelta {
+    ModelDelta::Text(s.into())
+}
+
+/// Run one request to its end: the deltas, and the error that ended it, if any.
+fn run_with(
+    config: OpenAiConfig,
+    client: Arc<FakeClient>,
+    request: ModelRequest,
+) -> (Vec<ModelDelta>, Option<ModelError>) {
+    let model = OpenAiModel::new(config, client);
+    let rt = runtime();
+    let mut stream = model.stream(request, ModelContext::new(rt.clone()));
+    let outcome = block_on(timeout(&*rt, WATCHDOG, async {
+        let mut deltas = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(delta) => deltas.push(delta),
+                Err(error) => {
+                    assert!(stream.next().await.is_none(), "nothing may follow an error");
+                    return (deltas, Some(error));
+                }
+            }
+        }
+        (deltas, None)
+    }));
+    outcome.expect("the stream neither ended nor failed within the watchdog")
+}
+
+fn run(config: OpenAiConfig, client: Arc<FakeClient>) -> (Vec<ModelDelta>, Option<ModelError>) {
+    run_with(config, client, hello())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Happy paths
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn text_stream_yields_each_delta_in_order() {
+    let body = [
+        event(
+            json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+        ),
+        text_chunk("Hel"),
+        text_chunk("lo"),
+        text_chunk(""),
+        finish_chunk("stop"),
+        usage_chunk(5, 2),
+        DONE.to_owned(),
+    ];
+    let client = FakeClient::new([ok(chunks(body))]);
+    let (deltas, error) = run(config(), client.clone());
+    assert_eq!(error, None);
+    assert_eq!(
+        deltas,
+        vec![
+            text("Hel"),
+            text("lo"),
+            ModelDelta::Finish(FinishReason::Stop),
+            ModelDelta::Usage(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 2,
+                total_tokens: 7
+            }),
+        ]
+    );
+    let requests = client.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, Method::Post);
+    assert_eq!(requests[0].url, "http://llm.test/v1/chat/completions");
+    assert_eq!(
+        requests[0].header_value("content-type"),
+        Some("application/json")
+    );
+    assert_eq!(
+        requests[0].header_value("accept"),
+        Some("text/event-stream")
+    );
+    assert_eq!(requests[0].connect_timeout, Timeouts::default().connect);
+}
+
+#[test]
+fn interleaved_tool_calls_are_yielded_by_index_in_order() {
+    let body = [
+        tool_chunk(0, Some("call_a"), Some("weather"), ""),
+        tool_chunk(1, Some("call_b"), Some("clock"), ""),
+        tool_chunk(0, None, None, "{\"city\":"),
+        tool_chunk(1, None, None, "{}"),
+        tool_chunk(0, None, None, "\"Paris\"}"),
+        finish_chunk("tool_calls"),
+        DONE.to_owned(),
+    ];
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(body))]));
+    assert_eq!(error, None);
+    assert_eq!(
+        deltas,
+        vec![
+            tool_delta(0, Some("call_a"), Some("weather"), ""),
+            tool_delta(1, Some("call_b"), Some("clock"), ""),
+            tool_delta(0, None, None, "{\"city\":"),
+            tool_delta(1, None, None, "{}"),
+            tool_delta(0, None, None, "\"Paris\"}"),
+            ModelDelta::Finish(FinishReason::ToolCalls),
+        ]
+    );
+    // Assembled by index, the calls are complete.
+    let mut args = [String::new(), String::new()];
+    for delta in &deltas {
+        if let ModelDelta::ToolCall(call) = delta {
+            args[call.index as usize].push_str(&call.arguments);
+        }
+    }
+    assert_eq!(args, ["{\"city\":\"Paris\"}".to_owned(), "{}".to_owned()]);
+}
+
+#[test]
+fn usage_chunk_with_empty_choices_and_several_deltas_in_one_chunk() {
+    // One chunk carrying text, a finish reason and usage yields three deltas.
+    let combined = event(json!({
+        "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+    }));
+    let body = [
+        combined,
+        usage_chunk(3, 4),
+        event(json!({"choices": [], "usage": null})),
+        DONE.to_owned(),
+    ];
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(body))]));
+    assert_eq!(error, None);
+    assert_eq!(
+        deltas,
+        vec![
+            text("ok"),
+            ModelDelta::Finish(FinishReason::Length),
+            ModelDelta::Usage(Usage {
+                prompt_tokens: 10,
+                completion_tokens: 1,
+                total_tokens: 11
+            }),
+            ModelDelta::Usage(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7
+            }),
+        ]
+    );
+}
+
+#[test]
+fn reasoning_content_and_reasoning_become_reasoning_deltas() {
+    let body = [
+        event(json!({"choices": [{"index": 0, "delta": {"reasoning_content": "Let me think"}}]})),
+        event(json!({"choices": [{"index": 0, "delta": {"reasoning": ", done."}}]})),
+        event(
+            json!({"choices": [{"index": 0, "delta": {"reasoning_content": null, "content": "42"}}]}),
+        ),
+        DONE.to_owned(),
+    ];
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(body))]));
+    assert_eq!(error, None);
+    assert_eq!(
+        deltas,
+        vec![
+            ModelDelta::Reasoning("Let me think".into()),
+            ModelDelta::Reasoning(", done.".into()),
+            text("42")
+        ]
+    );
+}
+
+#[test]
+fn stream_is_lazy_yields_without_waiting_and_drop_closes_the_body() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let body = DropFlag {
+        inner: chunks_then_pending(vec![format!("{}{}", text_chunk("a"), text_chunk("b"))]),
+        dropped: dropped.clone(),
+    };
+    let client = FakeClient::new([ok(Box::pin(body))]);
+    let model = OpenAiModel::new(config(), client.clone());
+    let mut stream = model.stream(hello(), ModelContext::new(runtime()));
+    assert!(
+        client.requests().is_empty(),
+        "no request before the first poll"
+    );
+    // Both deltas come out although the body has not ended.
+    assert_eq!(block_on(stream.next()).unwrap().unwrap(), text("a"));
+    assert_eq!(client.requests().len(), 1);
+    assert_eq!(block_on(stream.next()).unwrap().unwrap(), text("b"));
+    assert!(
+        stream.next().now_or_never().is_none(),
+        "waiting for more body"
+    );
+    assert!(!dropped.load(Ordering::SeqCst));
+    drop(stream);
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "dropping the stream drops the response body"
+    );
+}
+
+#[test]
+fn a_flood_of_comments_yields_to_the_executor() {
+    // 200 comment chunks, all ready at once, then an event: the stream must return `Pending`
+    // (having woken itself) now and then instead of spinning through all of them in one poll.
+    let mut parts: Vec<String> = vec![": processing\n\n".to_owned(); 200];
+    parts.push(text_chunk("finally"));
+    let client = FakeClient::new([ok(chunks(parts))]);
+    let model = OpenAiModel::new(config(), client);
+    let mut stream = model.stream(hello(), ModelContext::new(runtime()));
+    let mut pending_polls = 0;
+    let first = loop {
+        match stream.next().now_or_never() {
+            Some(item) => break item,
+            None => pending_polls += 1,
+        }
+        assert!(pending_polls < 100, "the stream never produced its event");
+    };
+    assert_eq!(first.unwrap().unwrap(), text("finally"));
+    assert!(
+        pending_polls >= 2,
+        "only {pending_polls} pending polls for 200 ready chunks"
+    );
+}
+
+#[test]
+fn stream_without_done_ends_normally() {
+    // The body ends after a finish reason, with no [DONE].
+    let body = [text_chunk("bye"), finish_chunk("stop")];
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(body))]));
+    assert_eq!(error, None);
+    assert_eq!(
+        deltas,
+        vec![text("bye"), ModelDelta::Finish(FinishReason::Stop)]
+    );
+
+    // The body ends in the middle of an event and without a finish reason: the complete
+    // events are kept, the cut-off one is discarded, and the stream still ends normally.
+    let cut = text_chunk("cut");
+    let body = [text_chunk("kept"), cut[..cut.len() - 1].to_owned()];
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(body))]));
+    assert_eq!(error, None);
+    assert_eq!(deltas, vec![text("kept")]);
+}
+
+#[test]
+fn body_without_any_event_is_malformed() {
+    let (_, error) = run(
+        config(),
+        FakeClient::new([ok(chunks([r#"{"id":"x","choices":[]}"#]))]),
+    );
+    let error = error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::MalformedResponse);
+    assert!(error.message.contains(r#"{"id":"x""#), "{}", error.message);
+
+    let (_, error) = run(
+        config(),
+        FakeClient::new([ok(chunks(Vec::<String>::new()))]),
+    );
+    assert_eq!(error.expect("an error").kind, ErrorKind::MalformedResponse);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status errors and retries
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn error_401_reports_the_provider_message_without_the_key() {
+    let body = r#"{"error":{"message":"Incorrect API key provided: sk-test-key","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+    let client = FakeClient::new([status(401, &[], body)]);
+    let (deltas, error) = run(config().with_api_key("sk-test-key"), client.clone());
+    let error = error.expect("an error");
+    assert!(deltas.is_empty());
+    assert_eq!(error.kind, ErrorKind::UpstreamStatus);
+    assert_eq!(error.status, Some(401));
+    assert!(
+        error
+            .message
+            .starts_with("upstream answered 401 Unauthorized: Incorrect API key provided"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.contains("invalid_api_key"),
+        "{}",
+        error.message
+    );
+    assert!(
+        !error.message.contains("sk-test-key"),
+        "the key leaked: {}",
+        error.message
+    );
+    assert!(!error.to_string().contains("sk-test-key"));
+    assert_eq!(client.requests().len(), 1, "a 401 is not retried");
+}
+
+#[test]
+fn error_body_that_is_not_json_is_quoted_briefly() {
+    let html = format!("<html><body>{}</body></html>", "Bad gateway ".repeat(100));
+    let client = FakeClient::new([status(502, &[], &html)]);
+    let (_, error) = run(config().with_retry(RetryPolicy::none()), client);
+    let error = error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::UpstreamStatus);
+    assert_eq!(error.status, Some(502));
+    assert!(
+        error
+            .message
+            .starts_with("upstream answered 502 Bad Gateway: <html>"),
+        "{}",
+        error.message
+    );
+    assert!(error.message.chars().count() < 300, "{}", error.message);
+}
+
+#[test]
+fn rate_limited_429_with_retry_after_is_retried() {
+    let client = FakeClient::new([
+        status(
+            429,
+            &[("retry-after", "0")],
+            r#"{"error":{"message":"slow down"}}"#,
+        ),
+        ok(chunks([text_chunk("after retry"), DONE.to_owned()])),
+    ]);
+    let (deltas, error) = run(config(), client.clone());
+    assert_eq!(error, None);
+    assert_eq!(deltas, vec![text("after retry")]);
+    assert_eq!(client.requests().len(), 2);
+}
+
+#[test]
+fn rate_limited_429_exhausted_is_rate_limited_with_retry_after() {
+    let reply = || {
+        status(
+            429,
+            &[("retry-after", "0")],
+            r#"{"error":{"message":"Rate limit reached"}}"#,
+        )
+    };
+    let client = FakeClient::new([reply(), reply()]);
+    let (_, error) = run(config().with_retry(fast_retries(1)), client.clone());
+    let error = error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::RateLimited);
+    assert_eq!(error.status, Some(429));
+    assert_eq!(error.retry_after, Some(Duration::ZERO));
+    assert!(
+        error
+            .message
+            .contains("429 Too Many Requests: Rate limit reached"),
+        "{}",
+        error.message
+    );
+    assert_eq!(client.requests().len(), 2);
+}
+
+#[test]
+fn server_error_500_is_retried_then_succeeds() {
+    let client = FakeClient::new([
+        status(500, &[], r#"{"error":{"message":"boom"}}"#),
+        status(503, &[], ""),
+        ok(chunks([text_chunk("third time lucky"), DONE.to_owned()])),
+    ]);
+    let (deltas, error) = run(config(), client.clone());
+    assert_eq!(error, None);
+    assert_eq!(deltas, vec![text("third time lucky")]);
+    assert_eq!(client.requests().len(), 3);
+}
+
+#[test]
+fn server_error_500_with_retries_exhausted_is_upstream_status() {
+    let reply = || {
+        status(
+            500,
+            &[],
+            r#"{"error":{"message":"The server had an error","type":"server_error"}}"#,
+        )
+    };
+    let client = FakeClient::new([reply(), reply(), reply(), reply()]);
+    let (_, error) = run(config(), client.clone());
+    let error = error.expect("an error");
+    assert_eq!(error.kind, ErrorKind::UpstreamStatus);
+    assert_eq!(error.status, Some(500));
+    assert!(
+        error
+            .message
+            .contains("500 Internal Server Error: The server had an error"),
+        "{}",
+        error.message
+    );
+    assert_eq!(client.requests().len(), 3, "1 attempt + max_retries (2)");
+}
+
+#[test]
+fn connect_errors_are_retried_and_name_the_host_not_the_key() {
+    let client = FakeClient::new([
+        Reply::Fail(HttpErrorKind::Connect),
+        ok(chunks([text_chunk("connected"), DONE.to_owned()])),
+    ]);
+    let (deltas, error) = run(config(), client.clone());
+    assert_eq!(error, None);
+    assert_eq!(deltas, vec![text("connected")]);
+    assert_eq!(client.requests().len(), 2);
+
+    for (kind, expected) in [
+        (HttpErrorKind::Connect, ErrorKind::Connect),
+        (HttpErrorKind::ConnectTimeout, ErrorKind::ConnectTimeout),
+    ] {
+        let client = FakeClient::new([Reply::Fail(kind), Reply::Fail(kind), Reply::Fail(kind)]);
+        let config = OpenAiConfig::new("https://user:pw@llm.example.com:8443/v1", "m")
+            .with_api_key("sk-never-shown")
+            .with_retry(fast_retries(2));
+        let (_, error) = run(config, client.clone());
+        let error = error.expect("an error");
+        assert_eq!(error.kind, expected);
+        assert!(
+            error.message.contains("llm.example.com:8443"),
+            "{}",
+            error.message
+        );
+        assert!(
+            !error.message.contains("sk-never-shown") && !error.message.contains("pw@"),
+            "{}",
+            error.message
+        );
+        assert_eq!(client.requests().len(), 3);
+    }
+}
+
+#[test]
+fn error_after_the_first_body_chunk_is_upstream_reset_and_not_retried() {
+    let client = FakeClient::new([
+        ok(chunks_then_error(vec![text_chunk("partial")])),
+        ok(chunks([text_chunk("must not be used"), DONE.to_owned()])),
+    ]);
+    let (deltas, error) = run(config(), client.clone());
+    let error = error.expect("an error");
+    assert_eq!(deltas, vec![text("partial")]);
+    assert_eq!(error.kind, ErrorKind::UpstreamReset);
+    assert!(
+        error.message.contains("broke mid-stream"),
+        "{}",
+        error.message
+    );
+    assert_eq!(
+        client.requests().len(),
+        1,
+        "never retried once the body started"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn malformed_json_is_malformed_response_with_a_short_excerpt() {
+    let garbage = format!("{{\"choices\": [{}", "x".repeat(5000));
+    let client = FakeClient::new([ok(chunks([
+        text_chunk("fine"),
+        format!("data: {garbage}\n\n"),
+    ]))]);
+    let (deltas, error) = run(config(), client);
+    let error = error.expect("an error");
+    assert_eq!(deltas, vec![text("fine")]);
+    assert_eq!(error.kind, ErrorKind::MalformedResponse);
+    assert!(
+        error.message.contains("{\"choices\": [xxx"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.message.chars().count() < 400,
+        "excerpt too long: {} chars",
+        error.message.len()
+    );
+}
+
+#[test]
+fn error_chunk_mid_stream_is_a_model_error() {
+    let body = [
+        text_chunk("so far"),
+        event(json!({"error": {"message": "The model is overloaded", "type": "overloaded_error"}})),
+        text_chunk("never"),
+    ];
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(body))]));
+    let error = error.expect("an error");
+    assert_eq!(deltas, vec![text("so far")]);
+    assert_eq!(error.kind, ErrorKind::Model);
+    assert!(
+        error.message.contains("The model is overloaded"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn oversized_line_is_response_too_large() {
+    let limits = SseLimits {
+        max_line_bytes: 1024,
+        max_event_bytes: 4096,
+    };
+    let huge = text_chunk(&"y".repeat(2000));
+    let client = FakeClient::new([ok(chunks([text_chunk("small"), huge, DONE.to_owned()]))]);
+    let (deltas, error) = run(config().with_sse_limits(limits), client);
+    let error = error.expect("an error");
+    assert_eq!(deltas, vec![text("small")]);
+    assert_eq!(error.kind, ErrorKind::ResponseTooLarge);
+    assert!(error.message.contains("1024"), "{}", error.message);
+}
+
+#[test]
+fn frames_split_at_every_byte_position_yield_identical_deltas() {
+    let body: String = [
+        event(json!({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})),
+        event(json!({"choices": [{"index": 0, "delta": {"reasoning_content": "hmm… 🤔"}}]})),
+        text_chunk("héllo 🌍"),
+        tool_chunk(0, Some("call_1"), Some("lookup"), "{\"q\":"),
+        ": keep-alive\r\n\r\n".to_owned(),
+        tool_chunk(0, None, None, "\"ß\"}"),
+        finish_chunk("tool_calls"),
+        usage_chunk(9, 8),
+        DONE.to_owned(),
+    ]
+    .concat()
+    // Mix line endings: CRLF for the first four frames, LF for the rest.
+    .replacen("\n\n", "\r\n\r\n", 4);
+    let bytes = body.as_bytes();
+
+    let (reference, error) = run(config(), FakeClient::new([ok(chunks([body.clone()]))]));
+    assert_eq!(error, None);
+    assert_eq!(reference.len(), 6, "{reference:?}");
+
+    for split in 1..bytes.len() {
+        let parts = [
+            Bytes::copy_from_slice(&bytes[..split]),
+            Bytes::copy_from_slice(&bytes[split..]),
+        ];
+        let (deltas, error) = run(config(), FakeClient::new([ok(chunks(parts))]));
+        assert_eq!(error, None, "split at {split}");
+        assert_eq!(deltas, reference, "split at {split}");
+    }
+    let single_bytes: Vec<Bytes> = bytes
+        .iter()
+        .map(|b| Bytes::copy_from_slice(&[*b]))
+        .collect();
+    let (deltas, error) = run(config(), FakeClient::new([ok(chunks(single_bytes))]));
+    assert_eq!(error, None);
+    assert_eq!(deltas, reference, "one byte per chunk");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn inactivity_timeout_fires_despite_keep_alive_comments() {
+    let rt = runtime();
+    let body = keep_alive_forever(rt.clone(), text_chunk("one"), Duration::from_millis(5));
+    let client = FakeClient::new([ok(body)]);
+    let model = OpenAiModel::new(config().with_timeouts(short_timeouts()), client);
+    let mut stream = model.stream(hello(), ModelContext::new(rt.clone()));
+    let started = Instant::now();
+    let (deltas, error) = block_on(timeout(&*rt, WATCHDOG, async {
+        let mut deltas = Vec::new();
+        loop {
+            match stream.next().await {
+                Some(Ok(delta)) => deltas.push(delta),
+                Some(Err(error)) => return (deltas, Some(error)),
+                None => return (deltas, None),
+            }
+        }
+    }))
+    .expect("the inactivity timeout never fired");
+    let elapsed = started.elapsed();
+    let error = error.expect("an inactivity timeout");
+    assert_eq!(deltas, vec![text("one")]);
+    assert_eq!(error.kind, ErrorKind::InactivityTimeout);
+    assert!(error.message.contains("50 ms"), "{}", error.message);
+    assert!(
+        elapsed >= Duration::from_millis(50),
+        "fired too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "fired far too late: {elapsed:?}"
+    );
+}
+
+#[test]
+fn events_keep_resetting_the_inactivity_timeout() {
+    // 20 events 10 ms apart: the stream lasts about 200 ms, four times the 50 ms limit, and
+    // must not time out because each event resets it.
+    let rt = runtime();
+    let mut events: Vec<String> = (0..20).map(|i| text_chunk(&i.to_string())).collect();
+    events.push(DONE.to_owned());
+    let body = paced_events(rt.clone(), events, Duration::from_millis(10));
+    let timeouts = Timeouts {
+        inactivity: Some(Duration::from_millis(50)),
+        ..Timeouts::default()
+    };
+    let model = OpenAiModel::new(
+        config().with_timeouts(timeouts),
+        FakeClient::new([ok(body)]),
+    );
+    let mut stream = model.stream(hello(), ModelContext::new(rt.clone()));
+    let deltas = block_on(timeout(&*rt, WATCHDOG, async {
+        let mut deltas = Vec::new();
+        while let Some(item) = stream.next().await {
+            deltas.push(item.expect("no timeout"));
+        }
+        deltas
+    }))
+    .expect("the stream never ended");
+    assert_eq!(deltas.len(), 20);
+}
+
+#[test]
+fn first_byte_timeout_covers_the_head_and_the_first_body_byte() {
+    let timeouts = short_timeouts();
+    // The response head never comes.
+    let client = FakeClient::new([Reply::Hang]);
+    let started = Instant::now();
+    let (_, error) = run(config().with_timeouts(timeouts), client.clone());
+    let error = error.expect("a first-byte timeout");
+    assert_eq!(error.kind, ErrorKind::FirstByteTimeout);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    assert_eq!(client.requests().len(), 1, "a timeout is not retried");
+
+    // The head comes, the body never starts.
+    let client = FakeClient::new([ok(chunks_then_pending(vec![]))]);
+    let (_, error) = run(config().with_timeouts(timeouts), client);
+    assert_eq!(
+        error.expect("a first-byte timeout").kind,
+        ErrorKind::FirstByteTimeout
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn authorization_header_only_with_a_key() {
+    let body = || ok(chunks([DONE]));
+    let client = FakeClient::new([body()]);
+    run(config(), client.clone());
+    let request = &client.requests()[0];
+    assert_eq!(request.header_value("authorization"), None);
+
+    let client = FakeClient::new([body()]);
+    run(
+        config().with_api_key("k").with_header("x-title", "tests"),
+        client.clone(),
+    );
+    let request = &client.requests()[0];
+    assert_eq!(request.header_value("authorization"), Some("Bearer k"));
+    assert_eq!(request.header_value("x-title"), Some("tests"));
+    assert!(!format!("{request:?}").contains("Bearer k"));
+}
+
+#[test]
+fn request_body_maps_messages_tools_and_options() {
+    let request = ModelRequest {
+        messages: vec![
+            Message::system("Be brief."),
+            Message::user("Weather in Paris?"),
+            Message::Assistant {
+                content: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "call_1".into(),
+                    name: "weather".into(),
+                    arguments: "{\"city\":\"Paris\"}".into(),
+                }],
+            },
+            Message::Tool {
+                call_id: "call_1".into(),
+                content: "sunny".into(),
+            },
+            Message::Assistant {
+                content: "Sunny.".into(),
+                tool_calls: vec![],
+            },
+            Message::Assistant {
+                content: "Checking again.".into(),
+                tool_calls: vec![ToolCall {
+                    id: "call_2".into(),
+                    name: "weather".into(),
+                    arguments: "{}".into(),
+                }],
+            },
+        ],
+        tools: vec![ToolDefinition {
+            name: "weather".into(),
+            description: "Current weather".into(),
+            parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        }],
+    };
+    let client = FakeClient::new([ok(chunks([DONE]))]);
+    let config = config()
+        .with_temperature(0.5)
+        .with_max_tokens(100)
+        .with_body_field("seed", 7);
+    run_with(config, client.clone(), request);
+    let body: Value = serde_json::from_slice(&client.requests()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "model": "test-model",
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "temperature": 0.5,
+            "max_tokens": 100,
+            "seed": 7,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+                {"role": "assistant", "content": "Sunny."},
+                {"role": "assistant", "content": "Checking again.", "tool_calls": [
+                    {"id": "call_2", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+                ]}
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "weather",
+                "description": "Current weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+            }}]
+        })
+    );
+
+    // Without tools, usage or options, those fields are absent.
+    let client = FakeClient::new([ok(chunks([DONE]))]);
+    run(config_without_usage(), client.clone());
+    let body: Value = serde_json::from_slice(&client.requests()[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+    );
+}
+
+fn config_without_usage() -> OpenAiConfig {
+    config().with_include_usage(false)
+}
+
+#[test]
+fn config_constructors_and_debug_never_show_secrets() {
+    let config = OpenAiConfig::openai("gpt-4o-mini", "sk-super-secret")
+        .with_header("api-key", "azure-secret");
+    assert_eq!(config.base_url, "https://api.openai.com/v1");
+    assert_eq!(config.base_url, OpenAiConfig::OPENAI_BASE_URL);
+    assert_eq!(config.model, "gpt-4o-mini");
+    assert_eq!(
+        config.api_key.as_ref().map(|k| k.expose()),
+        Some("sk-super-secret")
+    );
+    assert!(config.include_usage);
+    assert_eq!(config.retry, RetryPolicy::default());
+    assert_eq!(config.timeouts, Timeouts::default());
+
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains("gpt-4o-mini") && debug.contains("api-key"),
+        "{debug}"
+    );
+    assert!(!debug.contains("sk-super-secret"), "{debug}");
+    assert!(!debug.contains("azure-secret"), "{debug}");
+
+    let with_credentials = OpenAiConfig::new("https://bob:hunter2@llm.test/v1", "m");
+    assert!(!format!("{with_credentials:?}").contains("hunter2"));
+
+    let model = OpenAiModel::new(config, FakeClient::new([]));
+    assert_eq!(model.name(), "gpt-4o-mini");
+    let debug = format!("{model:?}");
+    assert!(
+        debug.contains("https://api.openai.com/v1/chat/completions"),
+        "{debug}"
+    );
+    assert!(
+        !debug.contains("sk-super-secret") && !debug.contains("azure-secret"),
+        "{debug}"
+    );
+}
+
+proptest! {
+    #[test]
+    fn parse_chunk_never_panics(data in ".{0,200}") {
+        let _ = OpenAiModel::parse_chunk(&data);
+    }
+
+    #[test]
+    fn parse_chunk_never_panics_on_chunk_like_json(
+        content in proptest::option::of(".{0,20}"),
+        index in proptest::option::of(any::<u32>()),
+        arguments in proptest::option::of(".{0,20}"),
+        reason in proptest::option::of("[a-z_]{0,12}"),
+    ) {
+        let data = json!({"choices": [{"index": 0, "delta": {
+            "content": content,
+            "tool_calls": [{"index": index, "function": {"arguments": arguments}}]
+        }, "finish_reason": reason}]})
+        .to_string();
+        let deltas = OpenAiModel::parse_chunk(&data).unwrap();
+        prop_assert!(deltas.iter().any(|d| matches!(d, ModelDelta::ToolCall(_))));
+    }
+}
+
+/// A runtime that counts the timers it hands out.
+#[derive(Debug, Default)]
+struct CountingRuntime {
+    inner: ThreadRuntime,
+    sleeps: std::sync::atomic::AtomicUsize,
+}
+
+impl agent_core::runtime::Runtime for CountingRuntime {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn spawn_blocking(&self, job: agent_core::runtime::BlockingJob) {
+        self.inner.spawn_blocking(job);
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        self.sleeps.fetch_add(1, Ordering::SeqCst);
+        self.inner.sleep(duration)
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        self.inner.spawn(future);
+    }
+}
+
+#[test]
+fn inactivity_timeout_does_not_allocate_a_timer_per_event() {
+    // 2,000 events in 2,000 chunks, each one pending once before it arrives: a timer per
+    // event (or per chunk) would show up as thousands of `sleep` calls.
+    let parts: Vec<String> = (0..2000)
+        .map(|i| text_chunk(&i.to_string()))
+        .chain([DONE.to_owned()])
+        .collect();
+    let mut yielded_once = false;
+    let mut parts: VecDeque<String> = parts.into();
+    let body = stream::poll_fn(move |cx| {
+        if !yielded_once {
+            yielded_once = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        yielded_once = false;
+        Poll::Ready(parts.pop_front().map(|p| Ok(Bytes::from(p))))
+    });
+    let rt = Arc::new(CountingRuntime::default());
+    let model = OpenAiModel::new(config(), FakeClient::new([ok(Box::pin(body))]));
+    let mut stream = model.stream(hello(), ModelContext::new(rt.clone()));
+    let count = block_on(async {
+        let mut count = 0;
+        while let Some(item) = stream.next().await {
+            item.unwrap();
+            count += 1;
+        }
+        count
+    });
+    assert_eq!(count, 2000);
+    let sleeps = rt.sleeps.load(Ordering::SeqCst);
+    assert!(sleeps <= 3, "{sleeps} timers for one request");
+}
