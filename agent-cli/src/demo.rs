@@ -30,13 +30,26 @@ pub fn tools(builder: AgentBuilder) -> AgentBuilder {
         .tool(typed_tool(
             "calculator",
             "Evaluate an arithmetic expression with + - * / and parentheses",
-            |args: CalculatorArgs| async move { evaluate(&args.expression).map_err(ToolError::failed) },
+            |args: CalculatorArgs| async move {
+                evaluate(&args.expression)
+                    .map(number_json)
+                    .map_err(ToolError::failed)
+            },
         ))
         .tool(typed_tool(
             "clock",
             "The current date and time in UTC",
             |_: ClockArgs| async move { Ok::<_, ToolError>(utc_now()) },
         ))
+}
+
+/// `84.0` as `84`, other values as they are.
+fn number_json(value: f64) -> serde_json::Value {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        serde_json::Value::from(value as i64)
+    } else {
+        serde_json::Value::from(value)
+    }
 }
 
 /// Arguments of the `calculator` tool.
@@ -84,7 +97,10 @@ fn turn_for(request: &ModelRequest, pause: Duration) -> Turn {
         );
     }
     let lower = input.to_lowercase();
-    if ["time", "clock", "date", "today"].iter().any(|w| lower.contains(w)) {
+    if ["time", "clock", "date", "today"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
         return usage(
             Turn::new()
                 .words("Let me check the clock. ", pause)
@@ -155,7 +171,10 @@ pub fn evaluate(expression: &str) -> Result<f64, String> {
     let mut parser = Parser { tokens, pos: 0 };
     let value = parser.expr(0)?;
     if parser.pos != parser.tokens.len() {
-        return Err(format!("unexpected {:?} at position {}", parser.tokens[parser.pos], parser.pos));
+        return Err(format!(
+            "unexpected {:?} at position {}",
+            parser.tokens[parser.pos], parser.pos
+        ));
     }
     if !value.is_finite() {
         return Err("the result is not a finite number (division by zero?)".into());
@@ -219,7 +238,8 @@ impl Parser {
                     self.pos += 1;
                 }
                 let text: String = self.tokens[start..self.pos].iter().collect();
-                text.parse().map_err(|_| format!("{text:?} is not a number"))
+                text.parse()
+                    .map_err(|_| format!("{text:?} is not a number"))
             }
             Some(c) => Err(format!("unexpected {c:?} at position {}", self.pos)),
             None => Err("the expression ended early".into()),
@@ -263,7 +283,10 @@ mod tests {
 
     #[test]
     fn finds_arithmetic_in_a_sentence() {
-        assert_eq!(arithmetic_in("what is 12 * (3 + 4)?").as_deref(), Some("12 * (3 + 4)"));
+        assert_eq!(
+            arithmetic_in("what is 12 * (3 + 4)?").as_deref(),
+            Some("12 * (3 + 4)")
+        );
         assert_eq!(arithmetic_in("2+2"), Some("2+2".into()));
         assert_eq!(arithmetic_in("tell me about 2026"), None);
         assert_eq!(arithmetic_in("hello"), None);

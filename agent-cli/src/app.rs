@@ -1,0 +1,175 @@
+//! The three commands: answer a prompt, chat, serve.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use agent_core::agent::Agent;
+use agent_core::secret::Secret;
+use agent_core::server::ServerConfig;
+
+use crate::cli::{Cli, Command, OutputArgs, ServeArgs};
+use crate::drivers::{Driver, driver};
+use crate::errors::explain;
+use crate::render::{Outcome, Renderer};
+use crate::setup::{ModelChoice, build_agent, choose_model};
+
+/// Run the parsed command line; the exit code says how it went (0 success, 1 a failed run,
+/// 2 a usage error).
+pub fn main(cli: Cli) -> ExitCode {
+    let choice = match choose_model(&cli.model, |var| std::env::var(var).ok()) {
+        Ok(choice) => choice,
+        Err(err) => {
+            eprintln!("agent: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let driver = match driver(cli.model.runtime) {
+        Ok(driver) => driver,
+        Err(err) => {
+            eprintln!("agent: could not start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let agent = match build_agent(
+        &choice,
+        cli.model.instructions.as_deref(),
+        driver.runtime(),
+        driver.http_client(),
+    ) {
+        Ok(agent) => agent,
+        Err(err) => {
+            eprintln!("agent: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Serve(args)) => serve(&*driver, agent, &choice, &args),
+        Some(Command::Chat(_)) => chat(&*driver, &agent, &choice, cli.output),
+        None => {
+            let prompt = cli.prompt.join(" ");
+            if prompt.trim().is_empty() {
+                eprintln!(
+                    "agent: give a PROMPT (for example: agent \"What is 2 + 2?\"), or use `agent chat`"
+                );
+                return ExitCode::from(2);
+            }
+            eprintln!("{}", choice.announcement());
+            answer(&*driver, agent.run(prompt), &choice, cli.output)
+        }
+    }
+}
+
+/// Print one run; map its outcome to an exit code.
+fn answer(
+    driver: &dyn Driver,
+    run: agent_core::agent::RunStream,
+    choice: &ModelChoice,
+    output: OutputArgs,
+) -> ExitCode {
+    let spinner = io::stderr().is_terminal() && !output.json;
+    let stdout = io::stdout();
+    let mut renderer = Renderer::new(stdout.lock(), io::stderr(), output, spinner);
+    let consumed = driver.consume(run, &mut |event| renderer.on_event(&event));
+    let outcome = renderer.outcome();
+    drop(renderer);
+    if let Err(err) = consumed {
+        if err.kind() == io::ErrorKind::BrokenPipe {
+            // The reader went away (e.g. `| head`): stop quietly; the run was cancelled.
+            return ExitCode::SUCCESS;
+        }
+        eprintln!("agent: could not write the output: {err}");
+        return ExitCode::FAILURE;
+    }
+    match outcome {
+        Outcome::Completed => ExitCode::SUCCESS,
+        Outcome::Failed(error) => {
+            eprintln!("{}", explain(&error, choice));
+            ExitCode::FAILURE
+        }
+        Outcome::Cancelled => {
+            eprintln!("agent: the run was cancelled");
+            ExitCode::FAILURE
+        }
+        Outcome::Unfinished => {
+            eprintln!("agent: the run ended without a result (this is a bug)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: OutputArgs) -> ExitCode {
+    let interactive = io::stdin().is_terminal();
+    eprintln!("{}", choice.announcement());
+    if interactive {
+        eprintln!(
+            "agent: type a message and press Enter; /clear forgets the conversation, /exit or Ctrl-D quits."
+        );
+    }
+    let session = agent.session();
+    let stdin = io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut status = ExitCode::SUCCESS;
+    loop {
+        if interactive {
+            eprint!("you> ");
+            let _ = io::stderr().flush();
+        }
+        let line = match lines.next() {
+            Some(Ok(line)) => line,
+            Some(Err(err)) => {
+                eprintln!("agent: could not read the input: {err}");
+                return ExitCode::FAILURE;
+            }
+            None => break,
+        };
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/clear" => {
+                session.clear();
+                eprintln!("agent: conversation cleared");
+                continue;
+            }
+            input => status = answer(driver, session.run(input), choice, output),
+        }
+    }
+    status
+}
+
+fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeArgs) -> ExitCode {
+    let mut config = ServerConfig::default().with_addr(args.addr);
+    if let Some(token) = &args.token {
+        config = config.with_bearer_token(Secret::new(token.clone()));
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    if let Err(err) = ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    }) {
+        eprintln!("agent: could not install the Ctrl-C handler: {err}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("{}", choice.announcement());
+    let result = driver.serve(
+        agent,
+        config,
+        &mut |addr| {
+            eprintln!("agent: serving on http://{addr} (POST /v1/runs, POST /v1/chat/completions, GET /healthz)");
+            eprintln!("agent: try  curl -N http://{addr}/v1/runs -H 'content-type: application/json' -d '{{\"input\":\"What is 6 * 7?\"}}'");
+            eprintln!("agent: press Ctrl-C to stop");
+        },
+        &mut || {
+            let _ = rx.recv();
+            eprintln!("agent: shutting down (open streams end with run_cancelled)");
+        },
+    );
+    match result {
+        Ok(()) => {
+            eprintln!("agent: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("agent: could not serve on {}: {err}", args.addr);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Choosing the model and building the agent from the command line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_core::agent::{Agent, BuildError};
+use agent_core::http::HttpClient;
+use agent_core::model::{Model, OpenAiConfig, OpenAiModel};
+use agent_core::runtime::SharedRuntime;
+use agent_core::secret::Secret;
+
+use crate::cli::ModelArgs;
+use crate::demo;
+
+/// The default model when talking to OpenAI itself.
+pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+
+/// Which model the flags and the environment select.
+#[derive(Debug, Clone)]
+pub enum ModelChoice {
+    /// An OpenAI-compatible server at a base URL.
+    Compatible {
+        /// The provider configuration (the key, if any, is redacted in `Debug`).
+        config: Box<OpenAiConfig>,
+        /// The variable the key came from, for error messages.
+        key_var: String,
+        /// Whether a key was found.
+        has_key: bool,
+    },
+    /// The built-in demo model.
+    Demo {
+        /// Delay between words.
+        pace: Duration,
+    },
+}
+
+/// A usage error in the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Select the model from the flags and `env` (a lookup of environment variables).
+///
+/// * `--base-url`: that OpenAI-compatible server, with `--model` (required) and the key from
+///   `--api-key-env` when that variable is set.
+/// * no `--base-url`, key variable set: OpenAI itself.
+/// * neither: the demo model.
+///
+/// ```
+/// use agent_cli::setup::{choose_model, ModelChoice};
+/// use clap::Parser;
+/// let cli = agent_cli::cli::Cli::parse_from(["agent", "hi"]);
+/// assert!(matches!(choose_model(&cli.model, |_| None).unwrap(), ModelChoice::Demo { .. }));
+/// ```
+pub fn choose_model(
+    args: &ModelArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ModelChoice, UsageError> {
+    let key = env(&args.api_key_env).filter(|k| !k.trim().is_empty());
+    let has_key = key.is_some();
+    match (&args.base_url, key) {
+        (Some(url), key) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(UsageError(format!(
+                    "--base-url must start with http:// or https:// (got {url:?})"
+                )));
+            }
+            let Some(model) = &args.model else {
+                return Err(UsageError(
+                    "--model is required with --base-url (for example --model llama3.2)".into(),
+                ));
+            };
+            let mut config = OpenAiConfig::new(url.clone(), model.clone());
+            if let Some(key) = key {
+                config = config.with_api_key(Secret::new(key));
+            }
+            Ok(ModelChoice::Compatible {
+                config: Box::new(config),
+                key_var: args.api_key_env.clone(),
+                has_key,
+            })
+        }
+        (None, Some(key)) => {
+            let model = args
+                .model
+                .clone()
+                .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.into());
+            Ok(ModelChoice::Compatible {
+                config: Box::new(OpenAiConfig::openai(model, Secret::new(key))),
+                key_var: args.api_key_env.clone(),
+                has_key,
+            })
+        }
+        (None, None) => Ok(ModelChoice::Demo {
+            pace: Duration::from_millis(args.demo_pace_ms),
+        }),
+    }
+}
+
+impl ModelChoice {
+    /// A line for stderr saying which model answers.
+    pub fn announcement(&self) -> String {
+        match self {
+            ModelChoice::Demo { .. } => {
+                "agent: using the built-in demo model (scripted; no --base-url and no API key \
+                 set). It has a calculator and a clock."
+                    .into()
+            }
+            ModelChoice::Compatible { config, .. } => {
+                format!("agent: model {} at {}", config.model, config.base_url)
+            }
+        }
+    }
+
+    /// The model, speaking through `client`.
+    pub fn model(&self, client: Arc<dyn HttpClient>) -> Arc<dyn Model> {
+        match self {
+            ModelChoice::Demo { pace } => Arc::new(demo::model(*pace)),
+            ModelChoice::Compatible { config, .. } => {
+                Arc::new(OpenAiModel::new((**config).clone(), client))
+            }
+        }
+    }
+}
+
+/// Build the agent: the chosen model, the demo tools, optional instructions.
+pub fn build_agent(
+    choice: &ModelChoice,
+    instructions: Option<&str>,
+    runtime: SharedRuntime,
+    client: Arc<dyn HttpClient>,
+) -> Result<Agent, BuildError> {
+    let mut builder = demo::tools(Agent::builder())
+        .shared_model(choice.model(client))
+        .runtime(runtime);
+    if let Some(instructions) = instructions {
+        builder = builder.instructions(instructions);
+    }
+    builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn args(argv: &[&str]) -> ModelArgs {
+        Cli::parse_from(argv).model
+    }
+
+    #[test]
+    fn base_url_needs_a_model_and_a_scheme() {
+        let err = choose_model(&args(&["agent", "--base-url", "http://x/v1", "hi"]), |_| {
+            None
+        })
+        .unwrap_err();
+        assert!(err.0.contains("--model is required"));
+        let err = choose_model(
+            &args(&["agent", "--base-url", "x/v1", "--model", "m", "hi"]),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("http://"));
+    }
+
+    #[test]
+    fn key_is_sent_only_when_the_variable_is_set() {
+        let a = args(&[
+            "agent",
+            "--base-url",
+            "http://x/v1",
+            "--model",
+            "m",
+            "--api-key-env",
+            "K",
+            "hi",
+        ]);
+        let ModelChoice::Compatible {
+            config, has_key, ..
+        } = choose_model(&a, |_| None).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!has_key);
+        assert!(config.api_key.is_none());
+        let with = choose_model(&a, |v| (v == "K").then(|| "sk-1".to_string())).unwrap();
+        let ModelChoice::Compatible { config, .. } = &with else {
+            panic!()
+        };
+        assert_eq!(config.api_key.as_ref().unwrap().expose(), "sk-1");
+        assert!(
+            !format!("{with:?}").contains("sk-1"),
+            "the key never shows in Debug"
+        );
+    }
+
+    #[test]
+    fn openai_is_used_when_only_the_key_is_set() {
+        let choice = choose_model(&args(&["agent", "hi"]), |v| {
+            (v == "OPENAI_API_KEY").then(|| "sk".into())
+        })
+        .unwrap();
+        let ModelChoice::Compatible { config, .. } = choice else {
+            panic!()
+        };
+        assert_eq!(config.model, DEFAULT_OPENAI_MODEL);
+        assert!(config.base_url.contains("api.openai.com"));
+    }
+}
