@@ -91,6 +91,15 @@ pub struct ModelArgs {
     /// System instructions for the agent.
     #[arg(long, value_name = "TEXT", global = true)]
     pub instructions: Option<String>,
+    /// Seconds to wait for a connection to the model server.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, global = true)]
+    pub connect_timeout: f64,
+    /// Seconds to wait for the model to start answering.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, global = true)]
+    pub first_byte_timeout: f64,
+    /// Seconds of silence (keep-alive comments do not count) before giving up mid-answer.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, global = true)]
+    pub idle_timeout: f64,
     /// Delay between the demo model's words, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30, global = true)]
     pub demo_pace_ms: u64,

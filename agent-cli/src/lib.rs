@@ -28,3 +28,19 @@ pub mod drivers;
 pub mod errors;
 pub mod render;
 pub mod setup;
+
+/// The book's chapters and the workspace README, compiled and run as doctests so that their
+/// code cannot drift from the libraries.
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/src/agent.md")]
+    struct AgentChapter;
+    #[doc = include_str!("../../docs/src/events.md")]
+    struct EventsChapter;
+    #[doc = include_str!("../../docs/src/http-api.md")]
+    struct HttpApiChapter;
+    #[doc = include_str!("../../docs/src/conformance-guide.md")]
+    struct ConformanceChapter;
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 use agent_core::agent::{Agent, BuildError};
 use agent_core::http::HttpClient;
 use agent_core::model::{Model, OpenAiConfig, OpenAiModel};
+use agent_core::policy::Timeouts;
 use agent_core::runtime::SharedRuntime;
 use agent_core::secret::Secret;
 
@@ -63,6 +64,7 @@ pub fn choose_model(
     args: &ModelArgs,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ModelChoice, UsageError> {
+    let timeouts = timeouts(args)?;
     let key = env(&args.api_key_env).filter(|k| !k.trim().is_empty());
     let has_key = key.is_some();
     match (&args.base_url, key) {
@@ -77,7 +79,7 @@ pub fn choose_model(
                     "--model is required with --base-url (for example --model llama3.2)".into(),
                 ));
             };
-            let mut config = OpenAiConfig::new(url.clone(), model.clone());
+            let mut config = OpenAiConfig::new(url.clone(), model.clone()).with_timeouts(timeouts);
             if let Some(key) = key {
                 config = config.with_api_key(Secret::new(key));
             }
@@ -93,7 +95,9 @@ pub fn choose_model(
                 .clone()
                 .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.into());
             Ok(ModelChoice::Compatible {
-                config: Box::new(OpenAiConfig::openai(model, Secret::new(key))),
+                config: Box::new(
+                    OpenAiConfig::openai(model, Secret::new(key)).with_timeouts(timeouts),
+                ),
                 key_var: args.api_key_env.clone(),
                 has_key,
             })
@@ -102,6 +106,26 @@ pub fn choose_model(
             pace: Duration::from_millis(args.demo_pace_ms),
         }),
     }
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, UsageError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{flag} must be a positive number of seconds (got {value})"
+            ))
+        })
+}
+
+fn timeouts(args: &ModelArgs) -> Result<Timeouts, UsageError> {
+    Ok(Timeouts {
+        connect: Some(seconds("--connect-timeout", args.connect_timeout)?),
+        first_byte: Some(seconds("--first-byte-timeout", args.first_byte_timeout)?),
+        inactivity: Some(seconds("--idle-timeout", args.idle_timeout)?),
+        run: None,
+    })
 }
 
 impl ModelChoice {
@@ -169,6 +193,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.0.contains("http://"));
+    }
+
+    #[test]
+    fn timeouts_must_be_positive() {
+        let err =
+            choose_model(&args(&["agent", "--idle-timeout", "0", "hi"]), |_| None).unwrap_err();
+        assert!(err.0.contains("--idle-timeout"), "{err}");
+        let a = args(&[
+            "agent",
+            "--base-url",
+            "http://x/v1",
+            "--model",
+            "m",
+            "--first-byte-timeout",
+            "0.5",
+            "hi",
+        ]);
+        let ModelChoice::Compatible { config, .. } = choose_model(&a, |_| None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(config.timeouts.first_byte, Some(Duration::from_millis(500)));
     }
 
     #[test]

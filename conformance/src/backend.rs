@@ -31,7 +31,12 @@ pub trait Backend: Send + Sync + 'static {
     ///
     /// Return when the run ends, or as soon as `on_event` returns `ControlFlow::Break`, after
     /// dropping the run (which cancels it). Blocks the calling thread until then.
-    fn consume(&self, agent: &Agent, input: &str, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>);
+    fn consume(
+        &self,
+        agent: &Agent,
+        input: &str,
+        on_event: &mut dyn FnMut(Event) -> ControlFlow<()>,
+    );
 
     /// Start the backend's HTTP server serving `agent` with `config` (whose `addr` is
     /// `127.0.0.1:0`); return once it accepts connections.

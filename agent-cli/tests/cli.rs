@@ -1,0 +1,396 @@
+//! The `agent` binary, run as a user runs it: streaming through a pipe, every runtime, the
+//! failures users meet, `chat` and `serve`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use agent_core::event::{Event, EventKind};
+use conformance::kit::client::SseClient;
+use conformance::kit::upstream::{GatedUpstream, Response, openai};
+use serde_json::json;
+
+const RUNTIMES: [&str; 3] = ["tokio", "smol", "blocking"];
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The binary with a clean environment: no API key from the developer's shell.
+fn agent() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agent"));
+    command
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("AGENT_SERVE_TOKEN")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Run to completion, killed if it takes longer than `DEADLINE`.
+fn run(command: &mut Command) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the agent binary starts");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "agent did not finish within {DEADLINE:?}; stderr:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn demo_model_answers_on_every_runtime() {
+    for runtime in RUNTIMES {
+        let output = run(agent().args([
+            "--runtime",
+            runtime,
+            "--demo-pace-ms",
+            "0",
+            "What is 12 * (3 + 4)?",
+        ]));
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert!(output.status.success(), "{runtime}: {stderr}");
+        assert!(stdout.contains("The result is 84"), "{runtime}: {stdout}");
+        assert!(
+            stderr.contains("built-in demo model"),
+            "{runtime}: {stderr}"
+        );
+        assert!(stderr.contains("[tool] calculator"), "{runtime}: {stderr}");
+        assert!(
+            !stdout.contains("[tool]"),
+            "tool lines go to stderr, not stdout"
+        );
+    }
+}
+
+#[test]
+fn demo_clock_tool_and_plain_answer() {
+    let output = run(agent().args(["--demo-pace-ms", "0", "What time is it?"]));
+    assert!(output.status.success());
+    assert!(text(&output.stdout).contains("(UTC), according to the clock tool"));
+    let output = run(agent().args(["--runtime", "blocking", "--demo-pace-ms", "0", "hello"]));
+    assert!(output.status.success());
+    assert!(text(&output.stdout).contains("built-in demo model"));
+}
+
+/// Each delta must reach the pipe before the upstream sends the next one: the upstream's
+/// gate opens only when the test has read delta k from the CLI's stdout. A CLI that does
+/// not flush (stdout is a pipe, so it would be block-buffered) deadlocks here.
+#[test]
+fn deltas_reach_a_piped_stdout_one_by_one_on_every_runtime() {
+    let deltas: Vec<String> = (0..20).map(|k| format!("w{k} ")).collect();
+    for runtime in RUNTIMES {
+        let upstream = GatedUpstream::start([openai::lockstep_answer(&deltas)]).unwrap();
+        let gate = upstream.gate();
+        let mut child = agent()
+            .args([
+                "--runtime",
+                runtime,
+                "--base-url",
+                &upstream.base_url(),
+                "--model",
+                "m",
+                "hi",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let chunks = read_in_background(child.stdout.take().unwrap());
+        let mut seen = String::new();
+        for (k, delta) in deltas.iter().enumerate() {
+            let expected: String = deltas[..=k].concat();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !seen.starts_with(&expected) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match chunks.recv_timeout(left) {
+                    Ok(chunk) => seen.push_str(&chunk),
+                    Err(_) => {
+                        let _ = child.kill();
+                        panic!(
+                            "{runtime}: delta {k} ({delta:?}) never reached stdout; got {seen:?}"
+                        );
+                    }
+                }
+            }
+            gate.open_next();
+        }
+        let status = wait_with_deadline(&mut child);
+        assert!(status.success(), "{runtime}: exit {status:?}");
+    }
+}
+
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("the agent did not exit within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn json_mode_prints_the_event_stream() {
+    let output = run(agent().args(["--json", "--demo-pace-ms", "0", "What is 2 + 2?"]));
+    assert!(output.status.success());
+    let events: Vec<Event> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON event per line"))
+        .collect();
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.seq, i as u64);
+    }
+    let EventKind::RunCompleted { text, .. } = &events.last().unwrap().kind else {
+        panic!("the last line is run_completed")
+    };
+    assert!(text.contains('4'));
+}
+
+#[test]
+fn stats_are_printed_on_stderr() {
+    let output = run(agent().args(["--stats", "--demo-pace-ms", "0", "hello"]));
+    assert!(output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("stats: time to first token"), "{stderr}");
+    assert!(stderr.contains("tokens"), "{stderr}");
+}
+
+#[test]
+fn connection_refused_is_explained() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    for runtime in RUNTIMES {
+        let output = run(agent().args([
+            "--runtime",
+            runtime,
+            "--base-url",
+            &url,
+            "--model",
+            "m",
+            "hi",
+        ]));
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{runtime}: {stderr}");
+        assert!(
+            stderr.contains("could not connect to"),
+            "{runtime}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn unauthorized_and_unknown_model_are_explained() {
+    let upstream = GatedUpstream::start([
+        Response::json(401, &json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})),
+        Response::json(404, &json!({"error": {"message": "model 'nope' not found", "type": "not_found"}})),
+    ])
+    .unwrap();
+    let output = run(agent().args(["--base-url", &upstream.base_url(), "--model", "m", "hi"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("needs an API key"), "{stderr}");
+    assert!(stderr.contains("Incorrect API key provided"), "{stderr}");
+
+    let output = run(agent().args(["--base-url", &upstream.base_url(), "--model", "nope", "hi"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("model name or the base URL is wrong"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn api_key_is_sent_from_the_named_variable_and_never_printed() {
+    let upstream = GatedUpstream::start([openai::answer(&["ok"])]).unwrap();
+    let output = run(agent().env("MY_TEST_KEY", "sk-test-secret").args([
+        "--base-url",
+        &upstream.base_url(),
+        "--model",
+        "m",
+        "--api-key-env",
+        "MY_TEST_KEY",
+        "hi",
+    ]));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        upstream.requests()[0].header("authorization"),
+        Some("Bearer sk-test-secret")
+    );
+    assert!(!text(&output.stderr).contains("sk-test-secret"));
+    assert!(!text(&output.stdout).contains("sk-test-secret"));
+}
+
+#[test]
+fn a_silent_upstream_times_out_with_a_message() {
+    let upstream = GatedUpstream::start([Response::sse().stall()]).unwrap();
+    let output = run(agent().args([
+        "--base-url",
+        &upstream.base_url(),
+        "--model",
+        "m",
+        "--first-byte-timeout",
+        "0.3",
+        "hi",
+    ]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not start answering in time"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_flags_exit_with_2() {
+    let output = run(agent().args(["--runtime", "nope", "hi"]));
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(agent().args(["--base-url", "http://127.0.0.1:9/v1", "hi"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("--model is required"));
+    let output = run(&mut agent());
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn chat_keeps_the_conversation_until_exit() {
+    let mut child = agent()
+        .args(["chat", "--runtime", "smol", "--demo-pace-ms", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"what is 2 + 3\nwhat time is it\n/exit\n")
+        .unwrap();
+    drop(stdin);
+    let status = wait_with_deadline(&mut child);
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(status.success());
+    assert!(stdout.contains("The result is 5"), "{stdout}");
+    assert!(stdout.contains("according to the clock tool"), "{stdout}");
+}
+
+/// `agent serve` answers over HTTP on each runtime and stops gracefully on SIGINT.
+#[test]
+fn serve_streams_over_http_and_stops_on_ctrl_c() {
+    for runtime in RUNTIMES {
+        let mut child = agent()
+            .args([
+                "serve",
+                "--runtime",
+                runtime,
+                "--addr",
+                "127.0.0.1:0",
+                "--demo-pace-ms",
+                "0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
+            if let Some(rest) = line.split("serving on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        let body = json!({"input": "What is 6 * 7?"});
+        let mut client = SseClient::post_json(addr.parse().unwrap(), "/v1/runs", &body, &[])
+            .unwrap_or_else(|e| panic!("{runtime}: {e}"));
+        assert_eq!(client.status(), 200);
+        let mut last = None;
+        for _ in 0..1000 {
+            let frame = client
+                .next_event(Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{runtime}: {e:?}"))
+                .unwrap_or_else(|| panic!("{runtime}: the stream ended without a terminal event"));
+            let event: Event = serde_json::from_str(&frame.data).unwrap();
+            if event.is_terminal() {
+                last = Some(event);
+                break;
+            }
+        }
+        let Some(Event {
+            kind: EventKind::RunCompleted { text, .. },
+            ..
+        }) = last
+        else {
+            panic!("{runtime}: the run did not complete: {last:?}")
+        };
+        assert!(text.contains("42"), "{runtime}: {text}");
+
+        let interrupted = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(interrupted.success());
+        let status = wait_with_deadline(&mut child);
+        assert!(status.success(), "{runtime}: serve exited with {status:?}");
+        let rest: Vec<String> = rx.try_iter().collect();
+        assert!(
+            rest.iter().any(|l| l.contains("stopped")),
+            "{runtime}: {rest:?}"
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! [`ThreadServer`]: the agent HTTP API on `std::net`, one thread per connection.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use agent_core::agent::Agent;
+use agent_core::server::{AgentService, ApiError, ServerConfig};
+
+use crate::connection::Connection;
+
+/// Settings of a [`ThreadServer`] beyond the [`ServerConfig`] every backend shares.
+///
+/// ```
+/// use std::time::Duration;
+/// use backend_blocking::ThreadServerOptions;
+///
+/// let options = ThreadServerOptions::default()
+///     .with_max_connections(64)
+///     .with_shutdown_timeout(Duration::from_secs(2));
+/// assert_eq!(options.max_connections, 64);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ThreadServerOptions {
+    /// Most connections served at once (one thread each); further connections get `503`.
+    /// Default 1024.
+    pub max_connections: usize,
+    /// How often an idle stream checks whether its client closed the connection, which
+    /// bounds how long a run outlives its client. Default 250 ms.
+    pub disconnect_poll: Duration,
+    /// How long a keep-alive connection may wait for its next request. Default 60 s.
+    pub idle_timeout: Duration,
+    /// How long a started request may take to arrive without any progress (`408` beyond).
+    /// Default 30 s.
+    pub request_timeout: Duration,
+    /// How long a write may block on a client that does not read (the connection is then
+    /// treated as gone). Default 30 s.
+    pub write_timeout: Duration,
+    /// How long [`ThreadServer::shutdown`] waits for open connections to finish. Default 5 s.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ThreadServerOptions {
+    fn default() -> Self {
+        ThreadServerOptions {
+            max_connections: 1024,
+            disconnect_poll: Duration::from_millis(250),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ThreadServerOptions {
+    /// Set [`max_connections`](Self::max_connections) (at least 1).
+    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
+        self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// Set [`disconnect_poll`](Self::disconnect_poll) (at least 1 ms).
+    pub fn with_disconnect_poll(mut self, interval: Duration) -> Self {
+        self.disconnect_poll = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Set [`idle_timeout`](Self::idle_timeout).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Set [`request_timeout`](Self::request_timeout).
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Set [`write_timeout`](Self::write_timeout) (at least 1 ms).
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Set [`shutdown_timeout`](Self::shutdown_timeout).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+}
+
+/// State shared by the acceptor and the connection threads.
+pub(crate) struct Shared {
+    pub(crate) service: AgentService,
+    pub(crate) options: ThreadServerOptions,
+    shutting_down: AtomicBool,
+    connections: Mutex<usize>,
+    connections_changed: Condvar,
+    stop_requested: Mutex<bool>,
+    stop_changed: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    fn connections(&self) -> MutexGuard<'_, usize> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Counts a connection thread; decrements when the thread ends (even by a panic).
+struct ConnectionSlot(Arc<Shared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        *self.0.connections() -= 1;
+        self.0.connections_changed.notify_all();
+    }
+}
+
+/// An HTTP server serving one agent over the HTTP API on `std::net`, one thread per
+/// connection.
+///
+/// A small HTTP/1.1 server written for this crate (requests parsed with `httparse`), because
+/// the usual threaded servers buffer streamed bodies: tiny_http 0.12, for one, writes chunked
+/// bodies through an encoder that holds 8 KiB before it sends anything, so SSE events would
+/// sit in its buffer. Here every frame of a streamed response is written with one `write`
+/// and flushed on a socket with `TCP_NODELAY`, the moment the run produces it.
+///
+/// Behaviour, identical to the other backends (the [`AgentService`] does the API work):
+///
+/// * one thread per connection, at most [`ThreadServerOptions::max_connections`] at once;
+///   beyond, a connection gets a `503` JSON error and is closed;
+/// * HTTP/1.1 keep-alive; `Content-Length` and `Transfer-Encoding: chunked` request bodies,
+///   limited to [`ServerConfig::max_body_bytes`] while reading (`413`, never buffering more);
+///   `Expect: 100-continue` is answered;
+/// * streamed responses use chunked encoding (HTTP/1.0 clients get the raw stream and a
+///   connection close);
+/// * a client that disconnects cancels its run: a failed write notices it at once, and while
+///   the run is idle the socket is checked for end-of-stream every
+///   [`ThreadServerOptions::disconnect_poll`] (default 250 ms), so the run is cancelled
+///   within about that bound;
+/// * graceful [`shutdown`](ThreadServer::shutdown): stop accepting, cancel every running
+///   stream (each ends with its terminal `run_cancelled` frame), close idle connections, and
+///   wait up to [`ThreadServerOptions::shutdown_timeout`] for open connections to finish.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use agent_core::model::{ScriptedModel, Turn};
+/// use agent_core::server::ServerConfig;
+/// use backend_blocking::ThreadServer;
+///
+/// let agent = backend_blocking::agent_builder()
+///     .model(ScriptedModel::new([Turn::new().text("Hi!")]))
+///     .build()
+///     .unwrap();
+/// let config = ServerConfig::default().with_addr("127.0.0.1:0".parse().unwrap());
+/// let server = ThreadServer::bind(agent, config).unwrap();
+///
+/// let mut client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+/// client.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+/// let mut response = String::new();
+/// client.read_to_string(&mut response).unwrap();
+/// assert!(response.starts_with("HTTP/1.1 200 OK\r\n"));
+/// assert!(response.ends_with(r#"{"status":"ok"}"#));
+///
+/// server.shutdown();
+/// ```
+pub struct ThreadServer {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ThreadServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadServer")
+            .field("local_addr", &self.local_addr)
+            .field("connections", &self.open_connections())
+            .field("options", &self.shared.options)
+            .finish()
+    }
+}
+
+impl ThreadServer {
+    /// Bind `config.addr` and serve `agent` with the default [`ThreadServerOptions`]. Returns
+    /// once the socket is listening; connections are served on background threads.
+    pub fn bind(agent: Agent, config: ServerConfig) -> io::Result<Self> {
+        ThreadServer::bind_with(agent, config, ThreadServerOptions::default())
+    }
+
+    /// Bind `config.addr` and serve `agent` with `options`.
+    pub fn bind_with(
+        agent: Agent,
+        config: ServerConfig,
+        options: ThreadServerOptions,
+    ) -> io::Result<Self> {
+        ThreadServer::bind_service_with(AgentService::new(agent, config), options)
+    }
+
+    /// Serve an existing `service`, binding `service.config().addr`, with the default
+    /// [`ThreadServerOptions`].
+    pub fn bind_service(service: AgentService) -> io::Result<Self> {
+        ThreadServer::bind_service_with(service, ThreadServerOptions::default())
+    }
+
+    /// Serve an existing `service`, binding `service.config().addr`, with `options`.
+    pub fn bind_service_with(
+        service: AgentService,
+        options: ThreadServerOptions,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(service.config().addr)?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            service,
+            options,
+            shutting_down: AtomicBool::new(false),
+            connections: Mutex::new(0),
+            connections_changed: Condvar::new(),
+            stop_requested: Mutex::new(false),
+            stop_changed: Condvar::new(),
+        });
+        let acceptor_shared = shared.clone();
+        let acceptor = std::thread::Builder::new()
+            .name("agent-server-accept".into())
+            .spawn(move || accept_loop(&listener, &acceptor_shared))?;
+        tracing::info!(addr = %local_addr, "agent server listening (threads)");
+        Ok(ThreadServer {
+            local_addr,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address the server listens on (with the real port when `config.addr` had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The service answering the requests.
+    pub fn service(&self) -> &AgentService {
+        &self.shared.service
+    }
+
+    /// Connections being served right now.
+    pub fn open_connections(&self) -> usize {
+        *self.shared.connections()
+    }
+
+    /// A handle that asks the server to shut down from another thread (a signal handler, an
+    /// admin endpoint); [`wait`](Self::wait) then returns.
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        ShutdownSignal {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serve until [`ShutdownSignal::trigger`] is called, then shut down gracefully (as
+    /// [`shutdown`](Self::shutdown)). Without a signal, serves for as long as the process
+    /// runs.
+    ///
+    /// ```
+    /// use agent_core::model::{ScriptedModel, Turn};
+    /// use agent_core::server::ServerConfig;
+    /// use backend_blocking::ThreadServer;
+    ///
+    /// let agent = backend_blocking::agent_builder()
+    ///     .model(ScriptedModel::new([Turn::new().text("Hi!")]))
+    ///     .build()
+    ///     .unwrap();
+    /// let config = ServerConfig::default().with_addr("127.0.0.1:0".parse().unwrap());
+    /// let server = ThreadServer::bind(agent, config).unwrap();
+    /// let signal = server.shutdown_signal();
+    /// std::thread::spawn(move || signal.trigger());
+    /// server.wait();
+    /// ```
+    pub fn wait(self) {
+        {
+            let mut requested = self
+                .shared
+                .stop_requested
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            while !*requested {
+                requested = self
+                    .shared
+                    .stop_changed
+                    .wait(requested)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Graceful shutdown: stop accepting, cancel every running stream so it ends with its
+    /// terminal frame, and wait up to [`ThreadServerOptions::shutdown_timeout`] for the open
+    /// connections to close. Connections still open after that are left to finish on their
+    /// own (their runs are already cancelled).
+    pub fn shutdown(self) {
+        let timeout = self.shared.options.shutdown_timeout;
+        self.shutdown_within(timeout);
+    }
+
+    /// [`shutdown`](Self::shutdown), waiting at most `timeout` for open connections; `true`
+    /// if every connection closed in time.
+    pub fn shutdown_within(mut self, timeout: Duration) -> bool {
+        let remaining = self.stop(timeout);
+        if remaining > 0 {
+            tracing::warn!(
+                connections = remaining,
+                "agent server shut down with connections still closing"
+            );
+        }
+        remaining == 0
+    }
+
+    /// Stop accepting, cancel streams, wait; returns the connections still open.
+    fn stop(&mut self, timeout: Duration) -> usize {
+        self.begin_stop();
+        let deadline = Instant::now() + timeout;
+        let mut open = self.shared.connections();
+        while *open > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            open = self
+                .shared
+                .connections_changed
+                .wait_timeout(open, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *open
+    }
+
+    /// Stop accepting and cancel the running streams, without waiting for connections.
+    fn begin_stop(&mut self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.service.shutdown();
+        if let Some(acceptor) = self.acceptor.take() {
+            // Unblock `accept` with a connection of our own; the acceptor sees the flag.
+            let woke =
+                TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1))
+                    .is_ok();
+            if woke {
+                let _ = acceptor.join();
+            } else {
+                tracing::warn!(
+                    "could not wake the acceptor thread; it ends with the next connection"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for ThreadServer {
+    /// Dropping the server without [`shutdown`](ThreadServer::shutdown) stops accepting and
+    /// cancels running streams, without waiting for the connections.
+    fn drop(&mut self) {
+        if self.acceptor.is_some() {
+            self.begin_stop();
+        }
+    }
+}
+
+/// Asks a [`ThreadServer`] to shut down; see [`ThreadServer::wait`]. Cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownSignal {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ShutdownSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownSignal").finish_non_exhaustive()
+    }
+}
+
+impl ShutdownSignal {
+    /// Ask the server to shut down: [`ThreadServer::wait`] returns after the graceful
+    /// shutdown. Calling it more than once does nothing more.
+    pub fn trigger(&self) {
+        *self
+            .shared
+            .stop_requested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.stop_changed.notify_all();
+    }
+}
+
+/// Where to connect to wake the acceptor: the bound address, loopback if it is unspecified.
+fn wake_addr(local: SocketAddr) -> SocketAddr {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    loop {
+        let accepted = listener.accept();
+        if shared.is_shutting_down() {
+            return;
+        }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors and the like: back off briefly instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        {
+            let mut open = shared.connections();
+            if *open >= shared.options.max_connections {
+                drop(open);
+                refuse(stream);
+                continue;
+            }
+            *open += 1;
+        }
+        let slot = ConnectionSlot(shared.clone());
+        let connection_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("agent-server-conn".into())
+            .spawn(move || {
+                let _slot = slot;
+                Connection::new(stream, connection_shared).serve();
+            });
+        if let Err(err) = spawned {
+            // The closure (and with it the slot and the stream) was dropped.
+            tracing::warn!(error = %err, "could not start a connection thread");
+        }
+    }
+}
+
+/// Answer a connection beyond the limit with a 503 and close it.
+fn refuse(mut stream: TcpStream) {
+    let error = ApiError {
+        status: 503,
+        code: "too_many_connections",
+        message: "the server has too many open connections; try again shortly".into(),
+    };
+    let body = error.body();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+    let _ = stream.flush();
+}

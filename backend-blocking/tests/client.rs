@@ -1,0 +1,383 @@
+//! UreqClient against a std-thread TCP server on 127.0.0.1: incremental delivery (lockstep),
+//! statuses as responses, errors, and connection close on drop.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use agent_core::http::{HttpClient, HttpErrorKind, HttpRequest, HttpResponse, Method};
+use agent_core::runtime::block_on;
+use backend_blocking::UreqClient;
+use common::WATCHDOG;
+use futures_util::{FutureExt, StreamExt};
+
+/// A one-shot test server: accepts `connections` connections in turn and hands each to
+/// `handle` on its own thread (the accept loop is bounded by `connections`).
+fn serve<F>(connections: usize, handle: F) -> (SocketAddr, JoinHandle<()>)
+where
+    F: Fn(TcpStream, usize) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    let server = std::thread::spawn(move || {
+        let mut workers = Vec::new();
+        for i in 0..connections {
+            let (stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(WATCHDOG)).unwrap();
+            let handle = handle.clone();
+            workers.push(std::thread::spawn(move || handle(stream, i)));
+        }
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    });
+    (addr, server)
+}
+
+/// Read one request (head and Content-Length body); returns the head text, or `None` on EOF.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    Some(head)
+}
+
+fn write_chunk(stream: &mut TcpStream, data: &str) {
+    write!(stream, "{:x}\r\n{data}\r\n", data.len()).unwrap();
+    stream.flush().unwrap();
+}
+
+const SSE_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+fn post(addr: SocketAddr) -> HttpRequest {
+    HttpRequest::new(Method::Post, format!("http://{addr}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sk-test-secret")
+        .body(br#"{"stream":true}"#.to_vec())
+}
+
+/// Read body chunks until the text received so far contains `needle`.
+fn read_until(response: &mut HttpResponse, received: &mut String, needle: &str) {
+    while !received.contains(needle) {
+        let chunk = block_on(response.body.next())
+            .unwrap_or_else(|| panic!("the body ended before {needle:?}"))
+            .unwrap();
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// Wait (bounded) until the peer closes: a read returns 0 or fails with a reset.
+fn expect_eof(reader: &mut BufReader<TcpStream>, what: &str) {
+    let mut rest = Vec::new();
+    match reader.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(err) => panic!("{what}: the client did not close the connection ({err})"),
+    }
+}
+
+#[test]
+fn body_chunks_arrive_in_lockstep() {
+    // The server writes chunk k+1 only after the client has seen chunk k: a client that
+    // buffered would deadlock and the watchdog (the server's read timeout) would fail.
+    let (seen_tx, seen_rx) = mpsc::channel::<usize>();
+    let seen_rx = std::sync::Mutex::new(seen_rx);
+    let (addr, server) = serve(1, move |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let head = read_request(&mut reader).unwrap();
+        assert!(head.starts_with("POST /v1/chat/completions HTTP/1.1\r\n"));
+        let mut stream = stream;
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        for k in 0..20 {
+            write_chunk(&mut stream, &format!("data: chunk {k}\n\n"));
+            let seen = seen_rx.lock().unwrap().recv_timeout(WATCHDOG);
+            assert_eq!(seen, Ok(k), "watchdog: the client never saw chunk {k}");
+        }
+        stream.write_all(b"0\r\n\r\n").unwrap();
+    });
+    let client = UreqClient::new();
+    let mut response = block_on(client.send(post(addr))).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header_value("Content-Type"),
+        Some("text/event-stream")
+    );
+    let mut received = String::new();
+    for k in 0..20 {
+        read_until(
+            &mut response,
+            &mut received,
+            &format!("data: chunk {k}\n\n"),
+        );
+        seen_tx.send(k).unwrap();
+    }
+    assert!(
+        block_on(response.body.next()).is_none(),
+        "the body should end after the last chunk"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn send_resolves_on_the_response_head() {
+    let (head_seen_tx, head_seen_rx) = mpsc::channel::<()>();
+    let head_seen_rx = std::sync::Mutex::new(head_seen_rx);
+    let (addr, server) = serve(1, move |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let mut stream = stream;
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        stream.flush().unwrap();
+        // No body byte until the client has the head.
+        head_seen_rx
+            .lock()
+            .unwrap()
+            .recv_timeout(WATCHDOG)
+            .expect("watchdog: send never resolved");
+        write_chunk(&mut stream, "data: late\n\n");
+        stream.write_all(b"0\r\n\r\n").unwrap();
+    });
+    let client = UreqClient::new();
+    let mut response = block_on(client.send(post(addr))).unwrap();
+    head_seen_tx.send(()).unwrap();
+    let mut received = String::new();
+    read_until(&mut response, &mut received, "data: late\n\n");
+    server.join().unwrap();
+}
+
+#[test]
+fn error_statuses_are_responses_with_their_body() {
+    let (addr, server) = serve(1, |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let body = r#"{"error":{"message":"overloaded"}}"#;
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 2\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+    });
+    let client = UreqClient::new();
+    let response = block_on(client.send(post(addr))).unwrap();
+    assert_eq!(response.status, 503);
+    assert_eq!(response.header_value("retry-after"), Some("2"));
+    let body: Vec<u8> = block_on(response.body.map(|c| c.unwrap().to_vec()).concat());
+    assert_eq!(body, br#"{"error":{"message":"overloaded"}}"#);
+    server.join().unwrap();
+}
+
+#[test]
+fn connection_refused_is_a_connect_error() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let client = UreqClient::new();
+    let request = post(addr).connect_timeout(Some(Duration::from_secs(5)));
+    let err = block_on(client.send(request)).unwrap_err();
+    assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
+    assert!(!err.message.contains("sk-test-secret"));
+}
+
+#[test]
+fn invalid_header_is_an_invalid_request_without_the_value() {
+    let client = UreqClient::new();
+    let request = HttpRequest::new(Method::Post, "http://127.0.0.1:9/x")
+        .header("authorization", "Bearer sk-secret\n");
+    let err = block_on(client.send(request)).unwrap_err();
+    assert_eq!(err.kind, HttpErrorKind::InvalidRequest);
+    assert!(err.message.contains("authorization"), "{err}");
+    assert!(!err.to_string().contains("sk-secret"), "{err}");
+    let err = block_on(client.send(HttpRequest::new(Method::Get, "not a url"))).unwrap_err();
+    assert_eq!(err.kind, HttpErrorKind::InvalidRequest, "{err}");
+}
+
+#[test]
+fn dropping_the_body_closes_the_connection_while_the_server_is_idle() {
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let (addr, server) = serve(1, move |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let mut stream = stream;
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        write_chunk(&mut stream, "data: one\n\n");
+        // Send nothing more: the client's reader thread is blocked in `read`. The client
+        // dropping its body must still close the connection.
+        expect_eof(&mut reader, "after the body was dropped");
+        closed_tx.send(()).unwrap();
+    });
+    let client = UreqClient::new();
+    let mut response = block_on(client.send(post(addr))).unwrap();
+    let mut received = String::new();
+    read_until(&mut response, &mut received, "data: one\n\n");
+    drop(response);
+    closed_rx
+        .recv_timeout(WATCHDOG)
+        .expect("watchdog: the server never saw the connection close");
+    server.join().unwrap();
+}
+
+#[test]
+fn dropping_the_send_future_before_the_head_closes_the_connection() {
+    let (request_seen_tx, request_seen_rx) = mpsc::channel::<()>();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let (addr, server) = serve(1, move |stream, _| {
+        let mut reader = BufReader::new(stream);
+        read_request(&mut reader).unwrap();
+        request_seen_tx.send(()).unwrap();
+        // Never answer: the client gives up by dropping the future.
+        expect_eof(&mut reader, "after the send future was dropped");
+        closed_tx.send(()).unwrap();
+    });
+    let client = UreqClient::new();
+    let mut sending = client.send(post(addr));
+    assert!((&mut sending).now_or_never().is_none(), "no response yet");
+    request_seen_rx
+        .recv_timeout(WATCHDOG)
+        .expect("watchdog: the request never arrived");
+    drop(sending);
+    closed_rx
+        .recv_timeout(WATCHDOG)
+        .expect("watchdog: the server never saw the connection close");
+    server.join().unwrap();
+}
+
+#[test]
+fn a_completed_exchange_returns_its_connection_to_the_pool() {
+    // Two requests in a row over one connection: the abort machinery must not close a
+    // connection whose body was read to the end.
+    let (addr, server) = serve(1, |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        for i in 0..2 {
+            read_request(&mut reader).expect("the second request should reuse the connection");
+            stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+            write_chunk(&mut stream, &format!("data: {i}\n\n"));
+            stream.write_all(b"0\r\n\r\n").unwrap();
+        }
+    });
+    let client = UreqClient::new();
+    for i in 0..2 {
+        let mut response = block_on(client.send(post(addr))).unwrap();
+        let mut received = String::new();
+        read_until(&mut response, &mut received, &format!("data: {i}\n\n"));
+        assert!(block_on(response.body.next()).is_none());
+        drop(response);
+    }
+    server.join().unwrap();
+}
+
+#[test]
+fn after_an_aborted_exchange_the_next_request_gets_a_fresh_connection() {
+    let (addr, server) = serve(2, |stream, i| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        read_request(&mut reader).unwrap();
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        write_chunk(&mut stream, &format!("data: conn {i}\n\n"));
+        if i == 0 {
+            expect_eof(&mut reader, "first connection");
+        } else {
+            stream.write_all(b"0\r\n\r\n").unwrap();
+        }
+    });
+    let client = UreqClient::new();
+    let mut first = block_on(client.send(post(addr))).unwrap();
+    let mut received = String::new();
+    read_until(&mut first, &mut received, "data: conn 0\n\n");
+    drop(first);
+    let mut second = block_on(client.send(post(addr))).unwrap();
+    let mut received = String::new();
+    read_until(&mut second, &mut received, "data: conn 1\n\n");
+    assert!(block_on(second.body.next()).is_none());
+    server.join().unwrap();
+}
+
+#[test]
+fn a_large_body_arrives_complete_through_the_bounded_hand_off() {
+    const TOTAL: usize = 2 * 1024 * 1024;
+    let (addr, server) = serve(1, |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let mut stream = stream;
+        write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: {TOTAL}\r\n\r\n").unwrap();
+        let block = vec![b'x'; 64 * 1024];
+        for _ in 0..TOTAL / block.len() {
+            stream.write_all(&block).unwrap();
+        }
+    });
+    let client = UreqClient::new();
+    let response =
+        block_on(client.send(HttpRequest::new(Method::Get, format!("http://{addr}/big")))).unwrap();
+    let total: usize = block_on(
+        response
+            .body
+            .map(|c| c.unwrap().len())
+            .fold(0, |a, n| async move { a + n }),
+    );
+    assert_eq!(total, TOTAL);
+    server.join().unwrap();
+}
+
+#[test]
+fn a_truncated_body_is_an_io_error() {
+    let (addr, server) = serve(1, |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly a few bytes")
+            .unwrap();
+    });
+    let client = UreqClient::new();
+    let response = block_on(client.send(post(addr))).unwrap();
+    let items: Vec<_> = block_on(response.body.collect());
+    let last = items.last().unwrap();
+    assert_eq!(last.as_ref().unwrap_err().kind, HttpErrorKind::Io);
+    server.join().unwrap();
+}
+
+#[test]
+fn https_goes_through_rustls_and_a_failed_handshake_is_a_connect_error() {
+    // A plain-text server on an https:// URL: the TLS handshake fails.
+    let (addr, server) = serve(1, |mut stream, _| {
+        let mut hello = [0u8; 5];
+        // A TLS ClientHello starts with a handshake record (0x16, version 3.x).
+        stream.read_exact(&mut hello).unwrap();
+        assert_eq!(hello[0], 0x16, "expected a TLS ClientHello");
+        assert_eq!(hello[1], 3);
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+    });
+    let client = UreqClient::new();
+    let request = HttpRequest::new(Method::Get, format!("https://{addr}/"))
+        .connect_timeout(Some(Duration::from_secs(5)));
+    let err = block_on(client.send(request)).unwrap_err();
+    assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
+    server.join().unwrap();
+}

@@ -1,0 +1,598 @@
+//! ThreadServer, exercised with a raw TcpStream client on 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use agent_core::agent::Agent;
+use agent_core::model::{ScriptedModel, Turn};
+use agent_core::server::ServerConfig;
+use backend_blocking::{ThreadServer, ThreadServerOptions};
+use common::{WATCHDOG, gated_model};
+use serde_json::Value;
+
+fn config() -> ServerConfig {
+    ServerConfig::default().with_addr("127.0.0.1:0".parse().unwrap())
+}
+
+fn scripted_agent(text: &str) -> Agent {
+    backend_blocking::agent_builder()
+        .model(ScriptedModel::new([Turn::new().text(text.to_string())]).with_name("scripted"))
+        .build()
+        .unwrap()
+}
+
+fn repeating_agent() -> Agent {
+    let model = ScriptedModel::from_fn(|_, _| Turn::new().text("Hello").text(", world"));
+    backend_blocking::agent_builder()
+        .model(model)
+        .build()
+        .unwrap()
+}
+
+/// A raw HTTP/1.1 client: writes bytes, reads heads, Content-Length and chunked bodies.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WATCHDOG)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, raw: &[u8]) {
+        self.stream.write_all(raw).unwrap();
+    }
+
+    fn post(&mut self, path: &str, body: &str) {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.send(request.as_bytes());
+    }
+
+    /// Read more bytes; `false` at end of stream. A timeout fails the test (watchdog).
+    fn fill(&mut self, what: &str) -> bool {
+        let mut chunk = [0u8; 4096];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => false,
+            Err(err) => panic!("watchdog: {what}: {err}"),
+        }
+    }
+
+    fn take_line(&mut self, what: &str) -> String {
+        loop {
+            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8(self.buf[..pos].to_vec()).unwrap();
+                self.buf.drain(..pos + 2);
+                return line;
+            }
+            assert!(self.fill(what), "connection closed while reading {what}");
+        }
+    }
+
+    fn read_head(&mut self) -> Head {
+        let status_line = self.take_line("the status line");
+        let status = status_line
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let line = self.take_line("the headers");
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+        Head { status, headers }
+    }
+
+    fn read_exact(&mut self, len: usize, what: &str) -> Vec<u8> {
+        while self.buf.len() < len {
+            assert!(self.fill(what), "connection closed while reading {what}");
+        }
+        self.buf.drain(..len).collect()
+    }
+
+    /// A complete response with a Content-Length body.
+    fn read_response(&mut self) -> (Head, Value) {
+        let head = self.read_head();
+        let len: usize = head
+            .header("content-length")
+            .expect("content-length")
+            .parse()
+            .unwrap();
+        let body = self.read_exact(len, "the body");
+        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        (head, json)
+    }
+
+    /// The next chunk of a chunked body; `None` after the last (zero) chunk.
+    fn read_chunk(&mut self) -> Option<Vec<u8>> {
+        let size_line = self.take_line("a chunk size");
+        let size = usize::from_str_radix(size_line.trim(), 16).unwrap();
+        if size == 0 {
+            assert_eq!(self.take_line("the end of the body"), "");
+            return None;
+        }
+        let data = self.read_exact(size, "a chunk");
+        assert_eq!(self.read_exact(2, "a chunk's CRLF"), b"\r\n");
+        Some(data)
+    }
+
+    /// Read chunks until the body text contains `needle`; returns the text read so far.
+    fn read_until(&mut self, text: &mut String, needle: &str) {
+        while !text.contains(needle) {
+            let chunk = self
+                .read_chunk()
+                .unwrap_or_else(|| panic!("the stream ended before {needle:?}; got {text:?}"));
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// Read the rest of a chunked body.
+    fn read_to_end_of_body(&mut self) -> String {
+        let mut text = String::new();
+        while let Some(chunk) = self.read_chunk() {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+        text
+    }
+
+    /// Whether the server closed the connection (bounded by the read timeout).
+    fn closed_by_server(&mut self) -> bool {
+        !self.fill("waiting for the server to close")
+    }
+}
+
+/// The SSE frames of a body, as (event name, data JSON) pairs.
+fn frames(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|f| !f.is_empty() && !f.starts_with(':'))
+        .map(|frame| {
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.to_string();
+                }
+            }
+            (
+                name,
+                serde_json::from_str(&data).unwrap_or(Value::String(data)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn healthz_answers_ok_and_keeps_the_connection() {
+    let service = agent_core::server::AgentService::new(scripted_agent("x"), config());
+    let server = ThreadServer::bind_service(service).unwrap();
+    assert_eq!(server.service().config().max_body_bytes, 1024 * 1024);
+    let mut client = Client::connect(server.local_addr());
+    for _ in 0..2 {
+        client.send(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n");
+        let (head, body) = client.read_response();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-type"), Some("application/json"));
+        assert_eq!(body, serde_json::json!({"status": "ok"}));
+    }
+    server.shutdown();
+}
+
+#[test]
+fn runs_stream_sse_with_the_right_headers() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    // Twice on one keep-alive connection: a finished stream leaves the connection usable.
+    for _ in 0..2 {
+        client.post("/v1/runs", r#"{"input":"hi"}"#);
+        let head = client.read_head();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header("content-type"), Some("text/event-stream"));
+        assert_eq!(head.header("cache-control"), Some("no-cache"));
+        assert_eq!(head.header("x-accel-buffering"), Some("no"));
+        assert_eq!(head.header("transfer-encoding"), Some("chunked"));
+        assert_eq!(head.header("content-length"), None);
+        let text = client.read_to_end_of_body();
+        assert!(
+            text.starts_with("id: 0\nevent: run_started\ndata: {"),
+            "{text}"
+        );
+        let frames = frames(&text);
+        let names: Vec<&str> = frames.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.first(), Some(&"run_started"));
+        assert_eq!(names.last(), Some(&"run_completed"));
+        assert_eq!(frames.last().unwrap().1["text"], "Hello, world");
+        for (i, (_, data)) in frames.iter().enumerate() {
+            assert_eq!(data["seq"], i as u64);
+        }
+    }
+    server.shutdown();
+}
+
+#[test]
+fn each_event_reaches_the_socket_before_the_next_is_produced() {
+    let (model, gate) = gated_model();
+    let agent = backend_blocking::agent_builder()
+        .model(model)
+        .build()
+        .unwrap();
+    let server = ThreadServer::bind(agent, config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.post("/v1/runs", r#"{"input":"go"}"#);
+    assert_eq!(client.read_head().status, 200);
+    let mut text = String::new();
+    for k in 0..20 {
+        gate.send(&format!("chunk {k};"));
+        // The read timeout is the watchdog: a buffering server never sends the frame.
+        client.read_until(&mut text, &format!("chunk {k};"));
+    }
+    gate.finish();
+    text.push_str(&client.read_to_end_of_body());
+    assert_eq!(frames(&text).last().unwrap().0, "run_completed");
+    server.shutdown();
+}
+
+#[test]
+fn chat_completions_stream_and_non_stream() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.post(
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let head = client.read_head();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    let text = client.read_to_end_of_body();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let content: String = frames(&text)
+        .iter()
+        .filter_map(|(_, data)| {
+            data["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(content, "Hello, world");
+
+    client.post(
+        "/v1/chat/completions",
+        r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let (head, body) = client.read_response();
+    assert_eq!(head.status, 200);
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello, world");
+    server.shutdown();
+}
+
+fn expect_error(client: &mut Client, status: u16, code: &str) {
+    let (head, body) = client.read_response();
+    assert_eq!(head.status, status, "{body}");
+    assert_eq!(head.header("content-type"), Some("application/json"));
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string());
+}
+
+#[test]
+fn bad_requests_get_json_errors() {
+    let server = ThreadServer::bind(
+        scripted_agent("x"),
+        config().with_bearer_token("s3cret").with_max_body_bytes(64),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let auth = "Authorization: Bearer s3cret\r\n";
+
+    let mut client = Client::connect(addr);
+    client.send(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_error(&mut client, 404, "not_found");
+    client.send(b"GET /v1/runs HTTP/1.1\r\nHost: t\r\n\r\n");
+    expect_error(&mut client, 405, "method_not_allowed");
+    client.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");
+    let (head, _) = client.read_response();
+    assert_eq!(head.status, 401);
+    assert_eq!(head.header("www-authenticate"), Some("Bearer"));
+    client.send(
+        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 5\r\n\r\n{{nope")
+            .as_bytes(),
+    );
+    expect_error(&mut client, 400, "invalid_json");
+
+    // Over the limit by Content-Length: refused before the body is read, then closed.
+    let mut client = Client::connect(addr);
+    client.send(
+        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 1000000\r\n\r\n")
+            .as_bytes(),
+    );
+    expect_error(&mut client, 413, "payload_too_large");
+    assert!(client.closed_by_server());
+
+    // Over the limit in a chunked body: refused while reading.
+    let mut client = Client::connect(addr);
+    let chunk = "a".repeat(40);
+    client.send(
+        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\n{auth}Transfer-Encoding: chunked\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n")
+            .as_bytes(),
+    );
+    expect_error(&mut client, 413, "payload_too_large");
+
+    // Not HTTP at all.
+    let mut client = Client::connect(addr);
+    client.send(b"\x00\x01garbage\r\n\r\n");
+    expect_error(&mut client, 400, "invalid_http");
+    server.shutdown();
+}
+
+#[test]
+fn chunked_request_bodies_and_expect_continue_are_supported() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let body = r#"{"input":"hi"}"#;
+    let (a, b) = body.split_at(5);
+    client.send(
+        format!(
+            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.read_head().status, 200);
+    assert!(
+        client
+            .read_to_end_of_body()
+            .contains("event: run_completed")
+    );
+
+    client.send(
+        format!(
+            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let interim = client.read_head();
+    assert_eq!(interim.status, 100);
+    client.send(body.as_bytes());
+    assert_eq!(client.read_head().status, 200);
+    assert!(
+        client
+            .read_to_end_of_body()
+            .contains("event: run_completed")
+    );
+    server.shutdown();
+}
+
+#[test]
+fn a_client_disconnect_cancels_the_run() {
+    let (model, gate) = gated_model();
+    let agent = backend_blocking::agent_builder()
+        .model(model)
+        .build()
+        .unwrap();
+    let server = ThreadServer::bind(agent, config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.post("/v1/runs", r#"{"input":"go"}"#);
+    assert_eq!(client.read_head().status, 200);
+    gate.send("first");
+    let mut text = String::new();
+    client.read_until(&mut text, "first");
+    assert_eq!(server.service().running_streams(), 1);
+    // The run is idle (the model waits for the gate): only the disconnect check can notice.
+    drop(client);
+    gate.wait_dropped("after the client disconnected");
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while server.service().running_streams() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream was not released"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    server.shutdown();
+}
+
+#[test]
+fn a_client_disconnect_cancels_a_non_streamed_chat_completion() {
+    let (model, gate) = gated_model();
+    let agent = backend_blocking::agent_builder()
+        .model(model)
+        .build()
+        .unwrap();
+    let server = ThreadServer::bind(agent, config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.post(
+        "/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    gate.send("thinking");
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    while server.service().running_streams() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(client);
+    gate.wait_dropped("after the client of a non-streamed completion disconnected");
+    server.shutdown();
+}
+
+#[test]
+fn shutdown_ends_open_streams_with_run_cancelled() {
+    let (model, gate) = gated_model();
+    let agent = backend_blocking::agent_builder()
+        .model(model)
+        .build()
+        .unwrap();
+    let server = ThreadServer::bind(agent, config()).unwrap();
+    let addr = server.local_addr();
+    let mut streaming = Client::connect(addr);
+    streaming.post("/v1/runs", r#"{"input":"go"}"#);
+    assert_eq!(streaming.read_head().status, 200);
+    gate.send("partial");
+    let mut text = String::new();
+    streaming.read_until(&mut text, "partial");
+    // An idle keep-alive connection is closed by the shutdown too.
+    let mut idle = Client::connect(addr);
+    idle.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.read_response().0.status, 200);
+
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let all_closed = server.shutdown_within(WATCHDOG);
+        done_tx.send(all_closed).unwrap();
+    });
+    text.push_str(&streaming.read_to_end_of_body());
+    let frames = frames(&text);
+    let (name, data) = frames.last().unwrap();
+    assert_eq!(name, "run_cancelled");
+    assert_eq!(data["partial_text"], "partial");
+    assert!(streaming.closed_by_server());
+    assert!(idle.closed_by_server());
+    let all_closed = done_rx
+        .recv_timeout(WATCHDOG)
+        .expect("watchdog: shutdown did not return");
+    assert!(
+        all_closed,
+        "every connection should close within the shutdown timeout"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the listener should be closed"
+    );
+}
+
+#[test]
+fn idle_streams_get_keep_alive_comments() {
+    let (model, gate) = gated_model();
+    let agent = backend_blocking::agent_builder()
+        .model(model)
+        .build()
+        .unwrap();
+    let server =
+        ThreadServer::bind(agent, config().with_keep_alive(Duration::from_millis(20))).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.post("/v1/runs", r#"{"input":"go"}"#);
+    assert_eq!(client.read_head().status, 200);
+    let mut text = String::new();
+    client.read_until(&mut text, ": keep-alive\n\n");
+    gate.finish();
+    text.push_str(&client.read_to_end_of_body());
+    assert_eq!(frames(&text).last().unwrap().0, "run_completed");
+    server.shutdown();
+}
+
+#[test]
+fn connections_beyond_the_limit_get_503() {
+    let options = ThreadServerOptions::default().with_max_connections(1);
+    let server = ThreadServer::bind_with(scripted_agent("x"), config(), options).unwrap();
+    let mut first = Client::connect(server.local_addr());
+    first.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(first.read_response().0.status, 200);
+    assert_eq!(server.open_connections(), 1);
+    let mut second = Client::connect(server.local_addr());
+    expect_error(&mut second, 503, "too_many_connections");
+    server.shutdown();
+}
+
+#[test]
+fn http_1_0_clients_get_a_close_delimited_stream() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+    stream.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let body = r#"{"input":"hi"}"#;
+    write!(
+        stream,
+        "POST /v1/runs HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"));
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"));
+    assert_eq!(frames(body).last().unwrap().0, "run_completed");
+    server.shutdown();
+}
+
+#[test]
+fn wait_returns_after_the_shutdown_signal() {
+    let server = ThreadServer::bind(scripted_agent("x"), config()).unwrap();
+    let addr = server.local_addr();
+    let signal = server.shutdown_signal();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        server.wait();
+        done_tx.send(()).unwrap();
+    });
+    let mut client = Client::connect(addr);
+    client.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (head, _) = client.read_response();
+    assert_eq!(head.header("connection"), Some("close"));
+    signal.trigger();
+    done_rx
+        .recv_timeout(WATCHDOG)
+        .expect("watchdog: wait did not return");
+}
+
+#[test]
+fn a_request_that_stalls_gets_408_and_an_idle_connection_is_closed() {
+    let options = ThreadServerOptions::default()
+        .with_request_timeout(Duration::from_millis(50))
+        .with_idle_timeout(Duration::from_millis(50));
+    let server = ThreadServer::bind_with(scripted_agent("x"), config(), options).unwrap();
+    let mut stalled = Client::connect(server.local_addr());
+    stalled.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"in");
+    expect_error(&mut stalled, 408, "request_timeout");
+    assert!(stalled.closed_by_server());
+
+    let mut idle = Client::connect(server.local_addr());
+    idle.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.read_response().0.status, 200);
+    assert!(
+        idle.closed_by_server(),
+        "an idle keep-alive connection should be closed"
+    );
+    server.shutdown();
+}

@@ -1,0 +1,179 @@
+//! Case 10 (explicitly; every other case checks it too) and the HTTP API basics every
+//! backend's server must get right.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use agent_core::error::{ErrorKind, ModelError};
+use agent_core::event::EventKind;
+use agent_core::model::{ScriptedModel, Turn};
+use agent_core::tool::async_tool;
+use serde_json::{Value, json};
+
+use super::Outcome;
+use super::support::{Server, WAIT, agent_builder, consume, post_run, read_run, server_config};
+use crate::backend::Backend;
+use crate::kit::client::http_request;
+use crate::kit::watchdog::step;
+use crate::kit::{SseClient, Transcript};
+
+fn contract_agent(backend: &dyn Backend) -> agent_core::agent::Agent {
+    agent_builder(backend)
+        .model(ScriptedModel::from_fn(|request, _| {
+            match request.last_user_text().unwrap_or("") {
+                "fail" => Turn::new()
+                    .text("partial")
+                    .fail(ModelError::new(ErrorKind::Model, "scripted failure")),
+                "tool" => Turn::new().tool_call("call_1", "echo", r#"{"x": 1}"#),
+                _ => Turn::new().text("Hello").text(" there"),
+            }
+        }))
+        .tool(async_tool(
+            "echo",
+            "Echoes",
+            json!({"type": "object"}),
+            |args: Value| async move { Ok(args) },
+        ))
+        .max_rounds(2)
+        .build()
+        .expect("agent")
+}
+
+/// Case 10a: runs that complete, fail and run out of rounds, one after another on the same
+/// agent: each numbers its events from 0 without gaps and ends with exactly one terminal
+/// event; run ids differ.
+pub fn consume_runs(backend: &dyn Backend) -> Outcome {
+    let agent = contract_agent(backend);
+    let mut run_ids = HashSet::new();
+    for (input, terminal) in [
+        ("hello", "run_completed"),
+        ("fail", "run_failed"),
+        ("tool", "run_failed"),
+        ("hello", "run_completed"),
+    ] {
+        step(format!("running {input:?}"));
+        let transcript = consume(backend, &agent, input, |_| ControlFlow::Continue(()));
+        transcript.assert_contract();
+        let last = transcript.terminal().expect("terminal");
+        assert_eq!(last.name(), terminal, "{}", transcript.summary());
+        if let EventKind::RunStarted { run_id, .. } = &transcript.events()[0].kind {
+            assert!(run_ids.insert(run_id.clone()), "run id {run_id} reused");
+        }
+    }
+    Outcome::passed()
+}
+
+/// Case 10b: the server's `/v1/runs` frames carry `id` = seq and `event` = type, a
+/// completed and a failed run each end with one terminal frame and then the body ends, and
+/// the SSE headers are set.
+pub fn server_frames(backend: &dyn Backend) -> Outcome {
+    let server = Server::start(backend, contract_agent(backend));
+    for (input, terminal) in [("hello", "run_completed"), ("fail", "run_failed")] {
+        let mut client = post_run(server.addr(), input);
+        assert_eq!(client.header("cache-control"), Some("no-cache"));
+        assert_eq!(client.header("x-accel-buffering"), Some("no"));
+        let transcript: Transcript = read_run(&mut client, |_| ControlFlow::Continue(()));
+        transcript.assert_contract();
+        assert_eq!(
+            transcript.terminal().map(|e| e.name()),
+            Some(terminal),
+            "{}",
+            transcript.summary()
+        );
+    }
+    Outcome::passed()
+}
+
+/// The HTTP API basics: `/healthz`, 404, 405, 400 on bad JSON, 413 on a body over the limit
+/// (while reading it), 401 without the bearer token, and a non-streamed chat completion.
+pub fn server_requests(backend: &dyn Backend) -> Outcome {
+    let config = server_config()
+        .with_max_body_bytes(1024)
+        .with_bearer_token("conformance-token");
+    let server = Server::start_with(backend, contract_agent(backend), config);
+    let addr = server.addr();
+    let auth = [("authorization", "Bearer conformance-token")];
+    let timeout = Duration::from_secs(5);
+    let json_error = |what: &str, response: &crate::kit::RawResponse, status: u16| {
+        assert_eq!(response.status, status, "{what}: status");
+        let body = response.json().unwrap_or_else(|| {
+            panic!(
+                "{what}: the body is not JSON: {:?}",
+                String::from_utf8_lossy(&response.body)
+            )
+        });
+        assert!(
+            body["error"]["message"].is_string(),
+            "{what}: error body {body}"
+        );
+    };
+
+    step("GET /healthz");
+    let health = http_request(addr, "GET", "/healthz", &[], b"", timeout).expect("GET /healthz");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json(), Some(json!({"status": "ok"})));
+
+    step("GET /nope");
+    let missing = http_request(addr, "GET", "/nope", &auth, b"", timeout).expect("GET /nope");
+    json_error("GET /nope", &missing, 404);
+
+    step("GET /v1/runs");
+    let wrong_method =
+        http_request(addr, "GET", "/v1/runs", &auth, b"", timeout).expect("GET /v1/runs");
+    json_error("GET /v1/runs", &wrong_method, 405);
+
+    step("POST /v1/runs without a token");
+    let anonymous = http_request(
+        addr,
+        "POST",
+        "/v1/runs",
+        &[("content-type", "application/json")],
+        br#"{"input":"hi"}"#,
+        timeout,
+    )
+    .expect("POST without token");
+    json_error("POST /v1/runs without a token", &anonymous, 401);
+
+    step("POST /v1/runs with invalid JSON");
+    let bad_json =
+        http_request(addr, "POST", "/v1/runs", &auth, b"{nope", timeout).expect("bad JSON");
+    json_error("POST /v1/runs with invalid JSON", &bad_json, 400);
+
+    step("POST /v1/runs with a body over the limit (declared 64 KiB, 2 KiB sent)");
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut request = format!(
+        "POST /v1/runs HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer conformance-token\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        64 * 1024
+    )
+    .into_bytes();
+    request.extend(std::iter::repeat_n(b' ', 2048));
+    let too_large = SseClient::send_raw(stream, &request).unwrap_or_else(|e| {
+        panic!("a body over the limit must get a 413 before it is read whole: {e}")
+    });
+    let status = too_large.status();
+    let body = too_large.read_body(timeout).unwrap_or_default();
+    let response = crate::kit::RawResponse {
+        status,
+        headers: Vec::new(),
+        body,
+    };
+    json_error("POST /v1/runs over the body limit", &response, 413);
+
+    step("POST /v1/chat/completions with stream: false");
+    let chat = http_request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[auth[0], ("content-type", "application/json")],
+        json!({"stream": false, "messages": [{"role": "user", "content": "hello"}]})
+            .to_string()
+            .as_bytes(),
+        WAIT,
+    )
+    .expect("chat completion");
+    assert_eq!(chat.status, 200, "non-streamed chat completion");
+    let body = chat.json().expect("chat completion JSON");
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello there");
+    Outcome::passed()
+}

@@ -1,0 +1,350 @@
+//! Case 8: every failure ends the run with its documented terminal event, and nothing
+//! panics.
+//!
+//! | case | terminal event |
+//! |---|---|
+//! | upstream 500 (after its retry) | `run_failed` `upstream_status` (status 500) |
+//! | 429 with `Retry-After`, then 200 | `run_completed` (retried before the first byte) |
+//! | reset mid-stream | `run_failed` `upstream_reset` with the partial text, no retry |
+//! | malformed chunk JSON | `run_failed` `malformed_response` |
+//! | oversized SSE line | `run_failed` `response_too_large` |
+//! | no first byte within 100 ms | `run_failed` `first_byte_timeout` |
+//! | keep-alive comments only | `run_failed` `inactivity_timeout` |
+//! | unknown tool, bad arguments, tool panic | `tool_call_completed` with an error result, then `run_completed` |
+//! | max rounds | `run_failed` `max_rounds` |
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use agent_core::error::ErrorKind;
+use agent_core::event::EventKind;
+use agent_core::model::{OpenAiConfig, ScriptedModel, Turn};
+use agent_core::policy::Timeouts;
+use agent_core::sse::SseLimits;
+use agent_core::tool::{ToolError, ToolErrorKind, ToolResult, async_tool, blocking_tool};
+use serde_json::{Value, json};
+
+use super::Outcome;
+use super::support::{
+    agent_builder, consume, consume_lockstep, openai_config, openai_model, quick_retries,
+};
+use crate::backend::Backend;
+use crate::kit::Transcript;
+use crate::kit::upstream::{ExchangeEnd, GatedUpstream, Response, openai};
+use crate::kit::watchdog::step;
+
+fn run_upstream(
+    backend: &dyn Backend,
+    responses: Vec<Response>,
+    configure: impl FnOnce(OpenAiConfig) -> OpenAiConfig,
+) -> (Transcript, GatedUpstream) {
+    let upstream = GatedUpstream::start(responses).expect("upstream");
+    let model = openai_model(backend, configure(openai_config(&upstream)));
+    let agent = agent_builder(backend).model(model).build().expect("agent");
+    let transcript = consume_lockstep(backend, &agent, "hello", &upstream.gate());
+    transcript.assert_contract();
+    (transcript, upstream)
+}
+
+fn timeouts(first_byte: Duration, inactivity: Duration) -> Timeouts {
+    Timeouts {
+        connect: Some(Duration::from_secs(5)),
+        first_byte: Some(first_byte),
+        inactivity: Some(inactivity),
+        run: None,
+    }
+}
+
+/// Case 8a: a 500, retried once, then failing with `upstream_status`.
+pub fn upstream_500(backend: &dyn Backend) -> Outcome {
+    let error = json!({"error": {"message": "the model crashed", "type": "server_error"}});
+    let (transcript, upstream) = run_upstream(
+        backend,
+        vec![Response::json(500, &error), Response::json(500, &error)],
+        |c| c.with_retry(quick_retries(1)),
+    );
+    let (failure, partial) = transcript.assert_failed(ErrorKind::UpstreamStatus);
+    assert_eq!(failure.status, Some(500));
+    assert!(
+        failure.message.contains("the model crashed"),
+        "the message quotes the provider: {}",
+        failure.message
+    );
+    assert_eq!(partial, "");
+    assert_eq!(upstream.request_count(), 2, "one retry of the 500");
+    assert_eq!(transcript.count("model_request_started"), 1);
+    Outcome::passed()
+}
+
+/// Case 8b: a 429 with `Retry-After: 0.05`, then an answer: retried before the first byte,
+/// after waiting at least the asked delay.
+pub fn rate_limited_then_success(backend: &dyn Backend) -> Outcome {
+    let busy = Response::json(429, &json!({"error": {"message": "slow down"}}))
+        .header("retry-after", "0.05");
+    let (transcript, upstream) = run_upstream(
+        backend,
+        vec![busy, openai::answer(&["Hello", " again"])],
+        |c| c.with_retry(quick_retries(2)),
+    );
+    assert_eq!(transcript.completed_text(), "Hello again");
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2, "the 429 is retried once");
+    let waited = requests[1]
+        .received_at
+        .saturating_duration_since(requests[0].received_at);
+    assert!(
+        waited >= Duration::from_millis(50),
+        "the retry waited {waited:?}, less than Retry-After (50 ms)"
+    );
+    assert_eq!(
+        transcript.count("model_request_started"),
+        1,
+        "a retry before the first byte is invisible in the events"
+    );
+    Outcome::passed().note(format!("retried after {} ms", waited.as_millis()))
+}
+
+/// Case 8c: a reset after two deltas fails the run with the partial text, and is not
+/// retried.
+pub fn reset_mid_stream(backend: &dyn Backend) -> Outcome {
+    let reset = Response::sse()
+        .send(openai::text_chunk("one "))
+        .wait_gate(1, "text delta 0 to reach the consumer")
+        .send(openai::text_chunk("two "))
+        .wait_gate(2, "text delta 1 to reach the consumer")
+        .reset();
+    let (transcript, upstream) =
+        run_upstream(backend, vec![reset], |c| c.with_retry(quick_retries(2)));
+    let (_, partial) = transcript.assert_failed(ErrorKind::UpstreamReset);
+    assert_eq!(partial, "one two ", "the partial text is kept");
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "nothing is retried after output was emitted"
+    );
+    Outcome::passed()
+}
+
+/// Case 8d: a chunk that is not JSON fails the run with `malformed_response`.
+pub fn malformed_chunk(backend: &dyn Backend) -> Outcome {
+    let bad = Response::sse()
+        .send(openai::text_chunk("ok "))
+        .wait_gate(1, "text delta 0 to reach the consumer")
+        .send("data: {this is not json\n\n")
+        .send(openai::DONE);
+    let (transcript, _upstream) = run_upstream(backend, vec![bad], |c| c);
+    let (_, partial) = transcript.assert_failed(ErrorKind::MalformedResponse);
+    assert_eq!(partial, "ok ");
+    Outcome::passed()
+}
+
+/// Case 8e: an SSE line over the configured limit fails the run with
+/// `response_too_large`.
+pub fn oversized_line(backend: &dyn Backend) -> Outcome {
+    let huge = format!("data: {}\n\n", "x".repeat(8 * 1024));
+    let bad = Response::sse()
+        .send(openai::text_chunk("ok "))
+        .wait_gate(1, "text delta 0 to reach the consumer")
+        .send(huge)
+        .send(openai::DONE);
+    let (transcript, _upstream) = run_upstream(backend, vec![bad], |c| {
+        c.with_sse_limits(SseLimits {
+            max_line_bytes: 1024,
+            max_event_bytes: 4096,
+        })
+    });
+    let (_, partial) = transcript.assert_failed(ErrorKind::ResponseTooLarge);
+    assert_eq!(partial, "ok ");
+    Outcome::passed()
+}
+
+/// Case 8f: an upstream that sends its head and then nothing fails the run with
+/// `first_byte_timeout` (100 ms) and sees the connection close.
+pub fn first_byte_timeout(backend: &dyn Backend) -> Outcome {
+    let (transcript, upstream) = run_upstream(backend, vec![Response::sse().stall()], |c| {
+        c.with_timeouts(timeouts(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+        ))
+    });
+    transcript.assert_failed(ErrorKind::FirstByteTimeout);
+    step("waiting for the upstream to see the timed-out request close");
+    assert_eq!(
+        upstream.wait_for_end(0, Duration::from_secs(5)),
+        Some(ExchangeEnd::ClientClosed),
+        "a timed-out request must be closed"
+    );
+    Outcome::passed()
+}
+
+/// Case 8g: an upstream that only sends keep-alive comments after a first delta fails the
+/// run with `inactivity_timeout` (150 ms): comments do not count as activity.
+pub fn inactivity_timeout(backend: &dyn Backend) -> Outcome {
+    let idle = Response::sse()
+        .send(openai::text_chunk("ok "))
+        .keep_alive_forever(Duration::from_millis(20));
+    let (transcript, upstream) = run_upstream(backend, vec![idle], |c| {
+        c.with_timeouts(timeouts(
+            Duration::from_secs(10),
+            Duration::from_millis(150),
+        ))
+    });
+    let (_, partial) = transcript.assert_failed(ErrorKind::InactivityTimeout);
+    assert_eq!(partial, "ok ");
+    assert_eq!(
+        upstream.wait_for_end(0, Duration::from_secs(5)),
+        Some(ExchangeEnd::ClientClosed),
+        "a timed-out request must be closed"
+    );
+    Outcome::passed()
+}
+
+/// The results of the `tool_call_completed` events, by call id.
+pub(crate) fn tool_results(transcript: &Transcript) -> Vec<(String, ToolResult)> {
+    transcript
+        .events()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ToolCallCompleted {
+                call_id, result, ..
+            } => Some((call_id.clone(), result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn assert_tool_error(transcript: &Transcript, call_id: &str, kind: ToolErrorKind) {
+    let results = tool_results(transcript);
+    let result = results
+        .iter()
+        .find(|(id, _)| id == call_id)
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| {
+            panic!(
+                "no tool_call_completed for {call_id}\n{}",
+                transcript.summary()
+            )
+        });
+    match result {
+        ToolResult::Error { kind: got, .. } => assert_eq!(
+            *got,
+            kind,
+            "{call_id}: wrong error kind\n{}",
+            transcript.summary()
+        ),
+        ToolResult::Ok { output } => panic!("{call_id} succeeded with {output}, expected {kind:?}"),
+    }
+}
+
+fn echo() -> agent_core::tool::FnTool {
+    async_tool(
+        "echo",
+        "Echoes its arguments",
+        json!({"type": "object"}),
+        |args: Value| async move { Ok(args) },
+    )
+}
+
+/// Case 8h: a call to a tool the agent does not have completes with `unknown_tool`, and
+/// the run goes on.
+pub fn unknown_tool(backend: &dyn Backend) -> Outcome {
+    let agent = agent_builder(backend)
+        .model(ScriptedModel::new([
+            Turn::new().tool_call("call_1", "no_such_tool", "{}"),
+            Turn::new().text("recovered"),
+        ]))
+        .tool(echo())
+        .build()
+        .expect("agent");
+    let transcript = consume(backend, &agent, "go", |_| ControlFlow::Continue(()));
+    transcript.assert_contract();
+    assert_tool_error(&transcript, "call_1", ToolErrorKind::UnknownTool);
+    assert_eq!(transcript.completed_text(), "recovered");
+    Outcome::passed()
+}
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct AddArgs {
+    a: f64,
+    b: f64,
+}
+
+/// Case 8i: arguments that are not JSON, or do not fit the tool's type, complete with
+/// `invalid_arguments`, and the run goes on.
+pub fn bad_tool_arguments(backend: &dyn Backend) -> Outcome {
+    let add = agent_core::tool::typed_tool("add", "Adds", |args: AddArgs| async move {
+        Ok::<_, ToolError>(args.a + args.b)
+    });
+    let agent = agent_builder(backend)
+        .model(ScriptedModel::new([
+            Turn::new()
+                .tool_call("call_1", "add", "{not json")
+                .tool_call("call_2", "add", r#"{"a": "two", "b": 2}"#),
+            Turn::new().text("recovered"),
+        ]))
+        .tool(add)
+        .build()
+        .expect("agent");
+    let transcript = consume(backend, &agent, "go", |_| ControlFlow::Continue(()));
+    transcript.assert_contract();
+    assert_tool_error(&transcript, "call_1", ToolErrorKind::InvalidArguments);
+    assert_tool_error(&transcript, "call_2", ToolErrorKind::InvalidArguments);
+    assert_eq!(transcript.completed_text(), "recovered");
+    Outcome::passed()
+}
+
+/// Case 8j: an async tool and a blocking tool that panic complete with `panicked`, and the
+/// run goes on.
+pub fn tool_panic(backend: &dyn Backend) -> Outcome {
+    let async_boom = async_tool(
+        "async_boom",
+        "Panics",
+        json!({"type": "object"}),
+        |_args: Value| async move {
+            if true {
+                panic!("async tool exploded (expected by the conformance suite)");
+            }
+            Ok(Value::Null)
+        },
+    );
+    let blocking_boom = blocking_tool(
+        "blocking_boom",
+        "Panics on its thread",
+        json!({"type": "object"}),
+        |_args| panic!("blocking tool exploded (expected by the conformance suite)"),
+    );
+    let agent = agent_builder(backend)
+        .model(ScriptedModel::new([
+            Turn::new()
+                .tool_call("call_1", "async_boom", "{}")
+                .tool_call("call_2", "blocking_boom", "{}"),
+            Turn::new().text("recovered"),
+        ]))
+        .tool(async_boom)
+        .tool(blocking_boom)
+        .build()
+        .expect("agent");
+    let transcript = consume(backend, &agent, "go", |_| ControlFlow::Continue(()));
+    transcript.assert_contract();
+    assert_tool_error(&transcript, "call_1", ToolErrorKind::Panicked);
+    assert_tool_error(&transcript, "call_2", ToolErrorKind::Panicked);
+    assert_eq!(transcript.completed_text(), "recovered");
+    Outcome::passed()
+}
+
+/// Case 8k: a model that calls tools forever is stopped at `max_rounds`.
+pub fn max_rounds(backend: &dyn Backend) -> Outcome {
+    let agent = agent_builder(backend)
+        .model(ScriptedModel::from_fn(|_, n| {
+            Turn::new().tool_call(format!("call_{n}"), "echo", "{}")
+        }))
+        .tool(echo())
+        .max_rounds(2)
+        .build()
+        .expect("agent");
+    let transcript = consume(backend, &agent, "loop", |_| ControlFlow::Continue(()));
+    transcript.assert_contract();
+    transcript.assert_failed(ErrorKind::MaxRounds);
+    assert_eq!(transcript.count("model_request_started"), 2);
+    Outcome::passed()
+}

@@ -1,0 +1,164 @@
+//! The cases: one function per case, each taking the [`Backend`] under test.
+//!
+//! A case panics (an assertion) when the backend fails it, returns an [`Outcome`] with
+//! notes and measurements when it passes, and returns [`Outcome::not_applicable`] when it
+//! cannot apply to this backend (the starvation case on a multi-threaded executor) — it
+//! never fakes a pass. [`CASES`] lists them all, in the order of the issue:
+//!
+//! | # | area | cases |
+//! |---|---|---|
+//! | 1–3 | incremental delivery | `incremental_model`, `incremental_http`, `incremental_server_runs`, `incremental_server_chat` |
+//! | 4 | no starvation | `starvation_ready_deltas`, `starvation_blocking_tool` |
+//! | 5 | parallel tools | `parallel_async_tools_order`, `parallel_blocking_tools_order`, `parallel_tools_wall_time` |
+//! | 6 | cancellation | `cancel_drop_closes_upstream`, `cancel_drop_drops_async_tool`, `cancel_drop_discards_blocking_result`, `cancel_server_disconnect`, `cancel_server_disconnect_closes_upstream`, `cancel_server_shutdown` |
+//! | 7 | backpressure | `backpressure_consume`, `backpressure_server` |
+//! | 8 | errors | `error_upstream_500`, `error_rate_limited_then_success`, `error_reset_mid_stream`, `error_malformed_chunk`, `error_oversized_line`, `error_first_byte_timeout`, `error_inactivity_timeout`, `error_unknown_tool`, `error_bad_tool_arguments`, `error_tool_panic`, `error_max_rounds` |
+//! | 9 | transcripts | `transcript_plain_answer`, `transcript_one_tool_round`, `transcript_parallel_tools`, `transcript_tool_error`, `transcript_upstream_failure` |
+//! | 10 | contract | `contract_consume_runs`, `contract_server_frames`, `server_requests` (and inside every case) |
+
+pub mod backpressure;
+pub mod cancellation;
+pub mod contract;
+pub mod errors;
+pub mod incremental;
+pub mod parallel;
+pub mod starvation;
+pub(crate) mod support;
+pub mod transcripts;
+
+use std::fmt;
+
+use crate::backend::Backend;
+
+/// Text deltas streamed by the lockstep cases (the issue asks for at least 50).
+pub const TEXT_DELTAS: u64 = 60;
+
+/// A measured value reported by a case (not asserted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// Name, e.g. `median_event_latency_ms`.
+    pub name: &'static str,
+    /// Value (milliseconds for names ending in `_ms`).
+    pub value: f64,
+}
+
+/// What a case that did not fail reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// `Some(reason)` when the case does not apply to this backend.
+    pub not_applicable: Option<String>,
+    /// Human-readable observations.
+    pub notes: Vec<String>,
+    /// Measured values.
+    pub measurements: Vec<Measurement>,
+}
+
+impl Outcome {
+    /// A pass.
+    pub fn passed() -> Self {
+        Outcome::default()
+    }
+
+    /// The case does not apply to this backend, for `reason`.
+    pub fn not_applicable(reason: impl Into<String>) -> Self {
+        Outcome {
+            not_applicable: Some(reason.into()),
+            ..Outcome::default()
+        }
+    }
+
+    /// Add a note.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// Add a measurement.
+    pub fn measure(mut self, name: &'static str, value: f64) -> Self {
+        self.measurements.push(Measurement { name, value });
+        self
+    }
+
+    /// The value of measurement `name`, if reported.
+    pub fn measurement(&self, name: &str) -> Option<f64> {
+        self.measurements
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
+    }
+}
+
+/// One case of the suite.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// Name; the generated test is `conformance_<name>`.
+    pub name: &'static str,
+    /// The issue's case number and area, e.g. `"6 cancellation"`.
+    pub area: &'static str,
+    /// What it proves, in one line.
+    pub summary: &'static str,
+    /// The case.
+    pub run: fn(&dyn Backend) -> Outcome,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("name", &self.name)
+            .field("area", &self.area)
+            .finish()
+    }
+}
+
+macro_rules! cases {
+    ($($name:literal, $area:literal, $summary:literal, $run:path;)*) => {
+        /// Every case, in the order of the issue.
+        pub static CASES: &[Case] = &[
+            $(Case { name: $name, area: $area, summary: $summary, run: $run },)*
+        ];
+    };
+}
+
+cases! {
+    "incremental_model", "1 incremental", "60 model deltas reach consume one by one (lockstep)", incremental::model;
+    "incremental_http", "2 incremental", "60 upstream chunks, split mid-line, mid-CRLF and inside UTF-8, through the backend's HTTP client in lockstep", incremental::http;
+    "incremental_server_runs", "3 incremental", "the server writes each /v1/runs frame before the next event exists", incremental::server_runs;
+    "incremental_server_chat", "3 incremental", "the same on /v1/chat/completions (stream: true)", incremental::server_chat;
+    "starvation_ready_deltas", "4 starvation", "a heartbeat keeps beating while 100,000 ready deltas stream (single-threaded flavours)", starvation::ready_deltas;
+    "starvation_blocking_tool", "4 starvation", "a heartbeat keeps beating while a blocking tool sleeps 300 ms", starvation::blocking_tool_sleep;
+    "parallel_async_tools_order", "5 parallel tools", "async tools finishing 3, 1, 2 are reported 3, 1, 2, each at once", parallel::async_tools_order;
+    "parallel_blocking_tools_order", "5 parallel tools", "the same with blocking tools (3 blocking jobs at once)", parallel::blocking_tools_order;
+    "parallel_tools_wall_time", "5 parallel tools", "wall time of three sleeping tools (reported)", parallel::wall_time;
+    "cancel_drop_closes_upstream", "6 cancellation", "dropping the run closes the upstream connection", cancellation::drop_closes_upstream;
+    "cancel_drop_drops_async_tool", "6 cancellation", "dropping the run drops running async tool futures", cancellation::drop_drops_async_tool;
+    "cancel_drop_discards_blocking_result", "6 cancellation", "dropping the run discards a blocking tool's result", cancellation::drop_discards_blocking_result;
+    "cancel_server_disconnect", "6 cancellation", "a client leaving the server cancels its run", cancellation::server_disconnect_cancels_run;
+    "cancel_server_disconnect_closes_upstream", "6 cancellation", "client leaves → run cancelled → upstream request closed", cancellation::server_disconnect_closes_upstream;
+    "cancel_server_shutdown", "6 cancellation", "graceful shutdown ends open streams with run_cancelled", cancellation::server_graceful_shutdown;
+    "backpressure_consume", "7 backpressure", "a stalled consume callback stops the run (bounded events ahead)", backpressure::consume_bound;
+    "backpressure_server", "7 backpressure", "a client that stops reading stops the run (bytes in flight bounded)", backpressure::server_bound;
+    "error_upstream_500", "8 errors", "upstream 500 → run_failed upstream_status", errors::upstream_500;
+    "error_rate_limited_then_success", "8 errors", "429 + Retry-After, then success: retried before the first byte", errors::rate_limited_then_success;
+    "error_reset_mid_stream", "8 errors", "reset mid-stream → run_failed upstream_reset with partial text, no retry", errors::reset_mid_stream;
+    "error_malformed_chunk", "8 errors", "malformed chunk JSON → run_failed malformed_response", errors::malformed_chunk;
+    "error_oversized_line", "8 errors", "oversized SSE line → run_failed response_too_large", errors::oversized_line;
+    "error_first_byte_timeout", "8 errors", "no first byte in 100 ms → run_failed first_byte_timeout, request closed", errors::first_byte_timeout;
+    "error_inactivity_timeout", "8 errors", "keep-alive comments only → run_failed inactivity_timeout, request closed", errors::inactivity_timeout;
+    "error_unknown_tool", "8 errors", "unknown tool → error result, run goes on", errors::unknown_tool;
+    "error_bad_tool_arguments", "8 errors", "bad tool arguments → error result, run goes on", errors::bad_tool_arguments;
+    "error_tool_panic", "8 errors", "async and blocking tool panics → error results, run goes on", errors::tool_panic;
+    "error_max_rounds", "8 errors", "endless tool calls → run_failed max_rounds", errors::max_rounds;
+    "transcript_plain_answer", "9 transcripts", "snapshot: plain answer over HTTP", transcripts::plain_answer;
+    "transcript_one_tool_round", "9 transcripts", "snapshot: one tool round", transcripts::one_tool_round;
+    "transcript_parallel_tools", "9 transcripts", "snapshot: parallel tools finishing 3, 1, 2", transcripts::parallel_tools;
+    "transcript_tool_error", "9 transcripts", "snapshot: a failing tool", transcripts::tool_error;
+    "transcript_upstream_failure", "9 transcripts", "snapshot: upstream 500", transcripts::upstream_failure;
+    "contract_consume_runs", "10 contract", "seq from 0, one terminal event, nothing after it, over several runs", contract::consume_runs;
+    "contract_server_frames", "10 contract", "server frames: id = seq, event = type, one terminal frame, SSE headers", contract::server_frames;
+    "server_requests", "10 contract", "HTTP API basics: healthz, 404, 405, 401, 400, 413 while reading, non-streamed chat", contract::server_requests;
+}
+
+/// The case named `name`.
+pub fn find(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
+}

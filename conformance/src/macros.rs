@@ -1,0 +1,95 @@
+//! The [`suite!`] macro: one `#[test]` per case for a backend.
+
+/// Generate the conformance suite for a backend: a module `name` with one `#[test]` per
+/// case, named `conformance_<case>`, each running on a fresh backend built by `backend`
+/// (an expression evaluated once per test, on the case's thread) under the watchdog: a
+/// stuck case fails within [`CASE_LIMIT`](crate::kit::watchdog::CASE_LIMIT) naming the step
+/// it waited for; it never hangs.
+///
+/// Cases that cannot apply to the backend (starvation on a multi-threaded executor) still
+/// generate a test, which passes printing `NOT APPLICABLE (not a pass)` and the reason
+/// (visible with `--nocapture`; the `conformance-report` matrix shows them as `n/a`).
+/// One more test, `conformance_suite_is_complete`, checks that the macro covers every case.
+///
+/// ```ignore
+/// // tests/conformance.rs of a backend crate
+/// conformance::suite!(tokio_current_thread => conformance::backends::tokio::TokioCurrentThread::default());
+/// conformance::suite!(tokio_multi_thread => conformance::backends::tokio::TokioMultiThread::default());
+/// ```
+///
+/// `suite!(name, expr)` is accepted as well. Items of the invoking module are in scope in
+/// `expr` (the generated module glob-imports its parent).
+#[macro_export]
+macro_rules! suite {
+    ($name:ident => $backend:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn make_backend() -> ::std::boxed::Box<dyn $crate::Backend> {
+                ::std::boxed::Box::new($backend)
+            }
+
+            $crate::__suite_tests! {
+                make_backend;
+            conformance_incremental_model => "incremental_model",
+            conformance_incremental_http => "incremental_http",
+            conformance_incremental_server_runs => "incremental_server_runs",
+            conformance_incremental_server_chat => "incremental_server_chat",
+            conformance_starvation_ready_deltas => "starvation_ready_deltas",
+            conformance_starvation_blocking_tool => "starvation_blocking_tool",
+            conformance_parallel_async_tools_order => "parallel_async_tools_order",
+            conformance_parallel_blocking_tools_order => "parallel_blocking_tools_order",
+            conformance_parallel_tools_wall_time => "parallel_tools_wall_time",
+            conformance_cancel_drop_closes_upstream => "cancel_drop_closes_upstream",
+            conformance_cancel_drop_drops_async_tool => "cancel_drop_drops_async_tool",
+            conformance_cancel_drop_discards_blocking_result => "cancel_drop_discards_blocking_result",
+            conformance_cancel_server_disconnect => "cancel_server_disconnect",
+            conformance_cancel_server_disconnect_closes_upstream => "cancel_server_disconnect_closes_upstream",
+            conformance_cancel_server_shutdown => "cancel_server_shutdown",
+            conformance_backpressure_consume => "backpressure_consume",
+            conformance_backpressure_server => "backpressure_server",
+            conformance_error_upstream_500 => "error_upstream_500",
+            conformance_error_rate_limited_then_success => "error_rate_limited_then_success",
+            conformance_error_reset_mid_stream => "error_reset_mid_stream",
+            conformance_error_malformed_chunk => "error_malformed_chunk",
+            conformance_error_oversized_line => "error_oversized_line",
+            conformance_error_first_byte_timeout => "error_first_byte_timeout",
+            conformance_error_inactivity_timeout => "error_inactivity_timeout",
+            conformance_error_unknown_tool => "error_unknown_tool",
+            conformance_error_bad_tool_arguments => "error_bad_tool_arguments",
+            conformance_error_tool_panic => "error_tool_panic",
+            conformance_error_max_rounds => "error_max_rounds",
+            conformance_transcript_plain_answer => "transcript_plain_answer",
+            conformance_transcript_one_tool_round => "transcript_one_tool_round",
+            conformance_transcript_parallel_tools => "transcript_parallel_tools",
+            conformance_transcript_tool_error => "transcript_tool_error",
+            conformance_transcript_upstream_failure => "transcript_upstream_failure",
+            conformance_contract_consume_runs => "contract_consume_runs",
+            conformance_contract_server_frames => "contract_server_frames",
+            conformance_server_requests => "server_requests",
+            }
+        }
+    };
+    ($name:ident, $backend:expr) => {
+        $crate::suite!($name => $backend);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite_tests {
+    ($make:ident; $($test:ident => $case:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                $crate::runner::run_test($case, $make);
+            }
+        )*
+
+        #[test]
+        fn conformance_suite_is_complete() {
+            $crate::runner::assert_suite_complete(&[$($case),*]);
+        }
+    };
+}
