@@ -1129,3 +1129,51 @@ fn inactivity_timeout_does_not_allocate_a_timer_per_event() {
     let sleeps = rt.sleeps.load(Ordering::SeqCst);
     assert!(sleeps <= 3, "{sleeps} timers for one request");
 }
+
+/// Timeouts set on the agent replace the model's own; a run can replace them again.
+#[test]
+fn agent_and_run_timeouts_override_the_models() {
+    use agent_core::agent::{Agent, RunOptions};
+    use agent_core::event::EventKind;
+    use futures_util::StreamExt;
+
+    let failure = |events: Vec<agent_core::event::Event>| match &events.last().unwrap().kind {
+        EventKind::RunFailed { error, .. } => error.clone(),
+        other => panic!("expected run_failed, got {other:?}"),
+    };
+    // The model itself would wait a minute for the first byte.
+    let patient = config().with_timeouts(Timeouts::default());
+
+    let client = FakeClient::new([Reply::Hang]);
+    let agent = Agent::builder()
+        .model(OpenAiModel::new(patient.clone(), client))
+        .runtime(runtime())
+        .timeouts(short_timeouts())
+        .build()
+        .unwrap();
+    let error = failure(block_on(agent.run("hi").collect()));
+    assert_eq!(
+        error.kind,
+        ErrorKind::FirstByteTimeout,
+        "the agent's 50 ms applies"
+    );
+
+    // The agent is patient; one run is not.
+    let client = FakeClient::new([Reply::Hang]);
+    let agent = Agent::builder()
+        .model(OpenAiModel::new(patient, client.clone()))
+        .runtime(runtime())
+        .build()
+        .unwrap();
+    let options = RunOptions::default().timeouts(short_timeouts());
+    let error = failure(block_on(agent.run_with("hi", options).collect()));
+    assert_eq!(
+        error.kind,
+        ErrorKind::FirstByteTimeout,
+        "the run's 50 ms applies"
+    );
+    assert_eq!(
+        client.requests()[0].connect_timeout,
+        Some(Duration::from_secs(1))
+    );
+}

@@ -17,6 +17,7 @@ use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
 use crate::model::{
     FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ToolCall, Usage,
 };
+use crate::policy::Timeouts;
 use crate::tool::{ToolContext, ToolError, ToolErrorKind, ToolResult};
 
 /// What the loop hands back when it ends: the terminal event and, for a completed run, the
@@ -45,6 +46,7 @@ pub(crate) async fn drive(
     run_id: String,
     history: Vec<Message>,
     input: String,
+    model_timeouts: Option<Timeouts>,
 ) -> Finished {
     let run_start = Instant::now();
     emitter
@@ -86,9 +88,10 @@ pub(crate) async fn drive(
             tools: tool_definitions.clone(),
         };
         let span = tracing::info_span!("model_request", round, model = agent.model.name());
-        let mut stream = agent
-            .model
-            .stream(request, ModelContext::new(agent.runtime.clone()));
+        let mut stream = agent.model.stream(
+            request,
+            ModelContext::new(agent.runtime.clone()).with_timeouts(model_timeouts),
+        );
 
         let mut round_text = String::new();
         let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::model::{Message, Model};
+use crate::policy::Timeouts;
 use crate::runtime::SharedRuntime;
 use crate::tool::Tool;
 
@@ -61,6 +62,7 @@ pub(crate) struct AgentInner {
     max_rounds: u32,
     max_concurrent_tools: usize,
     run_timeout: Option<Duration>,
+    timeouts: Option<Timeouts>,
 }
 
 impl AgentInner {
@@ -114,13 +116,40 @@ impl Agent {
     ///
     /// Returns the run's event stream at once; see [`RunStream`] for its guarantees.
     pub fn run(&self, input: impl Into<String>) -> RunStream {
-        self.start(input.into(), Vec::new(), None)
+        self.start(input.into(), RunOptions::default(), None)
     }
 
     /// Run the agent on `input` after the given conversation `history` (oldest first, without
     /// the system instructions, which the agent adds).
     pub fn run_with_history(&self, input: impl Into<String>, history: Vec<Message>) -> RunStream {
-        self.start(input.into(), history, None)
+        self.start(input.into(), RunOptions::default().history(history), None)
+    }
+
+    /// Run the agent on `input` with per-run options: prior history and timeouts that
+    /// replace the agent's for this run only.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use futures_util::StreamExt;
+    /// # use agent_core::agent::{Agent, RunOptions};
+    /// # use agent_core::error::ErrorKind;
+    /// # use agent_core::event::EventKind;
+    /// # use agent_core::model::{ScriptedModel, Turn};
+    /// # use agent_core::policy::Timeouts;
+    /// # use agent_core::runtime::{block_on, ThreadRuntime};
+    /// let agent = Agent::builder()
+    ///     .model(ScriptedModel::new([Turn::new().pause(Duration::from_secs(30))]))
+    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .build()
+    ///     .unwrap();
+    /// let timeouts = Timeouts { run: Some(Duration::from_millis(10)), ..Timeouts::default() };
+    /// let events: Vec<_> = block_on(agent.run_with("hi", RunOptions::default().timeouts(timeouts)).collect());
+    /// let EventKind::RunFailed { error, .. } = &events.last().unwrap().kind else { panic!() };
+    /// assert_eq!(error.kind, ErrorKind::RunTimeout);
+    /// ```
+    pub fn run_with(&self, input: impl Into<String>, options: RunOptions) -> RunStream {
+        self.start(input.into(), options, None)
     }
 
     /// A new multi-turn session with an empty history.
@@ -144,9 +173,17 @@ impl Agent {
     fn start(
         &self,
         input: String,
-        history: Vec<Message>,
+        options: RunOptions,
         session: Option<Arc<Mutex<Vec<Message>>>>,
     ) -> RunStream {
+        let RunOptions { history, timeouts } = options;
+        // A per-run override replaces the agent's timeouts as a whole (its `run: None`
+        // disables the run timeout for this run).
+        let run_timeout = match timeouts {
+            Some(t) => t.run,
+            None => self.inner.run_timeout,
+        };
+        let model_timeouts = timeouts.or(self.inner.timeouts);
         let run_id = format!("run_{}", RUN_COUNTER.fetch_add(1, Ordering::Relaxed));
         let emitter = emit::Emitter::default();
         let span =
@@ -158,10 +195,11 @@ impl Agent {
                 run_id.clone(),
                 history,
                 input,
+                model_timeouts,
             ),
             span,
         );
-        let deadline = self.inner.run_timeout.map(|d| self.inner.runtime.sleep(d));
+        let deadline = run_timeout.map(|d| self.inner.runtime.sleep(d));
         RunStream::new(
             run_id,
             Box::pin(driver),
@@ -204,9 +242,17 @@ pub struct Session {
 impl Session {
     /// Run the next turn of the conversation.
     pub fn run(&self, input: impl Into<String>) -> RunStream {
-        let history = self.history();
+        self.run_with(input, RunOptions::default())
+    }
+
+    /// Run the next turn with per-run options; the session's history is put before
+    /// `options.history`.
+    pub fn run_with(&self, input: impl Into<String>, mut options: RunOptions) -> RunStream {
+        let mut history = self.history();
+        history.append(&mut options.history);
+        options.history = history;
         self.agent
-            .start(input.into(), history, Some(self.history.clone()))
+            .start(input.into(), options, Some(self.history.clone()))
     }
 
     /// The conversation so far (user, assistant and tool messages; no system message).
@@ -228,6 +274,30 @@ impl Session {
     /// The agent of this session.
     pub fn agent(&self) -> &Agent {
         &self.agent
+    }
+}
+
+/// Options of one run, for [`Agent::run_with`] and [`Session::run_with`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOptions {
+    /// Conversation before the input (oldest first, without system instructions).
+    pub history: Vec<Message>,
+    /// Timeouts replacing the agent's for this run (connect, first byte and inactivity of
+    /// model requests, and the whole-run timeout).
+    pub timeouts: Option<Timeouts>,
+}
+
+impl RunOptions {
+    /// Set the prior conversation.
+    pub fn history(mut self, history: Vec<Message>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Set the timeouts of this run.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = Some(timeouts);
+        self
     }
 }
 
@@ -269,6 +339,7 @@ pub struct AgentBuilder {
     max_rounds: Option<u32>,
     max_concurrent_tools: Option<usize>,
     run_timeout: Option<Duration>,
+    timeouts: Option<Timeouts>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -336,6 +407,15 @@ impl AgentBuilder {
         self
     }
 
+    /// Timeouts for every run of this agent: `connect`, `first_byte` and `inactivity` replace
+    /// the model's own (for models that have timeouts, such as `OpenAiModel`), and `run` is
+    /// the whole-run timeout. A run can override them again with [`RunOptions::timeouts`].
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.run_timeout = timeouts.run;
+        self.timeouts = Some(timeouts);
+        self
+    }
+
     /// Build the agent.
     pub fn build(self) -> Result<Agent, BuildError> {
         let model = self.model.ok_or(BuildError::MissingModel)?;
@@ -367,6 +447,7 @@ impl AgentBuilder {
                 max_rounds,
                 max_concurrent_tools,
                 run_timeout: self.run_timeout,
+                timeouts: self.timeouts,
             }),
         })
     }

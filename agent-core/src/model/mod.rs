@@ -27,6 +27,7 @@ use futures_core::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::policy::Timeouts;
 use crate::runtime::SharedRuntime;
 use crate::tool::ToolDefinition;
 
@@ -126,17 +127,32 @@ impl ModelRequest {
     }
 }
 
-/// The services a model may use while streaming: the run's runtime (for timers and retries).
+/// What a model may use while streaming: the run's runtime (for timers and retries) and the
+/// timeouts the agent or the run asks for.
 #[derive(Clone)]
 pub struct ModelContext {
     /// The runtime of the run.
     pub runtime: SharedRuntime,
+    /// Timeouts that replace the model's own configuration for this request, when set (from
+    /// [`AgentBuilder::timeouts`](crate::agent::AgentBuilder::timeouts) or
+    /// [`RunOptions::timeouts`](crate::agent::RunOptions::timeouts)). Models without
+    /// timeouts of their own ignore it.
+    pub timeouts: Option<Timeouts>,
 }
 
 impl ModelContext {
-    /// A context over `runtime`.
+    /// A context over `runtime`, with no timeout override.
     pub fn new(runtime: SharedRuntime) -> Self {
-        ModelContext { runtime }
+        ModelContext {
+            runtime,
+            timeouts: None,
+        }
+    }
+
+    /// Override the model's timeouts for this request.
+    pub fn with_timeouts(mut self, timeouts: Option<Timeouts>) -> Self {
+        self.timeouts = timeouts;
+        self
     }
 }
 
@@ -144,6 +160,7 @@ impl fmt::Debug for ModelContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelContext")
             .field("runtime", &self.runtime.name())
+            .field("timeouts", &self.timeouts)
             .finish()
     }
 }

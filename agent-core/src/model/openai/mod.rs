@@ -345,8 +345,14 @@ impl Model for OpenAiModel {
     }
 
     fn stream(&self, request: ModelRequest, cx: ModelContext) -> ModelStream {
+        let shared = match cx.timeouts {
+            Some(timeouts) if timeouts != self.shared.config.timeouts => {
+                Arc::new(self.shared.with_timeouts(timeouts))
+            }
+            _ => self.shared.clone(),
+        };
         Box::pin(stream::OpenAiStream::new(
-            self.shared.clone(),
+            shared,
             self.client.clone(),
             request,
             cx.runtime,

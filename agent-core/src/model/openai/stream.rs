@@ -18,7 +18,7 @@ use super::{OpenAiConfig, request};
 use crate::error::{ErrorKind, ModelError};
 use crate::http::{BodyStream, HttpClient, HttpErrorKind, HttpRequest};
 use crate::model::{ModelDelta, ModelRequest};
-use crate::policy::{RetryPolicy, parse_retry_after};
+use crate::policy::{RetryPolicy, Timeouts, parse_retry_after};
 use crate::runtime::{BoxFuture, Runtime, SharedRuntime};
 use crate::secret::Secret;
 use crate::sse::{SseDecoder, SseItem};
@@ -46,6 +46,17 @@ impl Shared {
 
     pub(super) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The same configuration with other timeouts (a per-agent or per-run override).
+    pub(super) fn with_timeouts(&self, timeouts: Timeouts) -> Self {
+        let mut config = self.config.clone();
+        config.timeouts = timeouts;
+        Shared {
+            config,
+            url: self.url.clone(),
+            host: self.host.clone(),
+        }
     }
 
     fn key(&self) -> Option<&Secret> {
