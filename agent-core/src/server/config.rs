@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub max_concurrent_runs: usize,
     /// Most sessions remembered; the least recently used is forgotten beyond. Default 10,000.
     pub max_sessions: usize,
+    /// A client that has not accepted any bytes of a response for this long (it stopped
+    /// reading) is disconnected, which cancels its run. Buffering per slow client is thus
+    /// bounded by the socket buffers plus one frame. Default 30 s.
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +46,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_concurrent_runs: 1024,
             max_sessions: 10_000,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -68,6 +73,12 @@ impl ServerConfig {
     /// Set the request body limit.
     pub fn with_max_body_bytes(mut self, limit: usize) -> Self {
         self.max_body_bytes = limit;
+        self
+    }
+
+    /// Set the write timeout for clients that stop reading.
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
