@@ -40,6 +40,17 @@ pub trait Driver {
     ) -> io::Result<()>;
 }
 
+/// Hand each event of `run` to `on_event` as it arrives (the async backends' consumer).
+async fn drain(
+    mut run: RunStream,
+    on_event: &mut dyn FnMut(Event) -> io::Result<()>,
+) -> io::Result<()> {
+    while let Some(event) = run.next().await {
+        on_event(event)?;
+    }
+    Ok(())
+}
+
 /// The driver for `choice`.
 pub fn driver(choice: RuntimeChoice) -> io::Result<Box<dyn Driver>> {
     Ok(match choice {
@@ -78,15 +89,10 @@ impl Driver for TokioDriver {
 
     fn consume(
         &self,
-        mut run: RunStream,
+        run: RunStream,
         on_event: &mut dyn FnMut(Event) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.runtime.block_on(async {
-            while let Some(event) = run.next().await {
-                on_event(event)?;
-            }
-            Ok(())
-        })
+        self.runtime.block_on(drain(run, on_event))
     }
 
     fn serve(
@@ -137,15 +143,10 @@ impl Driver for SmolDriver {
 
     fn consume(
         &self,
-        mut run: RunStream,
+        run: RunStream,
         on_event: &mut dyn FnMut(Event) -> io::Result<()>,
     ) -> io::Result<()> {
-        self.runtime.block_on(async {
-            while let Some(event) = run.next().await {
-                on_event(event)?;
-            }
-            Ok(())
-        })
+        self.runtime.block_on(drain(run, on_event))
     }
 
     fn serve(
