@@ -34,6 +34,10 @@ pub const READ_BUFFER_SIZE: usize = 16 * 1024;
 /// An [`HttpClient`] on [ureq](https://docs.rs/ureq) 3 with rustls (certificate verification on,
 /// Mozilla's root certificates), reading each response on a thread of its own.
 ///
+/// A server whose certificate does not verify fails with [`HttpErrorKind::Connect`] and a
+/// message naming the certificate problem. The only opt-out, for a local development server
+/// with a self-signed certificate, is [`UreqClient::danger_accept_invalid_certs`].
+///
 /// Cheap to clone; clones share ureq's connection pool. It keeps the whole [`HttpClient`]
 /// contract:
 ///
@@ -87,7 +91,12 @@ pub struct UreqClient {
 
 impl fmt::Debug for UreqClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UreqClient").finish_non_exhaustive()
+        f.debug_struct("UreqClient")
+            .field(
+                "danger_accept_invalid_certs",
+                &self.agent.config().tls_config().disable_verification(),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,6 +115,39 @@ impl UreqClient {
                 .http_status_as_error(false)
                 .max_redirects(0)
                 .max_redirects_will_error(false)
+                .build(),
+        )
+    }
+
+    /// A client like [`new`](Self::new) that accepts **any** TLS certificate: self-signed,
+    /// expired, issued for another host. For local development servers only (a model server
+    /// on your machine with a self-signed certificate); never for a remote API, where it
+    /// would hand your API key and your data to whoever intercepts the connection.
+    ///
+    /// Every other client of this crate verifies certificates (rustls with Mozilla's roots).
+    /// To trust one private certificate authority instead, keep verification on and give its
+    /// root to [`with_config`](Self::with_config) through ureq's
+    /// `TlsConfig::builder().root_certs(..)`.
+    ///
+    /// ```
+    /// // https://127.0.0.1:8443 serves a self-signed certificate.
+    /// let client = backend_blocking::UreqClient::danger_accept_invalid_certs();
+    /// # let _ = client;
+    /// ```
+    pub fn danger_accept_invalid_certs() -> Self {
+        tracing::warn!(
+            "UreqClient::danger_accept_invalid_certs: TLS certificates are NOT verified \
+             (for local development servers only)"
+        );
+        let tls = ureq::tls::TlsConfig::builder()
+            .disable_verification(true)
+            .build();
+        UreqClient::with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .max_redirects_will_error(false)
+                .tls_config(tls)
                 .build(),
         )
     }
@@ -320,10 +362,11 @@ fn send_request(
         })?;
         builder = builder.header(name, value);
     }
+    // Never quote the URL: some providers put a key in its query string.
     let uri: http::Uri = request
         .url
         .parse()
-        .map_err(|_| SendError::Invalid(format!("invalid URL {:?}", request.url)))?;
+        .map_err(|_| SendError::Invalid("invalid URL".into()))?;
     let builder = builder.uri(uri);
     let connect_timeout = request.connect_timeout;
     if request.body.is_empty() && request.method == Method::Get {
@@ -390,6 +433,13 @@ fn map_error(err: SendError, exchange: &Exchange) -> HttpError {
         // http::Error's message is generic ("invalid HTTP header value"); never a value.
         ureq::Error::Http(_) => {
             "the request could not be built (invalid method, URL or header)".to_string()
+        }
+        // These two quote the whole URL, which may carry a key in its query string.
+        ureq::Error::BadUri(_) => {
+            "invalid URL (it needs an http:// or https:// scheme and a host)".to_string()
+        }
+        ureq::Error::RequireHttpsOnly(_) => {
+            "the client is configured for https:// URLs only".to_string()
         }
         other => other.to_string(),
     };

@@ -86,9 +86,12 @@ impl Connection {
         // Nagle's algorithm would hold small SSE frames back: write each one at once.
         let _ = self.stream.set_nodelay(true);
         let _ = self.stream.set_read_timeout(Some(READ_SLICE));
+        // A client that stops reading: `write` fails once it has made no progress for this
+        // long (`SO_SNDTIMEO`), which drops the response body and cancels the run.
+        let write_timeout = self.service.config().write_timeout;
         let _ = self
             .stream
-            .set_write_timeout(Some(self.shared.options.write_timeout));
+            .set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
         loop {
             let request = match self.read_request() {
                 Ok(request) => request,

@@ -37,10 +37,10 @@ pub struct ThreadServerOptions {
     pub idle_timeout: Duration,
     /// How long a started request may take to arrive without any progress (`408` beyond).
     /// Default 30 s.
+    ///
+    /// (How long a write may block on a client that stopped reading is
+    /// [`ServerConfig::write_timeout`], shared by every backend.)
     pub request_timeout: Duration,
-    /// How long a write may block on a client that does not read (the connection is then
-    /// treated as gone). Default 30 s.
-    pub write_timeout: Duration,
     /// How long [`ThreadServer::shutdown`] waits for open connections to finish. Default 5 s.
     pub shutdown_timeout: Duration,
 }
@@ -52,7 +52,6 @@ impl Default for ThreadServerOptions {
             disconnect_poll: Duration::from_millis(250),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -80,12 +79,6 @@ impl ThreadServerOptions {
     /// Set [`request_timeout`](Self::request_timeout).
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
-        self
-    }
-
-    /// Set [`write_timeout`](Self::write_timeout) (at least 1 ms).
-    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -149,6 +142,11 @@ impl Drop for ConnectionSlot {
 ///   the run is idle the socket is checked for end-of-stream every
 ///   [`ThreadServerOptions::disconnect_poll`] (default 250 ms), so the run is cancelled
 ///   within about that bound;
+/// * a client that stops reading blocks its connection thread in `write` once the socket
+///   buffers are full, so the run is not pulled any further (nothing is buffered beyond the
+///   socket buffers and the frame being written); after [`ServerConfig::write_timeout`]
+///   without progress (the socket's `SO_SNDTIMEO`; default 30 s, zero turns it off) the
+///   connection is closed and the run cancelled;
 /// * graceful [`shutdown`](ThreadServer::shutdown): stop accepting, cancel every running
 ///   stream (each ends with its terminal `run_cancelled` frame), close idle connections, and
 ///   wait up to [`ThreadServerOptions::shutdown_timeout`] for open connections to finish.

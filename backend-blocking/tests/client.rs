@@ -381,3 +381,31 @@ fn https_goes_through_rustls_and_a_failed_handshake_is_a_connect_error() {
     assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
     server.join().unwrap();
 }
+
+#[test]
+fn dropping_the_client_closes_its_pooled_connections() {
+    // A completed exchange leaves its connection in ureq's pool; once the last clone of the
+    // client is gone, the pool goes and so does the connection (no socket outlives it).
+    let (eof_tx, eof_rx) = std::sync::mpsc::channel();
+    let (addr, server) = serve(1, move |stream, _| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut stream = stream;
+        read_request(&mut reader).unwrap();
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        write_chunk(&mut stream, "data: 0\n\n");
+        stream.write_all(b"0\r\n\r\n").unwrap();
+        expect_eof(&mut reader, "after the client was dropped");
+        eof_tx.send(()).unwrap();
+    });
+    let client = UreqClient::new();
+    let mut response = block_on(client.send(post(addr))).unwrap();
+    let mut received = String::new();
+    read_until(&mut response, &mut received, "data: 0\n\n");
+    assert!(block_on(response.body.next()).is_none());
+    drop(response);
+    drop(client);
+    eof_rx
+        .recv_timeout(WATCHDOG)
+        .expect("the pooled connection was not closed after the client was dropped");
+    server.join().unwrap();
+}

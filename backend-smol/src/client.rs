@@ -41,7 +41,7 @@ use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use futures_rustls::pki_types::ServerName;
-use futures_rustls::rustls::{self, ClientConfig, RootCertStore};
+use futures_rustls::rustls::{self, ClientConfig};
 
 use crate::http1::{self, ChunkedDecoder, MAX_HEAD_BYTES, MAX_HEADERS};
 
@@ -49,7 +49,12 @@ use crate::http1::{self, ChunkedDecoder, MAX_HEAD_BYTES, MAX_HEADERS};
 const READ_BUF_BYTES: usize = 16 * 1024;
 
 /// An [`HttpClient`] for the smol family: HTTP/1.1 over [`async_net`], TLS through
-/// [`futures_rustls`] with the Mozilla roots of [`webpki_roots`] (certificates are verified).
+/// [`futures_rustls`] with the Mozilla roots of [`webpki_roots`].
+///
+/// Certificates are verified: a server whose certificate does not verify fails with
+/// [`HttpErrorKind::Connect`] and a message naming the certificate problem. The only
+/// opt-out, for a local development server with a self-signed certificate, is
+/// [`SmolClient::danger_accept_invalid_certs`].
 ///
 /// It keeps every promise of the [`HttpClient`] contract: `send` resolves on the response
 /// head; body chunks are delivered as they are read; dropping the body closes the
@@ -65,24 +70,14 @@ const READ_BUF_BYTES: usize = 16 * 1024;
 pub struct SmolClient {
     /// The TLS connector, or why none could be built (then `https://` requests fail).
     tls: Result<TlsConnector, Arc<str>>,
+    /// Made by [`SmolClient::danger_accept_invalid_certs`] (shown in `Debug`).
+    danger_accept_invalid_certs: bool,
 }
 
 impl SmolClient {
     /// A client that trusts the Mozilla root certificates of [`webpki_roots`].
     pub fn new() -> Self {
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
-        match config {
-            Ok(config) => SmolClient::with_tls_config(Arc::new(config)),
-            Err(err) => SmolClient {
-                tls: Err(format!("no TLS configuration: {err}").into()),
-            },
-        }
+        SmolClient::from_config(crate::tls::verified_config())
     }
 
     /// A client using your rustls configuration for `https://` (own roots, client
@@ -90,6 +85,42 @@ impl SmolClient {
     pub fn with_tls_config(config: Arc<ClientConfig>) -> Self {
         SmolClient {
             tls: Ok(TlsConnector::from(config)),
+            danger_accept_invalid_certs: false,
+        }
+    }
+
+    /// A client like [`new`](Self::new) that accepts **any** TLS certificate: self-signed,
+    /// expired, issued for another host. For local development servers only (a model server
+    /// on your machine with a self-signed certificate); never for a remote API, where it
+    /// would hand your API key and your data to whoever intercepts the connection.
+    ///
+    /// Every other client of this crate verifies certificates. To trust one private
+    /// certificate authority instead, keep verification on: build a rustls [`ClientConfig`]
+    /// with its root and use [`with_tls_config`](Self::with_tls_config).
+    ///
+    /// ```
+    /// // https://127.0.0.1:8443 serves a self-signed certificate.
+    /// let client = backend_smol::SmolClient::danger_accept_invalid_certs();
+    /// # let _ = client;
+    /// ```
+    pub fn danger_accept_invalid_certs() -> Self {
+        tracing::warn!(
+            "SmolClient::danger_accept_invalid_certs: TLS certificates are NOT verified \
+             (for local development servers only)"
+        );
+        SmolClient {
+            danger_accept_invalid_certs: true,
+            ..SmolClient::from_config(crate::tls::accept_any_config())
+        }
+    }
+
+    fn from_config(config: Result<ClientConfig, rustls::Error>) -> Self {
+        match config {
+            Ok(config) => SmolClient::with_tls_config(Arc::new(config)),
+            Err(err) => SmolClient {
+                tls: Err(format!("no TLS configuration: {err}").into()),
+                danger_accept_invalid_certs: false,
+            },
         }
     }
 }
@@ -102,7 +133,12 @@ impl Default for SmolClient {
 
 impl fmt::Debug for SmolClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmolClient").finish_non_exhaustive()
+        f.debug_struct("SmolClient")
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
+            .finish_non_exhaustive()
     }
 }
 

@@ -39,6 +39,7 @@ mod client;
 mod http1;
 mod runtime;
 mod server;
+mod tls;
 
 use std::sync::Arc;
 

@@ -7,7 +7,10 @@
 //! chunk per event, each written straight to the socket (`TCP_NODELAY` is on, nothing is
 //! buffered) the moment the stream yields it. While a response streams, the server also
 //! watches the socket: a client that goes away (EOF or a failed write) makes it drop the
-//! stream, which cancels the run.
+//! stream, which cancels the run. A client that stays but stops reading pauses the run (the
+//! next frame is pulled only once the previous one is written); a write that makes no
+//! progress for [`ServerConfig::write_timeout`] fails, which closes the connection and
+//! cancels the run.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -66,6 +69,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// runtime, so an agent built on a [`SmolRuntime`](crate::SmolRuntime) serves from that
 /// runtime's executor; with an executor of your own, a thread must be running it
 /// ([`async_executor::Executor::run`]) for the server to make progress.
+///
+/// Every event is written and flushed as it is produced; a client that stops reading pauses
+/// its run (nothing is buffered beyond the socket buffers and one frame) and is disconnected,
+/// its run cancelled, once it has accepted no byte for [`ServerConfig::write_timeout`].
 ///
 /// Dropping the server stops accepting connections; open ones finish on their own. Use
 /// [`shutdown`](Self::shutdown) for a graceful stop that also ends running streams.
@@ -179,6 +186,7 @@ async fn accept_loop(
                     reader: stream.clone(),
                     writer: stream,
                     buf: Vec::new(),
+                    write_timeout: service.config().write_timeout,
                     service: service.clone(),
                 };
                 runtime.spawn(Box::pin(connection.serve(stop.clone(), task_guard.clone())));
@@ -242,6 +250,8 @@ struct Connection {
     writer: TcpStream,
     /// Bytes read but not consumed yet.
     buf: Vec<u8>,
+    /// [`ServerConfig::write_timeout`]: how long a write may make no progress.
+    write_timeout: Duration,
     service: AgentService,
 }
 
@@ -322,11 +332,7 @@ impl Connection {
             .header("expect")
             .any(|v| v.eq_ignore_ascii_case("100-continue"))
             && head.http11
-            && self
-                .writer
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .is_err()
+            && self.send(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
         {
             return ReadOutcome::Closed;
         }
@@ -369,6 +375,36 @@ impl Connection {
             }
         };
         ReadOutcome::Request(head, body)
+    }
+
+    /// Write all of `bytes` to the socket (which has `TCP_NODELAY`: they leave at once).
+    /// Fails with [`io::ErrorKind::TimedOut`] when the client accepts no byte for the write
+    /// timeout (it stopped reading); any progress restarts the clock.
+    async fn send(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let timeout = self.write_timeout;
+        while !bytes.is_empty() {
+            let written = if timeout.is_zero() {
+                self.writer.write(bytes).await
+            } else {
+                // The timer only exists once the write is pending: a write the socket
+                // buffer takes at once costs nothing more.
+                future::or(self.writer.write(bytes), async {
+                    async_io::Timer::after(timeout).await;
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client accepted no bytes for {timeout:?} (it stopped reading)"
+                        ),
+                    ))
+                })
+                .await
+            };
+            match written? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => bytes = &bytes[n..],
+            }
+        }
+        Ok(())
     }
 
     /// Read more bytes into `buf`; `Ok(0)` at EOF.
@@ -448,8 +484,7 @@ impl Connection {
         if !is_head {
             out.extend_from_slice(&body);
         }
-        self.writer.write_all(&out).await?;
-        self.writer.flush().await
+        self.send(&out).await
     }
 
     /// Write a streamed response, one chunk per item, each as soon as it is yielded.
@@ -472,8 +507,7 @@ impl Connection {
         }
         head.extend_from_slice(connection_header(keep_alive));
         head.extend_from_slice(b"\r\n");
-        self.writer.write_all(&head).await?;
-        self.writer.flush().await?;
+        self.send(&head).await?;
 
         let mut frame = Vec::with_capacity(512);
         loop {
@@ -492,13 +526,14 @@ impl Connection {
                     } else {
                         frame.extend_from_slice(&chunk);
                     }
-                    self.writer.write_all(&frame).await?;
-                    self.writer.flush().await?;
+                    // A client that stopped reading fails this after the write timeout:
+                    // the stream is then dropped (the run cancelled) and nothing more is
+                    // pulled from it meanwhile.
+                    self.send(&frame).await?;
                 }
                 Some(None) => {
                     if http11 {
-                        self.writer.write_all(http1::LAST_CHUNK).await?;
-                        self.writer.flush().await?;
+                        self.send(http1::LAST_CHUNK).await?;
                     }
                     return Ok(keep_alive);
                 }

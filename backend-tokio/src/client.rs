@@ -36,7 +36,12 @@ const MAX_CACHED_CLIENTS: usize = 8;
 type BuilderFactory = dyn Fn() -> reqwest::ClientBuilder + Send + Sync;
 
 /// The core's [`HttpClient`] on [reqwest](https://docs.rs/reqwest), over HTTP/1.1 with rustls
-/// (ring and the bundled webpki root certificates: no OpenSSL). Certificate verification is on.
+/// (ring and the bundled webpki root certificates: no OpenSSL).
+///
+/// * **TLS.** Certificates are verified against the Mozilla roots; a server whose certificate
+///   does not verify fails with [`HttpErrorKind::Connect`] and a message naming the
+///   certificate problem. The only opt-out, for a local development server with a
+///   self-signed certificate, is [`ReqwestClient::danger_accept_invalid_certs`].
 ///
 /// * **Streaming.** The response resolves on the status line and headers; the body is
 ///   reqwest's `bytes_stream()`, each chunk forwarded the moment hyper reads it.
@@ -67,6 +72,8 @@ type BuilderFactory = dyn Fn() -> reqwest::ClientBuilder + Send + Sync;
 pub struct ReqwestClient {
     inner: Arc<Inner>,
     handle: Option<Handle>,
+    /// Made by [`ReqwestClient::danger_accept_invalid_certs`] (shown in `Debug`).
+    danger_accept_invalid_certs: bool,
 }
 
 struct Inner {
@@ -88,6 +95,10 @@ impl fmt::Debug for ReqwestClient {
         f.debug_struct("ReqwestClient")
             .field("source", &source)
             .field("has_runtime_handle", &self.handle.is_some())
+            .field(
+                "danger_accept_invalid_certs",
+                &self.danger_accept_invalid_certs,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +136,36 @@ impl ReqwestClient {
         ReqwestClient::from_source(Source::Builder(Box::new(builder)))
     }
 
+    /// A client like [`new`](Self::new) that accepts **any** TLS certificate: self-signed,
+    /// expired, issued for another host. For local development servers only (a model server
+    /// on your machine with a self-signed certificate); never for a remote API, where it
+    /// would hand your API key and your data to whoever intercepts the connection.
+    ///
+    /// Every other client of this crate verifies certificates (rustls with the bundled
+    /// Mozilla roots). To trust one private certificate authority instead, keep verification
+    /// on and add its root with [`with_builder`](Self::with_builder) and
+    /// `reqwest::ClientBuilder::add_root_certificate`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // https://127.0.0.1:8443 serves a self-signed certificate.
+    /// let client = backend_tokio::ReqwestClient::danger_accept_invalid_certs();
+    /// # let _ = client;
+    /// # }
+    /// ```
+    pub fn danger_accept_invalid_certs() -> Self {
+        tracing::warn!(
+            "ReqwestClient::danger_accept_invalid_certs: TLS certificates are NOT verified \
+             (for local development servers only)"
+        );
+        let mut client = ReqwestClient::with_builder(|| {
+            reqwest::Client::builder().danger_accept_invalid_certs(true)
+        });
+        client.danger_accept_invalid_certs = true;
+        client
+    }
+
     /// A client that sends every request through `client`, as configured: its connect
     /// timeout applies, a request's [`HttpRequest::connect_timeout`] is ignored.
     pub fn with_client(client: reqwest::Client) -> Self {
@@ -138,6 +179,7 @@ impl ReqwestClient {
                 clients: Mutex::new(HashMap::new()),
             }),
             handle: Handle::try_current().ok(),
+            danger_accept_invalid_certs: false,
         }
     }
 

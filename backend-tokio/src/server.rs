@@ -41,16 +41,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::write_timeout::WriteTimeout;
+
 /// How long [`TokioServer::shutdown`] waits for open connections by default.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// After answering 413, read and discard at most this much more of the request body (so the
-/// client sees the answer instead of a connection reset), for at most [`DRAIN_TIME`].
+/// After answering 413, keep reading and discarding at most this much more of the request
+/// body (so that the client reads the answer instead of a connection reset), for at most
+/// [`DRAIN_TIME`]; then the connection closes.
 const DRAIN_MAX_BYTES: usize = 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// hyper's buffer limit per connection (read and write): a request head may be this large,
+/// and a streamed response holds at most this much (plus one frame) beyond the socket's own
+/// buffers while the client is slow to read.
+const MAX_BUF_BYTES: usize = 64 * 1024;
 
 /// The agent API as an axum [`Router`], to serve with [`TokioServer`] or to embed in an
 /// existing axum application.
@@ -58,9 +66,13 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 /// Every request goes to [`AgentService::handle`], so routing, authentication, the JSON
 /// errors (404, 405, 400, 401, 503) and the streamed bodies are exactly those of every other
 /// backend. The body is read up to [`ServerConfig::max_body_bytes`] and refused with a 413
-/// JSON error beyond, without buffering more. A streamed response (`text/event-stream`) is
-/// sent with chunked encoding, one chunk per event, each written and flushed as it is
-/// produced; when the client goes away hyper drops the body, which cancels the run.
+/// JSON error beyond, without buffering more: at once when `Content-Length` is over the limit
+/// (before `100 Continue`, before reading a byte of it), as soon as a chunked body crosses it
+/// otherwise; the answer carries `Connection: close`, and the rest of the body is read and
+/// discarded in the background (at most 1 MiB, for at most 2 s) so that the client sees the
+/// 413 rather than a reset. A streamed response (`text/event-stream`) is sent with chunked
+/// encoding, one chunk per event, each written and flushed as it is produced; when the client
+/// goes away hyper drops the body, which cancels the run.
 ///
 /// Nest it under a prefix to keep your own routes (the service sees paths without the
 /// prefix):
@@ -86,7 +98,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 ///
 /// When serving the router yourself (with `axum::serve`), set TCP_NODELAY on accepted
 /// sockets (`axum::serve::ListenerExt::tap_io`) and call [`AgentService::shutdown`] when
-/// shutting down so that open streams end; [`TokioServer`] does both.
+/// shutting down so that open streams end; [`TokioServer`] does both. It also enforces
+/// [`ServerConfig::write_timeout`] on every connection, which `axum::serve` cannot (it gives
+/// no access to the connection's I/O): there, a client that stops reading keeps its run
+/// paused, not cancelled, until it reads again or disconnects.
 pub fn router(service: AgentService) -> Router {
     Router::new()
         .route("/healthz", any(handle))
@@ -104,9 +119,21 @@ async fn handle(State(service): State<AgentService>, request: Request) -> Respon
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    // A client waiting for `100 Continue` sends no body when refused before it: nothing to
+    // drain then.
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
     let body = match read_body(body, limit, declared).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => {
+        Err(BodyError::TooLarge { rest, started }) => {
+            // Answer at once; the rest of the body is read and discarded in the background
+            // (bounded) while the answer goes out, then the connection closes.
+            if started || !expects_continue {
+                drain_in_background(rest);
+            }
             let mut response = into_axum(ApiError::payload_too_large(limit).into_response());
             response
                 .headers_mut()
@@ -138,42 +165,68 @@ async fn handle(State(service): State<AgentService>, request: Request) -> Respon
     into_axum(response)
 }
 
+type BodyStream = axum::body::BodyDataStream;
+
 enum BodyError {
-    TooLarge,
+    /// Over the limit: the part of the body not read yet, and whether reading had started
+    /// (hyper sends `100 Continue` on the first read).
+    TooLarge {
+        rest: BodyStream,
+        started: bool,
+    },
     Broken(String),
 }
 
-/// Read the body, keeping at most `limit` bytes; beyond, drain a bounded amount and fail.
+/// Read the body, keeping at most `limit` bytes. A declared length over the limit is refused
+/// before reading (and before `100 Continue`); a chunked body as soon as it exceeds it.
 async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Vec<u8>, BodyError> {
     let mut stream = body.into_data_stream();
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(BodyError::TooLarge {
+            rest: stream,
+            started: false,
+        });
+    }
     let mut buffer = Vec::new();
-    if declared.is_none_or(|len| len <= limit as u64) {
-        if let Some(len) = declared {
-            buffer.reserve(len as usize);
-        }
-        loop {
-            match stream.next().await {
-                None => return Ok(buffer),
-                Some(Err(err)) => return Err(BodyError::Broken(err.to_string())),
-                Some(Ok(chunk)) if buffer.len() + chunk.len() <= limit => {
-                    buffer.extend_from_slice(&chunk)
-                }
-                Some(Ok(_)) => break,
+    if let Some(len) = declared {
+        buffer.reserve(len as usize);
+    }
+    loop {
+        match stream.next().await {
+            None => return Ok(buffer),
+            Some(Err(err)) => return Err(BodyError::Broken(err.to_string())),
+            Some(Ok(chunk)) if buffer.len() + chunk.len() <= limit => {
+                buffer.extend_from_slice(&chunk)
+            }
+            Some(Ok(_)) => {
+                return Err(BodyError::TooLarge {
+                    rest: stream,
+                    started: true,
+                });
             }
         }
     }
-    drop(buffer);
-    let drain = async {
-        let mut drained = 0usize;
-        while let Some(Ok(chunk)) = stream.next().await {
-            drained += chunk.len();
-            if drained > DRAIN_MAX_BYTES {
-                break;
-            }
-        }
+}
+
+/// Read and discard what is left of a refused body, bounded by [`DRAIN_MAX_BYTES`] and
+/// [`DRAIN_TIME`]. While the stream is alive hyper keeps reading the request, so it closes
+/// the connection only after the drain: the client sees the 413, not a reset.
+fn drain_in_background(mut rest: BodyStream) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
     };
-    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
-    Err(BodyError::TooLarge)
+    runtime.spawn(async move {
+        let drain = async {
+            let mut drained = 0usize;
+            while let Some(Ok(chunk)) = rest.next().await {
+                drained += chunk.len();
+                if drained > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    });
 }
 
 fn into_axum(response: ApiResponse) -> Response {
@@ -210,6 +263,11 @@ fn into_axum(response: ApiResponse) -> Response {
 /// * `GET /healthz`, `POST /v1/runs` (SSE), `POST /v1/chat/completions` (OpenAI-compatible,
 ///   streamed or not), with the optional bearer token, body limit and run limit of
 ///   [`ServerConfig`]. See [`router`] for how requests are handled.
+/// * **Slow readers.** A client that stops reading fills its socket buffers; hyper then stops
+///   pulling the response body, so the run pauses and at most 64 KiB (hyper's write buffer)
+///   plus one frame wait beyond the socket buffers. A connection whose writes make no
+///   progress for [`ServerConfig::write_timeout`] (default 30 s; zero turns it off) is
+///   closed, which drops the body and cancels the run.
 /// * Binds [`ServerConfig::addr`] (default `127.0.0.1:8080`; port 0 picks a free port, see
 ///   [`local_addr`](Self::local_addr)).
 /// * The server runs as tasks on the tokio runtime that called [`bind`](Self::bind), which
@@ -217,8 +275,9 @@ fn into_axum(response: ApiResponse) -> Response {
 ///   current-thread runtime it serves while that runtime is driven.
 /// * [`shutdown`](Self::shutdown) is graceful: stop accepting, cancel every open run (its
 ///   stream ends with `run_cancelled`, or the chat equivalent), let connections finish their
-///   response, and after [`DEFAULT_SHUTDOWN_TIMEOUT`] close whatever is left. Dropping a
-///   `TokioServer` starts the same shutdown in the background.
+///   response, and after [`DEFAULT_SHUTDOWN_TIMEOUT`] close whatever is left (a client that
+///   stopped reading is cut off by the write timeout or by that bound, whichever is first).
+///   Dropping a `TokioServer` starts the same shutdown in the background.
 #[derive(Debug)]
 pub struct TokioServer {
     local_addr: SocketAddr,
@@ -242,7 +301,13 @@ impl TokioServer {
         let listener = TcpListener::bind(service.config().addr).await?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(None);
-        let task = runtime.spawn(accept_loop(listener, router(service.clone()), stopped));
+        let write_timeout = service.config().write_timeout;
+        let task = runtime.spawn(accept_loop(
+            listener,
+            router(service.clone()),
+            write_timeout,
+            stopped,
+        ));
         tracing::info!(%local_addr, "agent server listening");
         Ok(TokioServer {
             local_addr,
@@ -314,6 +379,7 @@ impl Drop for TokioServer {
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
+    write_timeout: Duration,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let mut connections = JoinSet::new();
@@ -323,7 +389,12 @@ async fn accept_loop(
             timeout = stopped(&mut stop) => break timeout,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, app.clone(), stop.clone()));
+                    connections.spawn(serve_connection(
+                        stream,
+                        app.clone(),
+                        write_timeout,
+                        stop.clone(),
+                    ));
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -351,6 +422,7 @@ async fn accept_loop(
 async fn serve_connection(
     stream: TcpStream,
     app: Router,
+    write_timeout: Duration,
     mut stop: watch::Receiver<Option<Duration>>,
 ) {
     // Every event is its own small write: never hold it back for Nagle's algorithm.
@@ -360,8 +432,12 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_BUF_BYTES);
+    // A client that stops reading stalls hyper's writes: fail them after the write timeout,
+    // which ends the connection and drops the response body (cancelling the run).
+    let io = TokioIo::new(WriteTimeout::new(stream, write_timeout));
+    let connection = builder.serve_connection(io, TowerToHyperService::new(app));
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

@@ -197,6 +197,54 @@ fn dropping_the_body_closes_the_connection(flavour: Flavour) {
     result.unwrap();
 }
 
+/// A body read to its end returns the connection to reqwest's pool; dropping the client
+/// (its last clone) closes it: no socket outlives the client.
+fn dropping_the_client_closes_its_pooled_connections(flavour: Flavour) {
+    let (addr, served) = one_shot_server(|mut stream| -> Result<(), String> {
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            .map_err(|e| e.to_string())?;
+        stream.flush().map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(0) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(()),
+            Ok(n) => Err(format!("unexpected {n} bytes from the client")),
+            Err(e) => Err(format!("the pooled connection stayed open: {e}")),
+        }
+    });
+    let rt = common::runtime(flavour);
+    let client = client_for(&rt);
+    let body = rt.block_on(async {
+        let response = client
+            .send(HttpRequest::new(Method::Get, format!("http://{addr}/")))
+            .await
+            .unwrap();
+        let mut body = response.body;
+        let mut all = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(WATCHDOG, body.next()).await.unwrap() {
+            all.extend_from_slice(&chunk.unwrap());
+        }
+        all
+    });
+    assert_eq!(body, b"hello");
+    drop(client);
+    // On a current-thread runtime the connection task runs only while the runtime is driven.
+    let result = rt.block_on(async {
+        tokio::time::timeout(WATCHDOG, async {
+            loop {
+                if let Ok(result) = served.try_recv() {
+                    break result;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("watchdog: the server saw no EOF")
+    });
+    result.unwrap();
+}
+
 fn truncated_body_is_an_io_error(flavour: Flavour) {
     let (addr, _served) = one_shot_server(|mut stream| {
         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
@@ -268,6 +316,7 @@ both_flavours!(
     chunks_arrive_in_lockstep,
     connect_refused,
     dropping_the_body_closes_the_connection,
+    dropping_the_client_closes_its_pooled_connections,
     truncated_body_is_an_io_error,
     error_statuses_are_responses,
     invalid_requests_name_no_values,

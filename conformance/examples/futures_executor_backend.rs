@@ -7,7 +7,9 @@
 //!   chunk over a channel the moment it is read;
 //! * HTTP server: one std thread per connection, writing and flushing each frame of the
 //!   agent service's stream as it is yielded, and a watcher thread per stream that notices
-//!   the client leaving (which cancels the run).
+//!   the client leaving (which cancels the run); request bodies (with a length or chunked)
+//!   are limited while they are read, and a write blocked for `write_timeout` (a client
+//!   that stopped reading) ends the connection.
 //!
 //! Run the suite on it with `cargo test -p conformance --example futures_executor_backend`
 //! (`cargo test -p conformance` includes it), or print its report with
@@ -537,6 +539,11 @@ impl ThreadServer {
         self.addr
     }
 
+    /// The agent service (its running streams, its configuration).
+    pub fn service(&self) -> &AgentService {
+        &self.service
+    }
+
     /// Graceful shutdown: stop accepting, cancel running streams, wait (5 s at most) for
     /// open connections to finish.
     pub fn shutdown(self) {
@@ -563,6 +570,10 @@ impl ThreadServer {
 fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
     socket.set_nodelay(true)?;
     socket.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A write that makes no progress for this long (a client that stopped reading) fails,
+    // which ends the connection and cancels its run.
+    let write_timeout = service.config().write_timeout;
+    socket.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout))?;
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -602,21 +613,32 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0);
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
     let limit = service.config().max_body_bytes;
     let mut body = buf.split_off(head_end);
-    // Enforce the limit while reading: never buffer more than `limit + 1` bytes.
-    if length > limit {
-        return write_api_error(&mut socket, ApiError::payload_too_large(limit));
-    }
-    while body.len() < length {
-        let mut chunk = [0u8; 8192];
-        let n = socket.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(());
+    // Enforce the limit while reading: never buffer more than the limit and a read.
+    let body = if chunked {
+        match read_chunked_body(&mut socket, body, limit)? {
+            Some(body) => body,
+            None => return write_api_error(&mut socket, ApiError::payload_too_large(limit)),
         }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
+    } else {
+        if length > limit {
+            return write_api_error(&mut socket, ApiError::payload_too_large(limit));
+        }
+        while body.len() < length {
+            let mut chunk = [0u8; 8192];
+            let n = socket.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(length);
+        body
+    };
     let pairs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -664,6 +686,53 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
             drop(stream);
             socket.shutdown(Shutdown::Both)
         }
+    }
+}
+
+/// Decode a chunked request body whose first bytes are `raw`; `None` as soon as it is over
+/// `limit` (without reading the rest).
+fn read_chunked_body(
+    socket: &mut TcpStream,
+    mut raw: Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    let mut fill = |raw: &mut Vec<u8>| -> io::Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = socket.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        Ok(())
+    };
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            if raw.len() > 1024 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "chunk size line",
+                ));
+            }
+            fill(&mut raw)?;
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw[..line_end]).into_owned();
+        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
+        if size == 0 {
+            // Trailers are not supported: the body ends here.
+            return Ok(Some(body));
+        }
+        if body.len() + size > limit {
+            return Ok(None);
+        }
+        raw.drain(..line_end + 2);
+        while raw.len() < size + 2 {
+            fill(&mut raw)?;
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw.drain(..size + 2);
     }
 }
 
@@ -728,6 +797,10 @@ struct Running(ThreadServer);
 impl RunningServer for Running {
     fn addr(&self) -> SocketAddr {
         self.0.local_addr()
+    }
+
+    fn running_streams(&self) -> Option<usize> {
+        Some(self.0.service().running_streams())
     }
 
     fn shutdown(self: Box<Self>) {

@@ -53,6 +53,14 @@ pub trait RunningServer: Send {
     /// The address it listens on.
     fn addr(&self) -> SocketAddr;
 
+    /// How many runs the server is streaming right now: its
+    /// [`AgentService::running_streams`](agent_core::server::AgentService::running_streams)
+    /// (`server.service().running_streams()`). The leak and soak cases check that it comes
+    /// back to 0 once every client is done; `None` (the default) skips that check.
+    fn running_streams(&self) -> Option<usize> {
+        None
+    }
+
     /// Graceful shutdown: stop accepting, end open streams with a terminal event, and return
     /// once the server has stopped (within a few seconds).
     fn shutdown(self: Box<Self>);

@@ -6,7 +6,12 @@
 //! stream incrementally (by lockstep, never by timing), that nothing starves the executor,
 //! that tools run concurrently, that cancellation and backpressure work, that every failure
 //! ends with its documented terminal event, and that transcripts are identical to the
-//! shared snapshots. See [`cases`] for the list and the book chapter "Adding a backend".
+//! shared snapshots; and, for reliability, that upstream faults (resets, stalls, trickles,
+//! oversized lines, endless streams, …) end with their documented outcome, that nothing a
+//! run used is leaked (model streams, tool futures, connections, threads, sockets, counted
+//! after the runs), that the server survives 1,000 sequential and 200 concurrent runs with
+//! random disconnects, and that it enforces its limits. See [`cases`] for the list and the
+//! book chapters "Adding a backend" and "Reliability".
 //!
 //! A backend for plain threads, in a few lines (the complete worked example is
 //! `examples/futures_executor_backend.rs`):
@@ -55,7 +60,7 @@
 //! * [`suite!`]: the test generator; [`runner`] runs cases under the watchdog;
 //! * [`cases`]: the cases, callable one by one;
 //! * [`kit`]: the gated model, gated upstream, raw SSE client, probes, watchdog, transcript
-//!   and redactions, for writing more tests;
+//!   and redactions, resource and panic accounting, for writing more tests;
 //! * [`report`]: the markdown matrix written by the `conformance-report` binary;
 //! * [`backends`] (feature `backends`): this workspace's backends.
 #![forbid(unsafe_code)]

@@ -68,6 +68,16 @@ macro_rules! suite {
             conformance_contract_consume_runs => "contract_consume_runs",
             conformance_contract_server_frames => "contract_server_frames",
             conformance_server_requests => "server_requests",
+            conformance_fault_trickle => "fault_trickle",
+            conformance_fault_truncated_utf8 => "fault_truncated_utf8",
+            conformance_fault_huge_line => "fault_huge_line",
+            conformance_fault_endless_stream => "fault_endless_stream",
+            conformance_leak_consume_runs => "leak_consume_runs",
+            conformance_leak_server_runs => "leak_server_runs",
+            conformance_soak_sequential => "soak_sequential",
+            conformance_soak_concurrent => "soak_concurrent",
+            conformance_server_concurrency_limit => "server_concurrency_limit",
+            conformance_server_write_timeout => "server_write_timeout",
             }
         }
     };

@@ -150,6 +150,38 @@ pub fn render_markdown(reports: &[BackendReport]) -> String {
     }
     out.push('\n');
 
+    out.push_str("## Reliability\n\n");
+    out.push_str(
+        "* *soak*: wall time of the measured runs (1,000 sequential; 200 concurrent), random \
+         client disconnects included, warm-up excluded;\n* *10 MiB line*: how much of an \
+         oversized SSE line the upstream managed to write before the client gave up and \
+         closed (the rest never left the upstream), and how much the process's resident \
+         memory grew meanwhile (bound 5 MiB);\n* *write timeout*: from a client that stops \
+         reading to its run being cancelled, with `write_timeout` = 300 ms (the socket \
+         buffers fill first).\n\n",
+    );
+    out.push_str(
+        "| backend | soak: 1,000 sequential | soak: 200 concurrent | 10 MiB line: written | 10 MiB line: memory growth | write timeout: cancelled after |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let kib = |name: &str, divisor: f64| {
+            r.measurement(name)
+                .map_or("–".to_string(), |v| format!("{:.0} KiB", v / divisor))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.name,
+            ms(r.measurement("soak_sequential_ms")),
+            ms(r.measurement("soak_concurrent_ms")),
+            kib("huge_line_upstream_bytes_written", 1024.0),
+            kib("huge_line_peak_rss_growth_kib", 1.0),
+            ms(r.measurement("write_timeout_disconnect_ms")),
+        );
+    }
+    out.push('\n');
+
     let failures: Vec<(&BackendReport, &CaseRun, &str)> = reports
         .iter()
         .flat_map(|r| {
@@ -215,8 +247,7 @@ pub fn progress_line(run: &CaseRun) -> String {
     )
 }
 
-/// Marker in the message of panics the suite provokes on purpose (tool panics).
-pub const EXPECTED_PANIC_MARKER: &str = "(expected by the conformance suite)";
+pub use crate::kit::panics::EXPECTED_PANIC_MARKER;
 
 /// Install a panic hook that stays silent for the panics the suite provokes on purpose
 /// (their message contains [`EXPECTED_PANIC_MARKER`]) and reports every other panic

@@ -1,9 +1,22 @@
 //! Running cases: each on its own thread with a fresh backend, under the watchdog, with
 //! failures turned into values (for the report) or into test failures (for [`suite!`]).
 //!
+//! # Exclusive cases
+//!
+//! `cargo test` runs the tests of one binary concurrently, in one process. Most cases do not
+//! mind, but the ones that count process-wide things — threads, open file descriptors,
+//! resident memory, panics (the fault, leak and soak cases; [`Case::exclusive`]) — would
+//! count each other's. [`run_case`] therefore takes a process-wide [`RwLock`]: shared for an
+//! ordinary case, exclusive for those, so that an exclusive case runs alone (the others
+//! wait for it, it waits for the others to finish). The lock is taken before the watchdog's
+//! clock starts: waiting for it does not count against a case's limit. The runner also
+//! installs the panic counter of [`kit::panics`](crate::kit::panics), and fails an exclusive
+//! case during which anything in the process panicked (other than the panics the suite
+//! provokes on purpose), even if every assertion of the case held.
+//!
 //! [`suite!`]: crate::suite
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
@@ -12,6 +25,37 @@ use crate::kit::watchdog::{self, WatchdogError};
 
 /// Builds a fresh backend for one case.
 pub type MakeBackend = fn() -> Box<dyn Backend>;
+
+/// Ordinary cases hold it shared, exclusive cases hold it alone.
+static ISOLATION: RwLock<()> = RwLock::new(());
+
+/// Holds the process-wide case lock for the duration of one case (see [`isolate`]).
+pub enum IsolationGuard {
+    /// An ordinary case: others may run alongside.
+    Shared(RwLockReadGuard<'static, ()>),
+    /// An exclusive case: nothing else runs.
+    Exclusive(RwLockWriteGuard<'static, ()>),
+}
+
+impl std::fmt::Debug for IsolationGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IsolationGuard::Shared(_) => "IsolationGuard::Shared",
+            IsolationGuard::Exclusive(_) => "IsolationGuard::Exclusive",
+        })
+    }
+}
+
+/// Take the process-wide case lock: alone when `exclusive`, else shared with other
+/// ordinary cases. [`run_case`] does this; call it yourself to run code of your own (a
+/// process-wide measurement, say) alongside the suite in the same test binary.
+pub fn isolate(exclusive: bool) -> IsolationGuard {
+    if exclusive {
+        IsolationGuard::Exclusive(ISOLATION.write().unwrap_or_else(|p| p.into_inner()))
+    } else {
+        IsolationGuard::Shared(ISOLATION.read().unwrap_or_else(|p| p.into_inner()))
+    }
+}
 
 /// How a case ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +92,9 @@ pub struct CaseRun {
 
 /// Run `case` on a backend built by `make` (on the case's own thread), allowing it `limit`.
 pub fn run_case(case: &'static Case, make: MakeBackend, limit: Duration) -> CaseRun {
+    crate::kit::panics::install();
+    let _isolation = isolate(case.exclusive);
+    let panics_before = crate::kit::panics::count();
     let started = Instant::now();
     let name = Arc::new(Mutex::new(String::new()));
     let worker_name = name.clone();
@@ -61,7 +108,17 @@ pub fn run_case(case: &'static Case, make: MakeBackend, limit: Duration) -> Case
         outcome
     });
     let backend = name.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // An exclusive case runs alone: any panic in the process meanwhile (on a backend's
+    // thread, say, where it would go unnoticed) is the case's.
+    let panics = crate::kit::panics::count() - panics_before;
     let (status, outcome) = match result {
+        Ok(_) if case.exclusive && panics > 0 => (
+            Status::Failed(format!(
+                "{panics} panic(s) in the process during the case: {:?}",
+                crate::kit::panics::messages_since(panics_before)
+            )),
+            Outcome::default(),
+        ),
         Ok(outcome) => match &outcome.not_applicable {
             Some(reason) => (Status::NotApplicable(reason.clone()), outcome),
             None => (Status::Passed, outcome),

@@ -113,6 +113,36 @@ fn upstream_sees_the_client_close_while_stalled() {
 }
 
 #[test]
+fn upstream_repeats_forever_counts_bytes_and_connections() {
+    let tick = openai::text_chunk("tick");
+    let big = vec![b'x'; 200 * 1024];
+    let upstream = GatedUpstream::start([
+        Response::sse().repeat_forever(&tick, Duration::from_millis(2)),
+        Response::sse().send_buffer(16 * 1024).send(&big),
+    ])
+    .unwrap();
+    let mut client = post(&upstream);
+    for _ in 0..5 {
+        assert!(data(client.next_item(WAIT).unwrap().unwrap()).contains("tick"));
+    }
+    assert_eq!(upstream.open_connections(), 1);
+    assert!(upstream.bytes_sent(0) >= 5 * tick.len() as u64);
+    client.close();
+    assert_eq!(
+        upstream.wait_for_end(0, WAIT),
+        Some(ExchangeEnd::ClientClosed)
+    );
+    assert!(upstream.wait_for_no_connections(WAIT, || {}));
+
+    // A large send is counted as it goes: all of it once the client read it.
+    let client = post(&upstream);
+    let body = client.read_body(WAIT).unwrap();
+    assert_eq!(body.len(), big.len());
+    assert_eq!(upstream.wait_for_end(1, WAIT), Some(ExchangeEnd::Completed));
+    assert_eq!(upstream.bytes_sent(1), big.len() as u64);
+}
+
+#[test]
 fn upstream_records_unscripted_requests() {
     let upstream = GatedUpstream::start([]).unwrap();
     let client = post(&upstream);

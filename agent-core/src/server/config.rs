@@ -33,7 +33,8 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// A client that has not accepted any bytes of a response for this long (it stopped
     /// reading) is disconnected, which cancels its run. Buffering per slow client is thus
-    /// bounded by the socket buffers plus one frame. Default 30 s.
+    /// bounded by the socket buffers plus one frame. Default 30 s; `Duration::ZERO` turns the
+    /// bound off (a stalled client then keeps its run paused until it reads or leaves).
     pub write_timeout: Duration,
 }
 
@@ -76,7 +77,8 @@ impl ServerConfig {
         self
     }
 
-    /// Set the write timeout for clients that stop reading.
+    /// Set the write timeout for clients that stop reading (see
+    /// [`write_timeout`](Self::write_timeout)).
     pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self

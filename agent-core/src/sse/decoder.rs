@@ -389,9 +389,7 @@ impl SseDecoder {
                 }
             }
             let start = self.scan.max(self.pos);
-            let found = self.buf[start..]
-                .iter()
-                .position(|&byte| byte == b'\n' || byte == b'\r');
+            let found = find_line_end(&self.buf[start..]);
             let (end, next) = match found {
                 Some(offset) => {
                     let end = start + offset;
@@ -569,7 +567,12 @@ impl FieldState {
         if line.is_empty() {
             return Ok(self.dispatch());
         }
-        let line: Cow<'_, str> = String::from_utf8_lossy(line);
+        // Valid UTF-8 (the usual case) is checked by the fast validator; only invalid input
+        // takes the slower replacing path.
+        let line: Cow<'_, str> = match std::str::from_utf8(line) {
+            Ok(line) => Cow::Borrowed(line),
+            Err(_) => String::from_utf8_lossy(line),
+        };
         if let Some(comment) = line.strip_prefix(':') {
             return Ok(Some(SseItem::Comment(strip_one_space(comment).to_owned())));
         }
@@ -594,6 +597,9 @@ impl FieldState {
                         limit: limits.max_event_bytes,
                     });
                 }
+                // One allocation of the right size for the usual single `data` line (pushing
+                // the `\n` separately would reallocate).
+                self.data.reserve(value.len() + 1);
                 self.data.push_str(value);
                 self.data.push('\n');
             }
@@ -633,6 +639,36 @@ impl FieldState {
     }
 }
 
+/// The position of the first CR or LF in `hay`, testing eight bytes at a time (a SWAR
+/// "has zero byte" test on the word XORed with each terminator); a plain byte loop was a fifth
+/// of the decoder's time on typical events.
+fn find_line_end(hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const LF: u64 = LO * b'\n' as u64;
+    const CR: u64 = LO * b'\r' as u64;
+    let mut words = hay.chunks_exact(8);
+    let mut offset = 0;
+    for word in words.by_ref() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        let (lf, cr) = (w ^ LF, w ^ CR);
+        // The lowest set bit marks the first byte that equals LF or CR (bits above it may be
+        // false positives from the borrow, which `trailing_zeros` ignores).
+        let hits = (lf.wrapping_sub(LO) & !lf & HI) | (cr.wrapping_sub(LO) & !cr & HI);
+        if hits != 0 {
+            return Some(offset + (hits.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&byte| byte == b'\n' || byte == b'\r')
+        .map(|p| offset + p)
+}
+
 /// Removes exactly one leading U+0020, if present.
 fn strip_one_space(value: &str) -> &str {
     value.strip_prefix(' ').unwrap_or(value)
@@ -649,4 +685,31 @@ fn parse_retry(value: &str) -> Option<Duration> {
             .saturating_add(u64::from(digit - b'0'))
     });
     Some(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_line_end;
+
+    #[test]
+    fn find_line_end_agrees_with_a_byte_loop() {
+        let naive = |hay: &[u8]| hay.iter().position(|&b| b == b'\n' || b == b'\r');
+        // Near misses of LF (0x0A) and CR (0x0D): neighbours and high-bit variants.
+        let filler = [b'a', 0x09, 0x0b, 0x0c, 0x0e, 0x8a, 0x8d, 0x80, 0xff];
+        for len in 0..40 {
+            for at in 0..=len {
+                for (first, second) in [(b'\n', b'\r'), (b'\r', b'\n'), (b'\n', b'\n')] {
+                    let mut hay: Vec<u8> =
+                        (0..len).map(|i| filler[(i + at) % filler.len()]).collect();
+                    if at < len {
+                        hay[at] = first;
+                    }
+                    if at + 3 < len {
+                        hay[at + 3] = second;
+                    }
+                    assert_eq!(find_line_end(&hay), naive(&hay), "{hay:?}");
+                }
+            }
+        }
+    }
 }

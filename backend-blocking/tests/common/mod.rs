@@ -114,3 +114,5 @@ impl Drop for CountedStream {
         self.drops.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+pub mod reliability;

@@ -504,3 +504,5 @@ impl Drop for GatedStream {
         self.drops.0.fetch_add(1, Ordering::AcqRel);
     }
 }
+
+pub mod reliability;

@@ -69,6 +69,10 @@ impl RunningServer for RunningThreadServer {
         self.server.local_addr()
     }
 
+    fn running_streams(&self) -> Option<usize> {
+        Some(self.server.service().running_streams())
+    }
+
     fn shutdown(self: Box<Self>) {
         self.server.shutdown();
     }

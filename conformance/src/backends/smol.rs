@@ -188,6 +188,10 @@ impl RunningServer for RunningSmolServer {
         self.server.local_addr()
     }
 
+    fn running_streams(&self) -> Option<usize> {
+        Some(self.server.service().running_streams())
+    }
+
     fn shutdown(self: Box<Self>) {
         let RunningSmolServer { server, driver } = *self;
         // The server's tasks run on the executor thread(s); this thread only waits.

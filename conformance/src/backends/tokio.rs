@@ -11,7 +11,7 @@ use agent_core::agent::Agent;
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
 use agent_core::runtime::SharedRuntime;
-use agent_core::server::ServerConfig;
+use agent_core::server::{AgentService, ServerConfig};
 use backend_tokio::tokio::runtime::{Builder, Runtime};
 use backend_tokio::tokio::sync::oneshot;
 use backend_tokio::{ReqwestClient, TokioRuntime, TokioServer};
@@ -99,19 +99,20 @@ impl Backend for TokioCurrentThread {
                             return;
                         }
                     };
-                    let _ = bound_tx.send(Ok(server.local_addr()));
+                    let _ = bound_tx.send(Ok((server.local_addr(), server.service().clone())));
                     // Serve (this thread drives the runtime) until told to stop.
                     let _ = stop_rx.await;
                     server.shutdown().await;
                 });
             })
             .expect("failed to start the runtime thread");
-        let addr = bound_rx
+        let (addr, service) = bound_rx
             .recv()
             .expect("the runtime thread ended before binding")
             .expect("the tokio server failed to bind");
         Box::new(RunningCurrentThreadServer {
             addr,
+            service,
             stop: Some(stop_tx),
             driver: Some(driver),
         })
@@ -122,7 +123,7 @@ impl Backend for TokioCurrentThread {
     }
 }
 
-/// tokio on a multi-thread runtime with [`WORKER_THREADS`] workers; the consumer runs
+/// tokio on a multi-thread runtime with two workers; the consumer runs
 /// inside `Runtime::block_on` on the calling thread, spawned tasks and the server on the
 /// workers.
 pub struct TokioMultiThread {
@@ -212,6 +213,8 @@ const SETTLE_ROUNDS: usize = 4;
 
 struct RunningCurrentThreadServer {
     addr: SocketAddr,
+    /// The server's service (the server itself lives on the runtime thread).
+    service: AgentService,
     stop: Option<oneshot::Sender<()>>,
     driver: Option<JoinHandle<()>>,
 }
@@ -230,6 +233,10 @@ impl RunningCurrentThreadServer {
 impl RunningServer for RunningCurrentThreadServer {
     fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    fn running_streams(&self) -> Option<usize> {
+        Some(self.service.running_streams())
     }
 
     fn shutdown(mut self: Box<Self>) {
@@ -254,6 +261,12 @@ impl RunningServer for RunningMultiThreadServer {
         self.server
             .as_ref()
             .map_or_else(|| ([0, 0, 0, 0], 0).into(), TokioServer::local_addr)
+    }
+
+    fn running_streams(&self) -> Option<usize> {
+        self.server
+            .as_ref()
+            .map(|server| server.service().running_streams())
     }
 
     fn shutdown(mut self: Box<Self>) {

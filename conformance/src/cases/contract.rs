@@ -160,6 +160,33 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
     };
     json_error("POST /v1/runs over the body limit", &response, 413);
 
+    step("POST /v1/runs with a chunked body over the limit (2 KiB sent, the body never ends)");
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut request = format!(
+        "POST /v1/runs HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer conformance-token\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..4 {
+        request.extend_from_slice(b"200\r\n");
+        request.extend(std::iter::repeat_n(b' ', 512));
+        request.extend_from_slice(b"\r\n");
+    }
+    let too_large = SseClient::send_raw(stream, &request).unwrap_or_else(|e| {
+        panic!("a chunked body over the limit must get a 413 before it ends: {e}")
+    });
+    let status = too_large.status();
+    let body = too_large.read_body(timeout).unwrap_or_default();
+    let response = crate::kit::RawResponse {
+        status,
+        headers: Vec::new(),
+        body,
+    };
+    json_error(
+        "POST /v1/runs with a chunked body over the limit",
+        &response,
+        413,
+    );
+
     step("POST /v1/chat/completions with stream: false");
     let chat = http_request(
         addr,

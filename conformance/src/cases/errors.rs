@@ -1,6 +1,12 @@
 //! Case 8: every failure ends the run with its documented terminal event, and nothing
 //! panics.
 //!
+//! The upstream cases (the first seven) are *exclusive* and accounted (see
+//! [`accounting`](super::accounting)): each runs alone, after a warm-up, and checks that no
+//! thread of the process panicked, that every upstream connection is closed once the agent
+//! is dropped, and that threads and fds are back to the baseline. The upstream faults of the
+//! reliability issue that are not here are in [`faults`](super::faults).
+//!
 //! | case | terminal event |
 //! |---|---|
 //! | upstream 500 (after its retry) | `run_failed` `upstream_status` (status 500) |
@@ -25,6 +31,7 @@ use agent_core::tool::{ToolError, ToolErrorKind, ToolResult, async_tool, blockin
 use serde_json::{Value, json};
 
 use super::Outcome;
+use super::accounting::{accounted, assert_upstream_closed};
 use super::support::{
     agent_builder, consume, consume_lockstep, openai_config, openai_model, quick_retries,
 };
@@ -33,7 +40,9 @@ use crate::kit::Transcript;
 use crate::kit::upstream::{ExchangeEnd, GatedUpstream, Response, openai};
 use crate::kit::watchdog::step;
 
-fn run_upstream(
+/// Run an agent on an OpenAI model speaking to a [`GatedUpstream`] playing `responses`
+/// (configured by `configure`), in lockstep with its gate; the agent is dropped on return.
+pub(crate) fn run_upstream(
     backend: &dyn Backend,
     responses: Vec<Response>,
     configure: impl FnOnce(OpenAiConfig) -> OpenAiConfig,
@@ -46,7 +55,7 @@ fn run_upstream(
     (transcript, upstream)
 }
 
-fn timeouts(first_byte: Duration, inactivity: Duration) -> Timeouts {
+pub(crate) fn timeouts(first_byte: Duration, inactivity: Duration) -> Timeouts {
     Timeouts {
         connect: Some(Duration::from_secs(5)),
         first_byte: Some(first_byte),
@@ -57,6 +66,10 @@ fn timeouts(first_byte: Duration, inactivity: Duration) -> Timeouts {
 
 /// Case 8a: a 500, retried once, then failing with `upstream_status`.
 pub fn upstream_500(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || upstream_500_run(backend))
+}
+
+fn upstream_500_run(backend: &dyn Backend) -> Outcome {
     let error = json!({"error": {"message": "the model crashed", "type": "server_error"}});
     let (transcript, upstream) = run_upstream(
         backend,
@@ -73,12 +86,17 @@ pub fn upstream_500(backend: &dyn Backend) -> Outcome {
     assert_eq!(partial, "");
     assert_eq!(upstream.request_count(), 2, "one retry of the 500");
     assert_eq!(transcript.count("model_request_started"), 1);
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
 
 /// Case 8b: a 429 with `Retry-After: 0.05`, then an answer: retried before the first byte,
 /// after waiting at least the asked delay.
 pub fn rate_limited_then_success(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || rate_limited_run(backend))
+}
+
+fn rate_limited_run(backend: &dyn Backend) -> Outcome {
     let busy = Response::json(429, &json!({"error": {"message": "slow down"}}))
         .header("retry-after", "0.05");
     let (transcript, upstream) = run_upstream(
@@ -101,12 +119,17 @@ pub fn rate_limited_then_success(backend: &dyn Backend) -> Outcome {
         1,
         "a retry before the first byte is invisible in the events"
     );
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed().note(format!("retried after {} ms", waited.as_millis()))
 }
 
 /// Case 8c: a reset after two deltas fails the run with the partial text, and is not
 /// retried.
 pub fn reset_mid_stream(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || reset_run(backend))
+}
+
+fn reset_run(backend: &dyn Backend) -> Outcome {
     let reset = Response::sse()
         .send(openai::text_chunk("one "))
         .wait_gate(1, "text delta 0 to reach the consumer")
@@ -122,32 +145,48 @@ pub fn reset_mid_stream(backend: &dyn Backend) -> Outcome {
         1,
         "nothing is retried after output was emitted"
     );
+    assert_eq!(upstream.exchange_end(0), Some(ExchangeEnd::Reset));
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
 
 /// Case 8d: a chunk that is not JSON fails the run with `malformed_response`.
 pub fn malformed_chunk(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || malformed_run(backend))
+}
+
+fn malformed_run(backend: &dyn Backend) -> Outcome {
     let bad = Response::sse()
         .send(openai::text_chunk("ok "))
         .wait_gate(1, "text delta 0 to reach the consumer")
         .send("data: {this is not json\n\n")
         .send(openai::DONE);
-    let (transcript, _upstream) = run_upstream(backend, vec![bad], |c| c);
+    let (transcript, upstream) = run_upstream(backend, vec![bad], |c| c);
     let (_, partial) = transcript.assert_failed(ErrorKind::MalformedResponse);
     assert_eq!(partial, "ok ");
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "a malformed stream is not retried"
+    );
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
 
 /// Case 8e: an SSE line over the configured limit fails the run with
 /// `response_too_large`.
 pub fn oversized_line(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || oversized_run(backend))
+}
+
+fn oversized_run(backend: &dyn Backend) -> Outcome {
     let huge = format!("data: {}\n\n", "x".repeat(8 * 1024));
     let bad = Response::sse()
         .send(openai::text_chunk("ok "))
         .wait_gate(1, "text delta 0 to reach the consumer")
         .send(huge)
         .send(openai::DONE);
-    let (transcript, _upstream) = run_upstream(backend, vec![bad], |c| {
+    let (transcript, upstream) = run_upstream(backend, vec![bad], |c| {
         c.with_sse_limits(SseLimits {
             max_line_bytes: 1024,
             max_event_bytes: 4096,
@@ -155,31 +194,49 @@ pub fn oversized_line(backend: &dyn Backend) -> Outcome {
     });
     let (_, partial) = transcript.assert_failed(ErrorKind::ResponseTooLarge);
     assert_eq!(partial, "ok ");
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
 
 /// Case 8f: an upstream that sends its head and then nothing fails the run with
-/// `first_byte_timeout` (100 ms) and sees the connection close.
+/// `first_byte_timeout` (100 ms), is not retried (retries allowed), and sees the connection
+/// close.
 pub fn first_byte_timeout(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || first_byte_run(backend))
+}
+
+fn first_byte_run(backend: &dyn Backend) -> Outcome {
     let (transcript, upstream) = run_upstream(backend, vec![Response::sse().stall()], |c| {
-        c.with_timeouts(timeouts(
+        c.with_retry(quick_retries(2)).with_timeouts(timeouts(
             Duration::from_millis(100),
             Duration::from_secs(10),
         ))
     });
     transcript.assert_failed(ErrorKind::FirstByteTimeout);
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "a first-byte timeout is final: only connect errors, 429 and 5xx are retried"
+    );
     step("waiting for the upstream to see the timed-out request close");
     assert_eq!(
         upstream.wait_for_end(0, Duration::from_secs(5)),
         Some(ExchangeEnd::ClientClosed),
         "a timed-out request must be closed"
     );
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
 
-/// Case 8g: an upstream that only sends keep-alive comments after a first delta fails the
-/// run with `inactivity_timeout` (150 ms): comments do not count as activity.
+/// Case 8g: an upstream that only sends keep-alive comments fails the run with
+/// `inactivity_timeout` (150 ms): comments do not count as activity. Twice: after a first
+/// delta with the timeouts of the model's configuration (the partial text is kept), and from
+/// the very first byte with the timeouts set per agent (`AgentBuilder::timeouts`).
 pub fn inactivity_timeout(backend: &dyn Backend) -> Outcome {
+    accounted(backend, || inactivity_run(backend))
+}
+
+fn inactivity_run(backend: &dyn Backend) -> Outcome {
     let idle = Response::sse()
         .send(openai::text_chunk("ok "))
         .keep_alive_forever(Duration::from_millis(20));
@@ -196,6 +253,33 @@ pub fn inactivity_timeout(backend: &dyn Backend) -> Outcome {
         Some(ExchangeEnd::ClientClosed),
         "a timed-out request must be closed"
     );
+    assert_upstream_closed(backend, &upstream);
+    drop(upstream);
+
+    step("comments only, from the first byte, with per-agent timeouts");
+    let upstream =
+        GatedUpstream::start([Response::sse().keep_alive_forever(Duration::from_millis(20))])
+            .expect("upstream");
+    let model = openai_model(backend, openai_config(&upstream));
+    let agent = agent_builder(backend)
+        .model(model)
+        .timeouts(timeouts(
+            Duration::from_secs(10),
+            Duration::from_millis(150),
+        ))
+        .build()
+        .expect("agent");
+    let transcript = consume(backend, &agent, "hello", |_| ControlFlow::Continue(()));
+    drop(agent);
+    transcript.assert_contract();
+    let (_, partial) = transcript.assert_failed(ErrorKind::InactivityTimeout);
+    assert_eq!(partial, "");
+    assert_eq!(
+        upstream.wait_for_end(0, Duration::from_secs(5)),
+        Some(ExchangeEnd::ClientClosed),
+        "a timed-out request must be closed"
+    );
+    assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
 

@@ -3,7 +3,8 @@
 //! A case panics (an assertion) when the backend fails it, returns an [`Outcome`] with
 //! notes and measurements when it passes, and returns [`Outcome::not_applicable`] when it
 //! cannot apply to this backend (the starvation case on a multi-threaded executor) — it
-//! never fakes a pass. [`CASES`] lists them all, in the order of the issue:
+//! never fakes a pass. [`CASES`] lists them all, in the order of the issues (conformance
+//! 1–10, then reliability 11–14):
 //!
 //! | # | area | cases |
 //! |---|---|---|
@@ -15,13 +16,28 @@
 //! | 8 | errors | `error_upstream_500`, `error_rate_limited_then_success`, `error_reset_mid_stream`, `error_malformed_chunk`, `error_oversized_line`, `error_first_byte_timeout`, `error_inactivity_timeout`, `error_unknown_tool`, `error_bad_tool_arguments`, `error_tool_panic`, `error_max_rounds` |
 //! | 9 | transcripts | `transcript_plain_answer`, `transcript_one_tool_round`, `transcript_parallel_tools`, `transcript_tool_error`, `transcript_upstream_failure` |
 //! | 10 | contract | `contract_consume_runs`, `contract_server_frames`, `server_requests` (and inside every case) |
+//! | 11 | upstream faults | `fault_trickle`, `fault_truncated_utf8`, `fault_huge_line`, `fault_endless_stream` (and the upstream cases of 8) |
+//! | 12 | leaks | `leak_consume_runs`, `leak_server_runs` |
+//! | 13 | soak | `soak_sequential`, `soak_concurrent` |
+//! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
+//!
+//! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
+//! they count process-wide threads, file descriptors, memory and panics, so the runner runs
+//! each of them alone (see [`runner`](crate::runner)). Their accounting is described in
+//! [`accounting`]: a warm-up, a baseline, the runs, and everything back to the baseline
+//! within 5 s.
 
+pub mod accounting;
 pub mod backpressure;
 pub mod cancellation;
 pub mod contract;
 pub mod errors;
+pub mod faults;
+pub mod hardening;
 pub mod incremental;
+pub mod leaks;
 pub mod parallel;
+pub mod soak;
 pub mod starvation;
 pub(crate) mod support;
 pub mod transcripts;
@@ -97,6 +113,10 @@ pub struct Case {
     pub area: &'static str,
     /// What it proves, in one line.
     pub summary: &'static str,
+    /// Whether it runs alone in the process: cases that count process-wide resources
+    /// (threads, fds, memory, panics) take the runner's lock exclusively, every other case
+    /// takes it shared. See [`runner`](crate::runner).
+    pub exclusive: bool,
     /// The case.
     pub run: fn(&dyn Backend) -> Outcome,
 }
@@ -106,15 +126,24 @@ impl fmt::Debug for Case {
         f.debug_struct("Case")
             .field("name", &self.name)
             .field("area", &self.area)
+            .field("exclusive", &self.exclusive)
             .finish()
     }
 }
 
 macro_rules! cases {
-    ($($name:literal, $area:literal, $summary:literal, $run:path;)*) => {
-        /// Every case, in the order of the issue.
+    (@exclusive) => { false };
+    (@exclusive exclusive) => { true };
+    ($($name:literal, $area:literal, $summary:literal, $run:path $(, $exclusive:ident)?;)*) => {
+        /// Every case, in the order of the issues (conformance, then reliability).
         pub static CASES: &[Case] = &[
-            $(Case { name: $name, area: $area, summary: $summary, run: $run },)*
+            $(Case {
+                name: $name,
+                area: $area,
+                summary: $summary,
+                exclusive: cases!(@exclusive $($exclusive)?),
+                run: $run,
+            },)*
         ];
     };
 }
@@ -137,13 +166,13 @@ cases! {
     "cancel_server_shutdown", "6 cancellation", "graceful shutdown ends open streams with run_cancelled", cancellation::server_graceful_shutdown;
     "backpressure_consume", "7 backpressure", "a stalled consume callback stops the run (bounded events ahead)", backpressure::consume_bound;
     "backpressure_server", "7 backpressure", "a client that stops reading stops the run (bytes in flight bounded)", backpressure::server_bound;
-    "error_upstream_500", "8 errors", "upstream 500 → run_failed upstream_status", errors::upstream_500;
-    "error_rate_limited_then_success", "8 errors", "429 + Retry-After, then success: retried before the first byte", errors::rate_limited_then_success;
-    "error_reset_mid_stream", "8 errors", "reset mid-stream → run_failed upstream_reset with partial text, no retry", errors::reset_mid_stream;
-    "error_malformed_chunk", "8 errors", "malformed chunk JSON → run_failed malformed_response", errors::malformed_chunk;
-    "error_oversized_line", "8 errors", "oversized SSE line → run_failed response_too_large", errors::oversized_line;
-    "error_first_byte_timeout", "8 errors", "no first byte in 100 ms → run_failed first_byte_timeout, request closed", errors::first_byte_timeout;
-    "error_inactivity_timeout", "8 errors", "keep-alive comments only → run_failed inactivity_timeout, request closed", errors::inactivity_timeout;
+    "error_upstream_500", "8 errors", "upstream 500 → run_failed upstream_status", errors::upstream_500, exclusive;
+    "error_rate_limited_then_success", "8 errors", "429 + Retry-After, then success: retried before the first byte", errors::rate_limited_then_success, exclusive;
+    "error_reset_mid_stream", "8 errors", "reset mid-stream → run_failed upstream_reset with partial text, no retry", errors::reset_mid_stream, exclusive;
+    "error_malformed_chunk", "8 errors", "malformed chunk JSON → run_failed malformed_response", errors::malformed_chunk, exclusive;
+    "error_oversized_line", "8 errors", "oversized SSE line → run_failed response_too_large", errors::oversized_line, exclusive;
+    "error_first_byte_timeout", "8 errors", "no first byte in 100 ms → run_failed first_byte_timeout, request closed", errors::first_byte_timeout, exclusive;
+    "error_inactivity_timeout", "8 errors", "keep-alive comments only (after a delta; from the first byte, per-agent timeouts) → run_failed inactivity_timeout, request closed", errors::inactivity_timeout, exclusive;
     "error_unknown_tool", "8 errors", "unknown tool → error result, run goes on", errors::unknown_tool;
     "error_bad_tool_arguments", "8 errors", "bad tool arguments → error result, run goes on", errors::bad_tool_arguments;
     "error_tool_panic", "8 errors", "async and blocking tool panics → error results, run goes on", errors::tool_panic;
@@ -155,7 +184,17 @@ cases! {
     "transcript_upstream_failure", "9 transcripts", "snapshot: upstream 500", transcripts::upstream_failure;
     "contract_consume_runs", "10 contract", "seq from 0, one terminal event, nothing after it, over several runs", contract::consume_runs;
     "contract_server_frames", "10 contract", "server frames: id = seq, event = type, one terminal frame, SSE headers", contract::server_frames;
-    "server_requests", "10 contract", "HTTP API basics: healthz, 404, 405, 401, 400, 413 while reading, non-streamed chat", contract::server_requests;
+    "server_requests", "10 contract", "HTTP API basics: healthz, 404, 405, 401, 400, 413 while reading (declared or chunked), non-streamed chat", contract::server_requests;
+    "fault_trickle", "11 faults", "a whole answer trickled one byte per write → run_completed, text intact", faults::trickle, exclusive;
+    "fault_truncated_utf8", "11 faults", "UTF-8 cut at the end: U+FFFD in a complete frame, incomplete frame dropped, cut connection → upstream_reset", faults::truncated_utf8, exclusive;
+    "fault_huge_line", "11 faults", "a 10 MiB line → response_too_large before the upstream could send it, memory bounded", faults::huge_line, exclusive;
+    "fault_endless_stream", "11 faults", "deltas forever → run_failed run_timeout with the partial text, request closed", faults::endless_stream, exclusive;
+    "leak_consume_runs", "12 leaks", "completed, cancelled and tool runs through consume: streams, tool futures, connections, threads and fds released", leaks::consume_runs, exclusive;
+    "leak_server_runs", "12 leaks", "a server's life (runs, disconnects, chat, shutdown): streams, threads and fds released", leaks::server_runs, exclusive;
+    "soak_sequential", "13 soak", "1,000 sequential server runs with random disconnects: no panic, back to baseline", soak::sequential, exclusive;
+    "soak_concurrent", "13 soak", "200 concurrent server runs with random disconnects: no panic, 503 past the limit, back to baseline", soak::concurrent, exclusive;
+    "server_concurrency_limit", "14 hardening", "max_concurrent_runs: 503 beyond, admitted again once a run ends", hardening::concurrency_limit;
+    "server_write_timeout", "14 hardening", "a client that stops reading is disconnected after write_timeout, its run cancelled", hardening::write_timeout;
 }
 
 /// The case named `name`.

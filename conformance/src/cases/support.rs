@@ -174,6 +174,27 @@ impl Server {
         self.addr
     }
 
+    /// The server's running streams, if the backend reports them.
+    pub(crate) fn running_streams(&self) -> Option<usize> {
+        self.inner.as_ref().and_then(|s| s.running_streams())
+    }
+
+    /// Wait (at most `timeout`) until the server reports no running stream; `Ok(true)` when
+    /// it does, `Ok(false)` when the backend does not report them, `Err(n)` with the count
+    /// still running at the deadline.
+    pub(crate) fn wait_for_no_running_streams(&self, timeout: Duration) -> Result<bool, usize> {
+        let mut last = None;
+        let done = wait_until(timeout, || {
+            last = self.running_streams();
+            last.is_none_or(|n| n == 0)
+        });
+        match (done, last) {
+            (_, None) => Ok(false),
+            (true, Some(_)) => Ok(true),
+            (false, Some(n)) => Err(n),
+        }
+    }
+
     /// Take the server out, to shut it down elsewhere.
     pub(crate) fn take(&mut self) -> Box<dyn RunningServer> {
         self.inner.take().expect("server present")

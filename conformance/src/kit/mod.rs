@@ -9,10 +9,14 @@
 //! | [`SseClient`] | the backend's server writes and flushes every frame at once |
 //! | [`Heartbeat`] | the executor keeps running other tasks (no starvation) |
 //! | [`DropCounter`] | cancelled futures and discarded results are really dropped |
+//! | [`CountedModel`] | every model stream a run started was dropped (nothing leaked) |
 //! | [`watchdog`] | a stuck case fails naming its last step instead of hanging |
 //! | [`Transcript`] | the event contract (`seq`, one terminal event, nothing after it) |
 //! | [`redact`] | transcripts compare equal across backends (timings, ids, ports) |
 //! | [`tools`] | gated, panicking and sleeping tools for the tool cases |
+//! | [`resources`] | threads, open fds and resident memory return to their baseline (no leak) |
+//! | [`panics`] | no panic happened anywhere in the process |
+//! | [`XorShift`] | seeded randomness (the soak's disconnect points) that reproduces |
 //!
 //! Everything here is built on std threads, std sync primitives and [`std::task::Waker`]s,
 //! so it works with any executor and with plain threads.
@@ -20,8 +24,11 @@
 pub mod client;
 mod gate;
 mod gated_model;
+pub mod panics;
 mod probe;
 pub mod redact;
+pub mod resources;
+mod rng;
 pub mod tools;
 mod transcript;
 pub mod upstream;
@@ -30,6 +37,7 @@ pub mod watchdog;
 pub use client::{RawResponse, SseClient};
 pub use gate::{Gate, GateWait};
 pub use gated_model::{DEFAULT_GATE_DEADLINE, GatedModel, numbered_delta};
-pub use probe::{DropCounter, DropGuard, Heartbeat};
+pub use probe::{CountedModel, DropCounter, DropGuard, Heartbeat, StreamCounts};
+pub use rng::XorShift;
 pub use transcript::Transcript;
 pub use upstream::GatedUpstream;

@@ -178,3 +178,114 @@ impl Drop for DropGuard {
         self.counter.state.changed.notify_all();
     }
 }
+
+/// A model wrapper that counts the streams its inner model started and how many of them
+/// were dropped (ended or cancelled): after the runs, `started == dropped` means no model
+/// stream (and nothing it owns: a connection, a timer) was leaked. Clones share the counts.
+///
+/// Keep the [`StreamCounts`] ([`CountedModel::counts`]) rather than a clone of the model
+/// to check the counts: a clone keeps the inner model (and, say, its HTTP client and pooled
+/// connections) alive.
+///
+/// ```
+/// use std::sync::Arc;
+/// use futures_util::StreamExt;
+/// use agent_core::agent::Agent;
+/// use agent_core::model::{ScriptedModel, Turn};
+/// use agent_core::runtime::{block_on, ThreadRuntime};
+/// use conformance::kit::CountedModel;
+///
+/// let model = CountedModel::new(ScriptedModel::new([Turn::new().text("hi")]));
+/// let counts = model.counts();
+/// let agent = Agent::builder()
+///     .model(model)
+///     .runtime(Arc::new(ThreadRuntime::new()))
+///     .build()
+///     .unwrap();
+/// let events: Vec<_> = block_on(agent.run("hello").collect());
+/// assert!(events.last().unwrap().is_terminal());
+/// assert_eq!((counts.started(), counts.dropped().dropped()), (1, 1));
+/// ```
+#[derive(Clone)]
+pub struct CountedModel {
+    inner: Arc<dyn agent_core::model::Model>,
+    counts: StreamCounts,
+}
+
+/// The counts of a [`CountedModel`], without the model.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCounts {
+    started: Arc<AtomicU64>,
+    dropped: DropCounter,
+}
+
+impl StreamCounts {
+    /// Streams started so far.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// The counter of dropped streams (wait on it with [`DropCounter::wait_for`]).
+    pub fn dropped(&self) -> &DropCounter {
+        &self.dropped
+    }
+}
+
+impl fmt::Debug for CountedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedModel")
+            .field("inner", &self.inner)
+            .field("started", &self.counts.started())
+            .field("dropped", &self.counts.dropped.dropped())
+            .finish()
+    }
+}
+
+impl CountedModel {
+    /// Count the streams of `inner`.
+    pub fn new(inner: impl agent_core::model::Model) -> Self {
+        CountedModel {
+            inner: Arc::new(inner),
+            counts: StreamCounts::default(),
+        }
+    }
+
+    /// The counts (shared with every clone), without keeping the model alive.
+    pub fn counts(&self) -> StreamCounts {
+        self.counts.clone()
+    }
+}
+
+impl agent_core::model::Model for CountedModel {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn stream(
+        &self,
+        request: agent_core::model::ModelRequest,
+        cx: agent_core::model::ModelContext,
+    ) -> agent_core::model::ModelStream {
+        self.counts.started.fetch_add(1, Ordering::AcqRel);
+        Box::pin(CountedStream {
+            inner: self.inner.stream(request, cx),
+            _guard: self.counts.dropped.guard(),
+        })
+    }
+}
+
+struct CountedStream {
+    inner: agent_core::model::ModelStream,
+    _guard: DropGuard,
+}
+
+impl futures_core::Stream for CountedStream {
+    type Item = Result<agent_core::model::ModelDelta, agent_core::error::ModelError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}

@@ -4,10 +4,13 @@
 //!
 //! Each request gets the next scripted [`Response`]: a status, headers and a body plan of
 //! [`Action`]s (send bytes, wait for the gate, pause, trickle, reset, truncate, stall, send
-//! keep-alive comments forever). The upstream records every request and how each exchange
-//! ended, in particular whether the client closed the connection while the response was
-//! still streaming ([`ExchangeEnd::ClientClosed`]): that is how cancellation cases check that
-//! dropping a run closes its HTTP request.
+//! keep-alive comments or any frame forever). The upstream records every request, how each
+//! exchange ended, in particular whether the client closed the connection while the
+//! response was still streaming ([`ExchangeEnd::ClientClosed`]): that is how cancellation
+//! cases check that dropping a run closes its HTTP request, and how many body bytes it
+//! managed to write ([`GatedUpstream::bytes_sent`]): that is how the fault cases show that a
+//! client stopped reading an oversized response early. It also counts its open connections
+//! ([`GatedUpstream::open_connections`]), so a test can check that none was leaked.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -33,7 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -84,6 +87,14 @@ pub enum Action {
     Stall,
     /// Send a `: keep-alive` comment every interval until the client closes the connection.
     KeepAliveForever(Duration),
+    /// Send these bytes (e.g. a text frame) every interval until the client closes the
+    /// connection: a stream that never ends.
+    RepeatForever {
+        /// What to send each time.
+        bytes: Vec<u8>,
+        /// The pace.
+        interval: Duration,
+    },
 }
 
 /// A scripted response: status, headers and body plan.
@@ -110,6 +121,7 @@ pub struct Response {
     headers: Vec<(String, String)>,
     framing: Framing,
     actions: Vec<Action>,
+    send_buffer: Option<usize>,
 }
 
 impl Response {
@@ -120,6 +132,7 @@ impl Response {
             headers: Vec::new(),
             framing: Framing::ContentLength,
             actions: Vec::new(),
+            send_buffer: None,
         }
     }
 
@@ -152,6 +165,14 @@ impl Response {
     /// Set the framing.
     pub fn framing(mut self, framing: Framing) -> Self {
         self.framing = framing;
+        self
+    }
+
+    /// Fix the upstream socket's send buffer (`SO_SNDBUF`, which also turns off the
+    /// kernel's autotuning) for this response, so that a client that stops reading stops
+    /// the upstream's writes sooner (see [`GatedUpstream::bytes_sent`]).
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.send_buffer = Some(bytes);
         self
     }
 
@@ -219,6 +240,14 @@ impl Response {
     /// Append [`Action::KeepAliveForever`].
     pub fn keep_alive_forever(self, interval: Duration) -> Self {
         self.then(Action::KeepAliveForever(interval))
+    }
+
+    /// Append [`Action::RepeatForever`].
+    pub fn repeat_forever(self, bytes: impl AsRef<[u8]>, interval: Duration) -> Self {
+        self.then(Action::RepeatForever {
+            bytes: bytes.as_ref().to_vec(),
+            interval,
+        })
     }
 
     fn body_len(&self) -> usize {
@@ -371,6 +400,8 @@ pub enum ExchangeEnd {
 struct State {
     requests: Vec<RecordedRequest>,
     ends: Vec<Option<(ExchangeEnd, Instant)>>,
+    /// Body bytes written so far, per exchange.
+    sent: Vec<Arc<AtomicU64>>,
     failures: Vec<String>,
 }
 
@@ -491,6 +522,39 @@ impl GatedUpstream {
         }
     }
 
+    /// Body bytes (after chunked framing is removed) the upstream managed to write for
+    /// exchange `i` so far: what the kernel accepted, so at most what the client read plus
+    /// the socket buffers in between. Large sends are written in 64 KiB pieces, so the count
+    /// follows the progress of a send that the client stops reading.
+    pub fn bytes_sent(&self, i: usize) -> u64 {
+        lock(&self.shared.state)
+            .sent
+            .get(i)
+            .map_or(0, |n| n.load(Ordering::Acquire))
+    }
+
+    /// Connections currently open on the upstream's side (accepted and not yet closed).
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.connections).len()
+    }
+
+    /// Poll (every millisecond) until no connection is open or `timeout` passes; `true` when
+    /// none is. `between` runs before each poll (e.g. to let a current-thread runtime run the
+    /// task that closes a dropped connection).
+    pub fn wait_for_no_connections(&self, timeout: Duration, mut between: impl FnMut()) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.open_connections() == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            between();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Block until `n` requests have arrived or `timeout` passes; `true` when they did.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -575,10 +639,12 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
         let client_closes = request
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let sent = Arc::new(AtomicU64::new(0));
         let index = {
             let mut state = lock(&shared.state);
             state.requests.push(request);
             state.ends.push(None);
+            state.sent.push(sent.clone());
             shared.changed.notify_all();
             state.requests.len() - 1
         };
@@ -592,7 +658,13 @@ fn serve_connection(stream: TcpStream, shared: &Shared) {
                 &serde_json::json!({"error": {"message": "the gated upstream has no response scripted for this request"}}),
             )
         });
-        let (end, keep_open) = serve_response(&mut stream, &response, shared);
+        let mut exchange = Exchange {
+            stream: &mut stream,
+            framing: response.framing,
+            shared,
+            sent: &sent,
+        };
+        let (end, keep_open) = serve_response(&mut exchange, &response);
         {
             let mut state = lock(&shared.state);
             state.ends[index] = Some((end, Instant::now()));
@@ -767,13 +839,59 @@ enum Step {
     End(ExchangeEnd),
 }
 
+/// One response being written: the connection, the body framing and the counters.
+struct Exchange<'a> {
+    stream: &'a mut TcpStream,
+    framing: Framing,
+    shared: &'a Shared,
+    sent: &'a AtomicU64,
+}
+
+/// Large sends are written in pieces this big, so that [`GatedUpstream::bytes_sent`] follows
+/// their progress.
+const WRITE_PIECE: usize = 64 * 1024;
+
+impl Exchange<'_> {
+    /// Write body bytes (one HTTP chunk when chunked), flushed; counts them.
+    fn write_body(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if bytes.len() <= WRITE_PIECE {
+            // One write (one TCP segment with TCP_NODELAY), as a real server sends a frame.
+            let mut out = Vec::with_capacity(bytes.len() + 16);
+            if self.framing == Framing::Chunked {
+                out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
+            }
+            out.extend_from_slice(bytes);
+            if self.framing == Framing::Chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            self.stream.write_all(&out)?;
+            self.sent.fetch_add(bytes.len() as u64, Ordering::AcqRel);
+            return self.stream.flush();
+        }
+        if self.framing == Framing::Chunked {
+            self.stream
+                .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+        }
+        for piece in bytes.chunks(WRITE_PIECE) {
+            self.stream.write_all(piece)?;
+            self.sent.fetch_add(piece.len() as u64, Ordering::AcqRel);
+        }
+        if self.framing == Framing::Chunked {
+            self.stream.write_all(b"\r\n")?;
+        }
+        self.stream.flush()
+    }
+}
+
 /// Write `response`; returns how the exchange ended and whether the connection may serve
 /// another request.
-fn serve_response(
-    stream: &mut TcpStream,
-    response: &Response,
-    shared: &Shared,
-) -> (ExchangeEnd, bool) {
+fn serve_response(exchange: &mut Exchange<'_>, response: &Response) -> (ExchangeEnd, bool) {
+    if let Some(size) = response.send_buffer {
+        let _ = socket2::SockRef::from(&*exchange.stream).set_send_buffer_size(size);
+    }
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
         response.status,
@@ -790,52 +908,38 @@ fn serve_response(
         Framing::CloseDelimited => head.push_str("connection: close\r\n"),
     }
     head.push_str("\r\n");
-    if stream.write_all(head.as_bytes()).is_err() {
+    if exchange.stream.write_all(head.as_bytes()).is_err() {
         return (ExchangeEnd::ClientClosed, false);
     }
     for action in &response.actions {
-        match run_action(stream, action, response.framing, shared) {
+        match run_action(exchange, action) {
             Step::Continue => {}
             Step::End(end) => return (end, false),
         }
     }
-    if response.framing == Framing::Chunked && stream.write_all(b"0\r\n\r\n").is_err() {
+    if response.framing == Framing::Chunked && exchange.stream.write_all(b"0\r\n\r\n").is_err() {
         return (ExchangeEnd::ClientClosed, false);
     }
-    let _ = stream.flush();
+    let _ = exchange.stream.flush();
     if response.framing == Framing::CloseDelimited {
-        let _ = stream.shutdown(Shutdown::Write);
+        let _ = exchange.stream.shutdown(Shutdown::Write);
         return (ExchangeEnd::Completed, false);
     }
     (ExchangeEnd::Completed, true)
 }
 
-fn write_body(stream: &mut TcpStream, bytes: &[u8], framing: Framing) -> io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    if framing == Framing::Chunked {
-        let mut chunk = format!("{:x}\r\n", bytes.len()).into_bytes();
-        chunk.extend_from_slice(bytes);
-        chunk.extend_from_slice(b"\r\n");
-        stream.write_all(&chunk)?;
-    } else {
-        stream.write_all(bytes)?;
-    }
-    stream.flush()
-}
-
-fn run_action(stream: &mut TcpStream, action: &Action, framing: Framing, shared: &Shared) -> Step {
+fn run_action(exchange: &mut Exchange<'_>, action: &Action) -> Step {
     let closed = Step::End(ExchangeEnd::ClientClosed);
+    let shared = exchange.shared;
     match action {
         Action::Send(bytes) => {
-            if write_body(stream, bytes, framing).is_err() {
+            if exchange.write_body(bytes).is_err() {
                 return closed;
             }
         }
         Action::Trickle(bytes) => {
             for byte in bytes {
-                if write_body(stream, std::slice::from_ref(byte), framing).is_err() {
+                if exchange.write_body(std::slice::from_ref(byte)).is_err() {
                     return closed;
                 }
             }
@@ -844,11 +948,11 @@ fn run_action(stream: &mut TcpStream, action: &Action, framing: Framing, shared:
         Action::WaitGate { step, waiting_for } => {
             let started = Instant::now();
             while !shared.gate.wait_blocking(*step, Duration::from_millis(5)) {
-                if peer_closed(stream) {
+                if peer_closed(exchange.stream) {
                     return closed;
                 }
                 if shared.shutdown.load(Ordering::Acquire) {
-                    reset(stream);
+                    reset(exchange.stream);
                     return Step::End(ExchangeEnd::GaveUp);
                 }
                 if started.elapsed() >= shared.gate_deadline {
@@ -859,55 +963,53 @@ fn run_action(stream: &mut TcpStream, action: &Action, framing: Framing, shared:
                             shared.gate_deadline
                         ),
                     );
-                    reset(stream);
+                    reset(exchange.stream);
                     return Step::End(ExchangeEnd::GaveUp);
                 }
             }
         }
         Action::Reset => {
-            let _ = stream.flush();
-            reset(stream);
+            let _ = exchange.stream.flush();
+            reset(exchange.stream);
             return Step::End(ExchangeEnd::Reset);
         }
         Action::Truncate => {
-            let _ = stream.flush();
-            let _ = stream.shutdown(Shutdown::Write);
+            let _ = exchange.stream.flush();
+            let _ = exchange.stream.shutdown(Shutdown::Write);
             return Step::End(ExchangeEnd::Truncated);
         }
-        Action::Stall => return hold(stream, shared, None, framing),
+        Action::Stall => return hold(exchange, None),
         Action::KeepAliveForever(interval) => {
-            return hold(stream, shared, Some(*interval), framing);
+            return hold(exchange, Some((b": keep-alive\n\n", *interval)));
+        }
+        Action::RepeatForever { bytes, interval } => {
+            return hold(exchange, Some((bytes, *interval)));
         }
     }
     Step::Continue
 }
 
-/// Hold the connection (sending keep-alive comments every `interval` when given) until the
-/// client closes it, the upstream shuts down or [`HOLD_LIMIT`] passes.
-fn hold(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    interval: Option<Duration>,
-    framing: Framing,
-) -> Step {
+/// Hold the connection (sending `repeat`'s bytes every interval when given) until the client
+/// closes it, the upstream shuts down or [`HOLD_LIMIT`] passes.
+fn hold(exchange: &mut Exchange<'_>, repeat: Option<(&[u8], Duration)>) -> Step {
     let started = Instant::now();
-    let mut last_comment = Instant::now();
+    let mut last_sent = Instant::now();
     loop {
-        if peer_closed(stream) {
+        if peer_closed(exchange.stream) {
             return Step::End(ExchangeEnd::ClientClosed);
         }
-        if shared.shutdown.load(Ordering::Acquire) || started.elapsed() >= HOLD_LIMIT {
-            reset(stream);
+        if exchange.shared.shutdown.load(Ordering::Acquire) || started.elapsed() >= HOLD_LIMIT {
+            reset(exchange.stream);
             return Step::End(ExchangeEnd::GaveUp);
         }
-        if let Some(interval) = interval
-            && last_comment.elapsed() >= interval
+        if let Some((bytes, interval)) = repeat
+            && last_sent.elapsed() >= interval
         {
-            if write_body(stream, b": keep-alive\n\n", framing).is_err() {
+            if exchange.write_body(bytes).is_err() {
                 return Step::End(ExchangeEnd::ClientClosed);
             }
-            last_comment = Instant::now();
+            last_sent = Instant::now();
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
