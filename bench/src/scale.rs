@@ -1,0 +1,337 @@
+//! (5) Scale: many concurrent runs of a paced scripted model in one process (a child process
+//! per measurement, so that its peak resident memory belongs to the runs): peak memory per
+//! run and CPU time per event.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_core::agent::Agent;
+use agent_core::model::{ScriptedModel, Turn};
+use backend_smol::SmolRuntime;
+use backend_smol::async_executor::Executor;
+use backend_tokio::TokioRuntime;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::child::ChildProcess;
+use crate::config::Config;
+use crate::stats::{Samples, Summary};
+use crate::sys::{cpu_seconds, peak_rss_bytes, rss_bytes};
+
+/// The runtimes measured.
+pub const RUNTIMES: [&str; 4] = ["tokio-mt", "tokio-ct", "smol-1", "smol-2"];
+
+/// The row label of a runtime.
+pub fn label(runtime: &str) -> &'static str {
+    match runtime {
+        "tokio-mt" => "tokio (multi_thread, 2 workers)",
+        "tokio-ct" => "tokio (current_thread)",
+        "smol-1" => "smol (1 thread)",
+        _ => "smol (SmolRuntime::with_threads(2))",
+    }
+}
+
+/// Runs started (and finished) before the baseline is taken.
+const WARM_RUNS: usize = 64;
+
+/// The script of run `n`: `deltas` short text deltas, each after a pause of 1 to 10 ms
+/// (a deterministic pseudo-random sequence per run).
+fn paced_turn(n: usize, deltas: usize) -> Turn {
+    let mut state = (n as u64)
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1);
+    let mut turn = Turn::new();
+    for k in 0..deltas {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let pause = 1 + (state >> 33) % 10;
+        turn = turn
+            .pause(Duration::from_millis(pause))
+            .text(format!("w{k} "));
+    }
+    turn
+}
+
+/// What a scale child reports (one JSON line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleOutcome {
+    /// Runs started at once.
+    pub runs: usize,
+    /// Events received, all runs.
+    pub events: usize,
+    /// Runs that ended with `run_completed`.
+    pub completed: usize,
+    /// Most runs in progress at the same moment.
+    pub max_active: usize,
+    /// Resident memory before the runs, bytes.
+    pub base_rss: u64,
+    /// Peak resident memory of the process, bytes.
+    pub peak_rss: u64,
+    /// CPU seconds (user + system) spent during the runs.
+    pub cpu_s: f64,
+    /// Wall-clock seconds from the first spawn to the last run's end.
+    pub wall_s: f64,
+}
+
+/// Consume one run; returns (events, completed).
+async fn consume(agent: Agent, active: Arc<(AtomicUsize, AtomicUsize)>) -> (usize, bool) {
+    let now = active.0.fetch_add(1, Ordering::Relaxed) + 1;
+    active.1.fetch_max(now, Ordering::Relaxed);
+    let mut run = agent.run("go");
+    let mut events = 0;
+    let mut completed = false;
+    while let Some(event) = run.next().await {
+        events += 1;
+        completed = matches!(
+            event.kind,
+            agent_core::event::EventKind::RunCompleted { .. }
+        );
+    }
+    active.0.fetch_sub(1, Ordering::Relaxed);
+    (events, completed)
+}
+
+/// Spawn `count` consumers with `spawn` and wait for all with `wait`.
+fn drive<H>(
+    agent: &Agent,
+    count: usize,
+    active: &Arc<(AtomicUsize, AtomicUsize)>,
+    spawn: impl Fn(std::pin::Pin<Box<dyn Future<Output = (usize, bool)> + Send>>) -> H,
+    wait: impl FnOnce(Vec<H>) -> Vec<(usize, bool)>,
+) -> (usize, usize) {
+    let handles: Vec<H> = (0..count)
+        .map(|_| spawn(Box::pin(consume(agent.clone(), active.clone()))))
+        .collect();
+    let results = wait(handles);
+    let events = results.iter().map(|r| r.0).sum();
+    let completed = results.iter().filter(|r| r.1).count();
+    (events, completed)
+}
+
+/// The scale child: `scale <runtime> <runs> <deltas>`; prints a [`ScaleOutcome`].
+pub fn child(args: &[String]) -> i32 {
+    let runtime = args.first().map(String::as_str).unwrap_or("");
+    let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let deltas: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+    let model = ScriptedModel::from_fn(move |_, n| paced_turn(n, deltas));
+    let active = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+
+    // Each arm: build the runtime and the agent, run the warm-up, take the baseline, run.
+    let measure = |agent: &Agent, run_all: &dyn Fn(&Agent, usize) -> (usize, usize)| {
+        run_all(agent, WARM_RUNS);
+        active.1.store(0, Ordering::Relaxed);
+        let base_rss = rss_bytes();
+        let cpu0 = cpu_seconds();
+        let start = Instant::now();
+        let (events, completed) = run_all(agent, runs);
+        let wall_s = start.elapsed().as_secs_f64();
+        ScaleOutcome {
+            runs,
+            events,
+            completed,
+            max_active: active.1.load(Ordering::Relaxed),
+            base_rss,
+            peak_rss: peak_rss_bytes(),
+            cpu_s: cpu_seconds() - cpu0,
+            wall_s,
+        }
+    };
+
+    let outcome = match runtime {
+        "tokio-mt" | "tokio-ct" => {
+            let rt = if runtime == "tokio-mt" {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .expect("tokio runtime");
+            let agent = Agent::builder()
+                .model(model)
+                .runtime(Arc::new(TokioRuntime::from_handle(rt.handle().clone())))
+                .build()
+                .expect("agent");
+            measure(&agent, &|agent, count| {
+                rt.block_on(async {
+                    let handles: Vec<_> = (0..count)
+                        .map(|_| tokio::spawn(consume(agent.clone(), active.clone())))
+                        .collect();
+                    let mut results = Vec::with_capacity(count);
+                    for handle in handles {
+                        results.push(handle.await.expect("run task"));
+                    }
+                    (
+                        results.iter().map(|r| r.0).sum(),
+                        results.iter().filter(|r| r.1).count(),
+                    )
+                })
+            })
+        }
+        "smol-1" => {
+            let executor = Arc::new(Executor::new());
+            let rt = SmolRuntime::with_executor(executor.clone());
+            let agent = Agent::builder()
+                .model(model)
+                .runtime(rt.shared())
+                .build()
+                .expect("agent");
+            measure(&agent, &|agent, count| {
+                drive(
+                    agent,
+                    count,
+                    &active,
+                    |future| executor.spawn(future),
+                    |tasks| {
+                        rt.block_on(async {
+                            let mut results = Vec::with_capacity(tasks.len());
+                            for task in tasks {
+                                results.push(task.await);
+                            }
+                            results
+                        })
+                    },
+                )
+            })
+        }
+        "smol-2" => {
+            let rt = SmolRuntime::with_threads(2).expect("smol threads");
+            let executor = rt.executor().expect("own executor").clone();
+            let agent = Agent::builder()
+                .model(model)
+                .runtime(rt.shared())
+                .build()
+                .expect("agent");
+            measure(&agent, &|agent, count| {
+                drive(
+                    agent,
+                    count,
+                    &active,
+                    |future| executor.spawn(future),
+                    |tasks| {
+                        // Wait without joining the executor: its two threads run the runs.
+                        agent_core::runtime::block_on(async {
+                            let mut results = Vec::with_capacity(tasks.len());
+                            for task in tasks {
+                                results.push(task.await);
+                            }
+                            results
+                        })
+                    },
+                )
+            })
+        }
+        other => {
+            eprintln!("unknown runtime {other:?}");
+            return 2;
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&outcome).expect("outcome serializes")
+    );
+    0
+}
+
+/// One runtime's numbers.
+pub struct ScaleRow {
+    /// Which runtime.
+    pub runtime: &'static str,
+    /// Peak resident memory per run, KiB.
+    pub kib_per_run: Summary,
+    /// CPU time per event, µs.
+    pub cpu_us_per_event: Summary,
+    /// Wall time of all runs, s.
+    pub wall_s: Summary,
+    /// Smallest peak concurrency seen.
+    pub max_active: usize,
+    /// Runs that did not complete, over all repetitions.
+    pub incomplete: usize,
+    /// Events per repetition.
+    pub events: usize,
+    /// A failure, if a child failed.
+    pub error: Option<String>,
+}
+
+/// The result of the scale measurement.
+pub struct ScaleResult {
+    /// Concurrent runs.
+    pub runs: usize,
+    /// Deltas per run.
+    pub deltas: usize,
+    /// Repetitions per runtime.
+    pub reps: usize,
+    /// One row per runtime.
+    pub rows: Vec<ScaleRow>,
+}
+
+fn one_child(runtime: &str, config: &Config) -> Result<ScaleOutcome, String> {
+    let mut child = ChildProcess::spawn(&[
+        "scale".into(),
+        runtime.into(),
+        config.scale_runs.to_string(),
+        config.scale_deltas.to_string(),
+    ])
+    .map_err(|e| e.to_string())?;
+    let line = child.read_line();
+    child.finish(Duration::from_secs(30));
+    serde_json::from_str(&line).map_err(|e| format!("scale child said {line:?}: {e}"))
+}
+
+/// Measure.
+pub fn run(config: &Config) -> ScaleResult {
+    let n = RUNTIMES.len();
+    let mut outcomes: Vec<Vec<ScaleOutcome>> = vec![Vec::new(); n];
+    let mut errors: Vec<Option<String>> = vec![None; n];
+    for rep in 0..config.scale_reps {
+        for k in 0..n {
+            let slot = (k + rep) % n;
+            match one_child(RUNTIMES[slot], config) {
+                Ok(outcome) => outcomes[slot].push(outcome),
+                Err(e) => {
+                    errors[slot].get_or_insert(e);
+                }
+            }
+        }
+    }
+    let rows = RUNTIMES
+        .iter()
+        .enumerate()
+        .map(|(i, &runtime)| {
+            let o = &outcomes[i];
+            let mut kib = Samples::from_vec(
+                o.iter()
+                    .map(|x| x.peak_rss.saturating_sub(x.base_rss) as f64 / x.runs as f64 / 1024.0)
+                    .collect(),
+            );
+            let mut cpu = Samples::from_vec(
+                o.iter()
+                    .map(|x| x.cpu_s * 1e6 / x.events.max(1) as f64)
+                    .collect(),
+            );
+            let mut wall = Samples::from_vec(o.iter().map(|x| x.wall_s).collect());
+            ScaleRow {
+                runtime,
+                kib_per_run: kib.summary(),
+                cpu_us_per_event: cpu.summary(),
+                wall_s: wall.summary(),
+                max_active: o.iter().map(|x| x.max_active).min().unwrap_or(0),
+                incomplete: o.iter().map(|x| x.runs - x.completed).sum(),
+                events: o.first().map_or(0, |x| x.events),
+                error: errors[i].take(),
+            }
+        })
+        .collect();
+    ScaleResult {
+        runs: config.scale_runs,
+        deltas: config.scale_deltas,
+        reps: config.scale_reps,
+        rows,
+    }
+}
