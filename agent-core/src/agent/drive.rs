@@ -2,9 +2,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_core::Stream;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
@@ -15,7 +18,7 @@ use super::emit::Emitter;
 use crate::error::{ErrorKind, panic_message};
 use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
 use crate::model::{
-    FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ToolCall, Usage,
+    FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ModelStream, ToolCall, Usage,
 };
 use crate::policy::Timeouts;
 use crate::tool::{ToolContext, ToolError, ToolErrorKind, ToolResult};
@@ -88,18 +91,22 @@ pub(crate) async fn drive(
             tools: tool_definitions.clone(),
         };
         let span = tracing::info_span!("model_request", round, model = agent.model.name());
-        let mut stream = agent.model.stream(
-            request,
-            ModelContext::new(agent.runtime.clone()).with_timeouts(model_timeouts),
-        );
+        let mut stream = InSpan {
+            span: span.clone(),
+            inner: agent.model.stream(
+                request,
+                ModelContext::new(agent.runtime.clone()).with_timeouts(model_timeouts),
+            ),
+        };
 
-        let mut round_text = String::new();
+        // The round's text is the tail of the run's text, from here on.
+        let round_start = text.len();
         let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();
         let mut finish_reason = None;
         let mut round_usage = None;
         let mut ttft = None;
         loop {
-            let item = stream.next().instrument(span.clone()).await;
+            let item = stream.next().await;
             let delta = match item {
                 None => break,
                 Some(Ok(delta)) => delta,
@@ -120,7 +127,6 @@ pub(crate) async fn drive(
             }
             match delta {
                 ModelDelta::Text(t) => {
-                    round_text.push_str(&t);
                     text.push_str(&t);
                     emitter.emit(EventKind::TextDelta { text: t }).await;
                 }
@@ -169,7 +175,7 @@ pub(crate) async fn drive(
             .collect();
         let call_count = tool_calls.len() as u32;
         messages.push(Message::Assistant {
-            content: round_text,
+            content: text[round_start..].to_string(),
             tool_calls: tool_calls.clone(),
         });
         if tool_calls.is_empty() {
@@ -212,6 +218,22 @@ pub(crate) async fn drive(
         });
     }
     unreachable!("the round loop only ends by returning")
+}
+
+/// A model stream polled inside its request's span (entered per poll, cloned once per round).
+struct InSpan {
+    span: tracing::Span,
+    inner: ModelStream,
+}
+
+impl Stream for InSpan {
+    type Item = <ModelStream as Stream>::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll_next(cx)
+    }
 }
 
 fn fail(kind: ErrorKind, message: String, partial_text: String) -> Finished {

@@ -108,6 +108,40 @@ impl RunStream {
         Event { seq, kind }
     }
 
+    /// Whether the run timeout has fired (registering the waker with its timer if not).
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+    }
+
+    /// Return `Pending`, making sure a later `cancel()` wakes this task.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.cancel.waker.register(cx.waker());
+        // Cancelled between the first check and the registration: nobody would wake us.
+        if self.cancel.cancelled.load(Ordering::Acquire) {
+            return self.finish_cancelled();
+        }
+        Poll::Pending
+    }
+
+    fn finish_cancelled(&mut self) -> Poll<Option<Event>> {
+        let partial_text = std::mem::take(&mut self.partial_text);
+        self.finish(EventKind::RunCancelled { partial_text })
+    }
+
+    fn finish_timed_out(&mut self) -> Poll<Option<Event>> {
+        let partial_text = std::mem::take(&mut self.partial_text);
+        self.finish(EventKind::RunFailed {
+            error: RunError {
+                kind: ErrorKind::RunTimeout,
+                message: "the run took longer than its run timeout".into(),
+                status: None,
+            },
+            partial_text,
+        })
+    }
+
     /// End the run with `kind`, dropping the loop (and everything it owns) first.
     fn finish(&mut self, kind: EventKind) -> Poll<Option<Event>> {
         self.driver = None;
@@ -125,32 +159,23 @@ impl Stream for RunStream {
         if this.done {
             return Poll::Ready(None);
         }
-        this.cancel.waker.register(cx.waker());
         if this.cancel.cancelled.load(Ordering::Acquire) {
-            let partial_text = std::mem::take(&mut this.partial_text);
-            return this.finish(EventKind::RunCancelled { partial_text });
+            return this.finish_cancelled();
         }
-        if let Some(deadline) = this.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            let partial_text = std::mem::take(&mut this.partial_text);
-            return this.finish(EventKind::RunFailed {
-                error: RunError {
-                    kind: ErrorKind::RunTimeout,
-                    message: "the run took longer than its run timeout".into(),
-                    status: None,
-                },
-                partial_text,
-            });
-        }
+        // The deadline and the cancel waker are only looked at when the stream is about to
+        // return `Pending`: a burst of ready events pays for neither (and a burst still
+        // yields every COOPERATIVE_BUDGET events, where the deadline is checked).
         if this.ready_streak >= COOPERATIVE_BUDGET {
             this.ready_streak = 0;
+            if this.deadline_passed(cx) {
+                return this.finish_timed_out();
+            }
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
         if this.runtime.poll_cooperate(cx).is_pending() {
             this.ready_streak = 0;
-            return Poll::Pending;
+            return this.pending(cx);
         }
 
         let driver = this.driver.as_mut().expect("driver present until done");
@@ -163,7 +188,10 @@ impl Stream for RunStream {
                 }
                 None => {
                     this.ready_streak = 0;
-                    Poll::Pending
+                    if this.deadline_passed(cx) {
+                        return this.finish_timed_out();
+                    }
+                    this.pending(cx)
                 }
             },
             Ok(Poll::Ready(finished)) => {

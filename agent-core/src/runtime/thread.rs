@@ -79,20 +79,32 @@ impl Runtime for ThreadRuntime {
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    let unparker = Arc::new(ThreadUnparker {
-        thread: std::thread::current(),
-        notified: AtomicBool::new(false),
+    // Reuse this thread's unparker (no allocation per call: the blocking backend calls this
+    // once per event). A nested call finds the slot empty and makes its own, so two calls
+    // never share a wake-up flag.
+    let unparker = CACHED_UNPARKER.with(|slot| slot.take()).unwrap_or_else(|| {
+        Arc::new(ThreadUnparker {
+            thread: std::thread::current(),
+            notified: AtomicBool::new(false),
+        })
     });
     let waker = Waker::from(unparker.clone());
     let mut cx = Context::from_waker(&waker);
-    loop {
+    let value = loop {
         if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
-            return value;
+            break value;
         }
         while !unparker.notified.swap(false, Ordering::Acquire) {
             std::thread::park();
         }
-    }
+    };
+    CACHED_UNPARKER.with(|slot| slot.set(Some(unparker)));
+    value
+}
+
+thread_local! {
+    static CACHED_UNPARKER: std::cell::Cell<Option<Arc<ThreadUnparker>>> =
+        const { std::cell::Cell::new(None) };
 }
 
 struct ThreadUnparker {
@@ -255,5 +267,28 @@ impl TimerThread {
                 None => self.changed.wait(queue).unwrap_or_else(|p| p.into_inner()),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_block_on_does_not_share_the_wake_flag() {
+        let rt = ThreadRuntime::new();
+        // The inner call waits for a timer while the outer future is mid-poll; then the outer
+        // waits for its own timer. Sharing one flag could lose a wake-up and hang here.
+        let value = block_on(async {
+            let inner = block_on(async {
+                rt.sleep(Duration::from_millis(2)).await;
+                20
+            });
+            rt.sleep(Duration::from_millis(2)).await;
+            inner + 22
+        });
+        assert_eq!(value, 42);
+        // The cached unparker is reused by the next call on this thread.
+        assert_eq!(block_on(async { 1 }), 1);
     }
 }
