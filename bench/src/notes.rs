@@ -13,7 +13,7 @@ target/prof/release/bench __profile pipeline-smol 5` or `valgrind --tool=callgri
 (`bench __profile` with no argument lists the contenders). This machine is a 2-CPU virtual
 machine shared with other work: expect a spread of ±20 % between runs, more in the tails.
 
-### 1. Pipeline overhead — missed (3.5–5× the floor, from run to run)
+### 1. Pipeline overhead — missed (about 3–4.5× the floor, from run to run)
 
 The floor does almost nothing per delta: it clones the string out of the script (as the
 scripted model does), hands it over and frees it, 40–65 ns. The agent does that too and then
@@ -38,20 +38,20 @@ delta. The blocking backend pays more (see its row): `RunIter::next` calls the c
 time, so `RunStream` re-registers a different waker with its `AtomicWaker` on every event
 (clone + drop): about a fifth of its profile.
 
-What could be fixed in our code (agent-core and backend-blocking; not changed by the bench,
-proposed to their owners):
+The profile above was taken before four of the fixes it suggested were made in agent-core
+(the tables on this page are measured after them):
 
-* `RunStream`: register the cancel waker only when about to return `Pending` (and re-check the
-  flag after registering), not on every ready poll.
-* Keep one text accumulator: `drive` can slice the round's text out of the run's `text` (an
-  offset per round) instead of filling `round_text`; `partial_text` in `RunStream` duplicates
-  `text` again.
-* Shrink the values that travel per delta: box the rare large variants (`ToolCallDelta` in
-  `ModelDelta`, `RunCompleted`/`ModelRequestCompleted`/tool-call payloads in `EventKind`).
-* Instrument the model stream once per round instead of wrapping every `next()` in a new
-  `Instrumented`.
-* backend-blocking: `RunIter` should keep one parker and one waker for its whole life and poll
-  the `RunStream` with it, instead of calling `block_on` per event.
+* done: `RunStream` registers the cancel waker (and polls the run deadline) only when it is
+  about to return `Pending`, re-checking the flag after registering;
+* done: `drive` no longer fills `round_text`; a round's text is sliced out of the run's text;
+* done: the model stream is instrumented once per round (a small wrapper enters the span per
+  poll) instead of cloning a span per `next()`;
+* done: the core's `block_on` reuses its thread's waker, so `RunIter::next` no longer
+  allocates one per event.
+
+Still open: shrink the values that travel per delta (box the rare large variants:
+`ToolCallDelta` in `ModelDelta`, `RunCompleted`/`ModelRequestCompleted`/tool-call payloads in
+`EventKind`), and a cheaper hand-off than the `Arc<Mutex<Option<EventKind>>>` slot.
 
 Together these remove perhaps half of the agent's own instructions, which would bring the
 pipeline to about 2× the floor. The rest is inherent to the design the core chose on purpose: a
