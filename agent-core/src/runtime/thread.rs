@@ -164,6 +164,7 @@ impl Future for TimerSleep {
             None => {
                 let entry = Arc::new(TimerEntry {
                     fired: AtomicBool::new(false),
+                    cancelled: AtomicBool::new(false),
                     waker: Mutex::new(Some(cx.waker().clone())),
                 });
                 timer_thread().register(self.deadline, entry.clone());
@@ -174,16 +175,34 @@ impl Future for TimerSleep {
     }
 }
 
+impl Drop for TimerSleep {
+    fn drop(&mut self) {
+        if let Some(entry) = &self.entry
+            && !entry.fired.load(Ordering::Acquire)
+            && !entry.cancelled.swap(true, Ordering::AcqRel)
+        {
+            timer_thread().cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TimerEntry {
     fired: AtomicBool,
+    /// The `TimerSleep` was dropped before firing: the entry is garbage.
+    cancelled: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
 struct TimerThread {
     queue: Mutex<BinaryHeap<Reverse<Deadline>>>,
     changed: Condvar,
+    /// Entries in `queue` whose timer was dropped before it fired (approximate).
+    cancelled: std::sync::atomic::AtomicUsize,
 }
+
+/// Below this many queued timers, cancelled entries simply wait for their deadline.
+const COMPACT_ABOVE: usize = 1024;
 
 struct Deadline {
     at: Instant,
@@ -217,6 +236,7 @@ fn timer_thread() -> &'static TimerThread {
         let timer: &'static TimerThread = Box::leak(Box::new(TimerThread {
             queue: Mutex::new(BinaryHeap::new()),
             changed: Condvar::new(),
+            cancelled: std::sync::atomic::AtomicUsize::new(0),
         }));
         std::thread::Builder::new()
             .name("agent-timer".into())
@@ -229,6 +249,14 @@ fn timer_thread() -> &'static TimerThread {
 impl TimerThread {
     fn register(&self, at: Instant, entry: Arc<TimerEntry>) {
         let mut queue = lock(&self.queue);
+        // Timers dropped early (a timeout re-armed per event, say) would otherwise stay in the
+        // heap until their deadline: drop them once they are the majority, so the heap stays
+        // proportional to the live timers (amortised O(1) per registration).
+        let cancelled = self.cancelled.load(Ordering::Relaxed);
+        if queue.len() > COMPACT_ABOVE && cancelled * 2 > queue.len() {
+            queue.retain(|Reverse(d)| !d.entry.cancelled.load(Ordering::Relaxed));
+            self.cancelled.store(0, Ordering::Relaxed);
+        }
         let earliest = queue.peek().map(|Reverse(d)| d.at);
         queue.push(Reverse(Deadline { at, entry }));
         if earliest.is_none_or(|e| at < e) {
@@ -243,6 +271,14 @@ impl TimerThread {
             let now = Instant::now();
             while queue.peek().is_some_and(|Reverse(d)| d.at <= now) {
                 let Reverse(due) = queue.pop().expect("peeked");
+                if due.entry.cancelled.load(Ordering::Relaxed) {
+                    let _ =
+                        self.cancelled
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                n.checked_sub(1)
+                            });
+                    continue;
+                }
                 due.entry.fired.store(true, Ordering::Release);
                 if let Some(waker) = lock(&due.entry.waker).take() {
                     due_wakers.push(waker);
@@ -290,5 +326,24 @@ mod tests {
         assert_eq!(value, 42);
         // The cached unparker is reused by the next call on this thread.
         assert_eq!(block_on(async { 1 }), 1);
+    }
+
+    #[test]
+    fn dropped_timers_do_not_pile_up_in_the_timer_heap() {
+        let rt = ThreadRuntime::new();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        // A long timeout re-armed 20,000 times, as an inactivity timer per event would be.
+        for _ in 0..20_000 {
+            let mut sleep = rt.sleep(Duration::from_secs(3600));
+            assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        }
+        let queued = lock(&timer_thread().queue).len();
+        assert!(
+            queued <= 2 * COMPACT_ABOVE + 64,
+            "{queued} timers queued; dropped ones should have been compacted away"
+        );
+        // Live timers still fire.
+        block_on(rt.sleep(Duration::from_millis(1)));
     }
 }
