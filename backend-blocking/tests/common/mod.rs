@@ -115,4 +115,5 @@ impl Drop for CountedStream {
     }
 }
 
+#[path = "../../../conformance/tests/support/reliability.rs"]
 pub mod reliability;

@@ -272,4 +272,5 @@ pub fn split_response(answer: &str) -> (u16, String, String) {
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
+#[path = "../../../conformance/tests/support/reliability.rs"]
 pub mod reliability;

@@ -505,4 +505,5 @@ impl Drop for GatedStream {
     }
 }
 
+#[path = "../../../conformance/tests/support/reliability.rs"]
 pub mod reliability;

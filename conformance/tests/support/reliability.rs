@@ -1,5 +1,10 @@
-//! Support for the reliability tests: a model that floods, a model that holds, a client that
-//! stops reading, a self-signed TLS server, a panic counter and a tracing capture.
+//! Support for the backends' reliability tests: a model that floods, a model that holds, a
+//! client that stops reading, a self-signed TLS server, a panic counter and a tracing capture.
+//!
+//! One file for the three backends: each includes it from its `tests/common/mod.rs` with
+//! `#[path = "../../../conformance/tests/support/reliability.rs"] pub mod reliability;`,
+//! next to its own `WATCHDOG` constant. It needs `agent-core`, `futures-core`, `rcgen`,
+//! `rustls` (ring) and `tracing` as dev-dependencies of the including crate.
 #![allow(dead_code)]
 
 use std::io::{self, Read, Write};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use agent_core::error::ModelError;
 use agent_core::model::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
-use futures_util::Stream;
+use futures_core::Stream;
 
 use super::WATCHDOG;
 
