@@ -36,7 +36,27 @@ pub struct ServerConfig {
     /// bounded by the socket buffers plus one frame. Default 30 s; `Duration::ZERO` turns the
     /// bound off (a stalled client then keeps its run paused until it reads or leaves).
     pub write_timeout: Duration,
+    /// How long a connection may take to deliver a complete request head, counted from the
+    /// moment the server starts waiting for one: on a new connection, or after the previous
+    /// response on a kept-alive one. It thus bounds an idle kept-alive connection and a head
+    /// that trickles in alike. When it expires the connection is closed without an answer
+    /// (there is no request to answer yet). Default 30 s.
+    pub head_read_timeout: Duration,
+    /// Most header fields in a request head; beyond, `431` with an empty body (the head was
+    /// not understood, so no JSON error can be matched to a request). Default 100.
+    pub max_headers: usize,
+    /// Largest request head (request line and header fields) in bytes; beyond, `431` with an
+    /// empty body. Default 64 KiB; values under 8 KiB are raised to 8 KiB (the smallest head
+    /// buffer hyper accepts).
+    pub max_head_bytes: usize,
+    /// How long a request body may take to arrive, counted from the end of its head. A body
+    /// that stops midway or trickles is answered `408` with a JSON error, and the connection
+    /// closes. Default 30 s.
+    pub body_read_timeout: Duration,
 }
+
+/// The smallest [`ServerConfig::max_head_bytes`] a server applies.
+pub const MIN_HEAD_BYTES: usize = 8 * 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -48,6 +68,10 @@ impl Default for ServerConfig {
             max_concurrent_runs: 1024,
             max_sessions: 10_000,
             write_timeout: Duration::from_secs(30),
+            head_read_timeout: Duration::from_secs(30),
+            max_headers: 100,
+            max_head_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -82,6 +106,36 @@ impl ServerConfig {
     pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
+    }
+
+    /// Set the request head timeout (see [`head_read_timeout`](Self::head_read_timeout)).
+    pub fn with_head_read_timeout(mut self, timeout: Duration) -> Self {
+        self.head_read_timeout = timeout;
+        self
+    }
+
+    /// Set the request body timeout (see [`body_read_timeout`](Self::body_read_timeout)).
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
+    }
+
+    /// Set the most header fields a request may have.
+    pub fn with_max_headers(mut self, limit: usize) -> Self {
+        self.max_headers = limit;
+        self
+    }
+
+    /// Set the largest request head in bytes (at least [`MIN_HEAD_BYTES`] is applied).
+    pub fn with_max_head_bytes(mut self, limit: usize) -> Self {
+        self.max_head_bytes = limit;
+        self
+    }
+
+    /// [`max_head_bytes`](Self::max_head_bytes) as servers apply it: never under
+    /// [`MIN_HEAD_BYTES`].
+    pub fn effective_max_head_bytes(&self) -> usize {
+        self.max_head_bytes.max(MIN_HEAD_BYTES)
     }
 
     /// Set the concurrent-run limit.

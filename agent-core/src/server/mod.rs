@@ -36,7 +36,7 @@ mod config;
 mod service;
 
 pub use chat::{ChatCompletionRequest, ChatMessage};
-pub use config::ServerConfig;
+pub use config::{MIN_HEAD_BYTES, ServerConfig};
 pub use service::{
     AgentService, ApiBody, ApiError, ApiResponse, ResponseBody, RunRequest, encode_event_frame,
 };

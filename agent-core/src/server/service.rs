@@ -69,11 +69,32 @@ impl ApiError {
         }
     }
 
+    /// A 408 for a request body that did not arrive within
+    /// [`ServerConfig::body_read_timeout`] (it stopped midway or trickled). Every backend
+    /// answers a slow body with exactly this.
+    pub fn body_timeout(timeout: std::time::Duration) -> Self {
+        ApiError {
+            status: 408,
+            code: "request_timeout",
+            message: format!("the request body did not arrive within {timeout:?}"),
+        }
+    }
+
+    /// A 400 for a request body whose framing is broken (bad chunked coding, a connection
+    /// that ended midway). The message is the same on every backend; the transport's own
+    /// wording of the cause belongs in its log, not in the answer.
+    pub fn invalid_body() -> Self {
+        ApiError::bad_request(
+            "invalid_body",
+            "the request body could not be read: its framing is invalid or it ended early",
+        )
+    }
+
     fn error_type(&self) -> &'static str {
         match self.status {
             401 => "authentication_error",
             404 | 405 => "not_found_error",
-            413 | 400 => "invalid_request_error",
+            413 | 400 | 408 => "invalid_request_error",
             503 => "overloaded_error",
             _ => "server_error",
         }
