@@ -90,11 +90,22 @@ impl ApiError {
         )
     }
 
+    /// A 501 for a request body sent with a transfer coding other than exactly `chunked`
+    /// (`gzip, chunked`, …): decoding it as plain chunked would misread it, so no backend
+    /// does. The connection is closed after this answer.
+    pub fn unsupported_transfer_encoding() -> Self {
+        ApiError {
+            status: 501,
+            code: "unsupported_transfer_encoding",
+            message: "only the chunked transfer coding is supported for request bodies".into(),
+        }
+    }
+
     fn error_type(&self) -> &'static str {
         match self.status {
             401 => "authentication_error",
             404 | 405 => "not_found_error",
-            413 | 400 | 408 => "invalid_request_error",
+            413 | 400 | 408 | 501 => "invalid_request_error",
             503 => "overloaded_error",
             _ => "server_error",
         }
