@@ -1,5 +1,6 @@
 //! The smol backend of `agent-core`: run agents on smol's executors, talk to model servers
-//! over HTTP, and serve agents over the HTTP API — with no tokio anywhere.
+//! over HTTP, and serve agents over the HTTP API — with no tokio runtime anywhere (hyper
+//! brings only tokio's `sync` channels).
 //!
 //! ```
 //! use futures_lite::StreamExt;
@@ -27,16 +28,17 @@
 //! * [`SmolRuntime`]: the core's [`Runtime`](agent_core::runtime::Runtime) on smol's global
 //!   executor or on an [`async_executor::Executor`] of your own (including one driven by a
 //!   single thread), with blocking work on the [`blocking`] pool and [`async_io`] timers.
-//! * [`SmolClient`]: the core's [`HttpClient`](agent_core::http::HttpClient), HTTP/1.1 over
-//!   [`async_net`] with TLS by [`futures_rustls`]; bodies stream as they arrive.
+//! * [`SmolClient`]: the core's [`HttpClient`](agent_core::http::HttpClient), hyper's HTTP/1.1
+//!   (through [`agent_hyper`]) over [`async_net`] with TLS by [`futures_rustls`]; bodies
+//!   stream as they arrive, connections are kept alive.
 //! * [`SmolServer`]: the agent HTTP API (SSE runs, OpenAI-compatible chat completions,
-//!   health), flushing every event the moment it is produced.
+//!   health) on hyper through [`agent_hyper`], flushing every event the moment it is
+//!   produced.
 //! * [`agent_builder`] and [`openai_model`]: the two lines most programs start with.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
-mod http1;
 mod runtime;
 mod server;
 mod tls;
@@ -51,7 +53,7 @@ use agent_core::model::{OpenAiConfig, OpenAiModel};
 pub use async_executor;
 pub use client::SmolClient;
 pub use runtime::SmolRuntime;
-pub use server::{REQUEST_READ_TIMEOUT, SHUTDOWN_GRACE, SmolServer};
+pub use server::{SHUTDOWN_GRACE, SmolServer};
 
 // The book's "Using smol" page: its Rust samples are compiled (and run) as doctests.
 #[cfg(doctest)]

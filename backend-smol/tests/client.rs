@@ -221,7 +221,12 @@ fn a_refused_connection_is_a_connect_error_without_header_values() {
 
 #[test]
 fn bad_urls_are_invalid_requests() {
-    for url in ["ftp://127.0.0.1/", "not a url", "http://127.0.0.1:0x/"] {
+    for url in [
+        "ftp://127.0.0.1/",
+        "not a url",
+        "http://127.0.0.1:0x/",
+        "http://h:/",
+    ] {
         let err = send(HttpRequest::new(Method::Get, url)).unwrap_err();
         assert_eq!(err.kind, HttpErrorKind::InvalidRequest, "{url}: {err}");
     }

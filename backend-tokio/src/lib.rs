@@ -46,7 +46,6 @@ mod client;
 mod run;
 mod runtime;
 mod server;
-mod write_timeout;
 
 pub use client::ReqwestClient;
 pub use run::{agent_builder, openai_model, spawn_run};

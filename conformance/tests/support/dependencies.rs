@@ -2,6 +2,9 @@
 //! `cargo tree -p <package> -e normal`, and an assertion over them. Each backend includes it
 //! from its `tests/dependencies.rs` with `#[path = "../../conformance/tests/support/dependencies.rs"]`.
 
+// Each backend uses the part of this file its rule needs.
+#![allow(dead_code)]
+
 use std::process::Command;
 
 /// The names of the crates in `package`'s normal dependency tree (the package included).
@@ -46,5 +49,53 @@ pub fn assert_tree(package: &str, expected: &str, forbidden: &[&str]) {
     assert!(
         found.is_empty(),
         "{package} pulls in forbidden crates: {found:?}"
+    );
+}
+
+/// The features of `krate` enabled in `package`'s normal tree (empty when it is absent).
+pub fn enabled_features(package: &str, krate: &str) -> Vec<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal,features",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree could not be started");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let prefix = format!("{krate} feature \"");
+    let mut features: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix)?.strip_suffix('"'))
+        .map(str::to_string)
+        .collect();
+    features.sort();
+    features.dedup();
+    features
+}
+
+/// Assert that tokio, if it is in `package`'s normal tree at all, comes without a runtime:
+/// only its `sync` feature (channels, as hyper 1.x needs them) and the empty `default`.
+/// No `rt`, `rt-multi-thread`, `net`, `time`, `io-util`, `process`, `fs`, `signal`.
+pub fn assert_tokio_without_runtime(package: &str) {
+    let features = enabled_features(package, "tokio");
+    let runtime: Vec<&String> = features
+        .iter()
+        .filter(|f| !matches!(f.as_str(), "sync" | "default"))
+        .collect();
+    assert!(
+        runtime.is_empty(),
+        "{package} enables tokio features beyond `sync`: {runtime:?} (all: {features:?}); \
+         DESIGN.md allows tokio only without a runtime"
     );
 }
