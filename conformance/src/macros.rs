@@ -78,6 +78,7 @@ macro_rules! suite {
             conformance_soak_concurrent => "soak_concurrent",
             conformance_server_concurrency_limit => "server_concurrency_limit",
             conformance_server_write_timeout => "server_write_timeout",
+            conformance_server_malformed_requests => "server_malformed_requests",
             }
         }
     };

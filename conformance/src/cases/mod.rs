@@ -19,7 +19,7 @@
 //! | 11 | upstream faults | `fault_trickle`, `fault_truncated_utf8`, `fault_huge_line`, `fault_endless_stream` (and the upstream cases of 8) |
 //! | 12 | leaks | `leak_consume_runs`, `leak_server_runs` |
 //! | 13 | soak | `soak_sequential`, `soak_concurrent` |
-//! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
+//! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -33,6 +33,7 @@ pub mod cancellation;
 pub mod contract;
 pub mod errors;
 pub mod faults;
+pub mod framing;
 pub mod hardening;
 pub mod incremental;
 pub mod leaks;
@@ -195,6 +196,7 @@ cases! {
     "soak_concurrent", "13 soak", "200 concurrent server runs with random disconnects: no panic, 503 past the limit, back to baseline", soak::concurrent, exclusive;
     "server_concurrency_limit", "14 hardening", "max_concurrent_runs: 503 beyond, admitted again once a run ends", hardening::concurrency_limit;
     "server_write_timeout", "14 hardening", "a client that stops reading is disconnected after write_timeout, its run cancelled", hardening::write_timeout;
+    "server_malformed_requests", "14 hardening", "identical answers to malformed and over-limit requests (framing, header limits, head and body timeouts)", framing::malformed_requests;
 }
 
 /// The case named `name`.

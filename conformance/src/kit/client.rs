@@ -218,6 +218,8 @@ impl SseClient {
             BodyFraming::Close
         };
         raw.drain(..head_end);
+        // `Content-Length: 0` (hyper's error answers): the body has ended already.
+        let body_ended = matches!(framing, BodyFraming::Length(0));
         Ok(SseClient {
             stream,
             status,
@@ -229,7 +231,7 @@ impl SseClient {
                 max_line_bytes: 64 * 1024 * 1024,
                 max_event_bytes: 64 * 1024 * 1024,
             }),
-            body_ended: false,
+            body_ended,
             body_bytes: 0,
             head_at,
             sent_at,
