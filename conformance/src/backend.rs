@@ -15,6 +15,16 @@ use agent_core::server::ServerConfig;
 /// Every method is called from a plain test thread (never from inside an async runtime), so a
 /// backend may block in [`consume`](Backend::consume) and
 /// [`start_server`](Backend::start_server) as needed.
+///
+/// A backend for a new executor may implement only the runtime part ([`name`](Self::name),
+/// [`runtime`](Self::runtime), [`consume`](Self::consume),
+/// [`is_single_threaded`](Self::is_single_threaded)): [`http_client`](Self::http_client) and
+/// [`start_server`](Self::start_server) then default to the kit's HTTP stack
+/// ([`kit::http`](crate::kit::http): hyper through `agent-hyper`, on
+/// [`ThreadedSockets`](crate::kit::http::ThreadedSockets)), with every task and timer on
+/// the backend's runtime, so the HTTP cases still exercise its executor. Override them to
+/// certify the backend's own HTTP client and server, or use the kit's stack with a
+/// [`SocketAdapter`](crate::kit::http::SocketAdapter) for the executor's own sockets.
 pub trait Backend: Send + Sync + 'static {
     /// A name for test output and the report, e.g. `"tokio (current_thread)"`.
     fn name(&self) -> String;
@@ -23,7 +33,17 @@ pub trait Backend: Send + Sync + 'static {
     fn runtime(&self) -> SharedRuntime;
 
     /// The backend's HTTP client, used for the upstream cases.
-    fn http_client(&self) -> Arc<dyn HttpClient>;
+    ///
+    /// Called once per case: return a **fresh** client (with its own connection pool, if it
+    /// pools). The accounting cases count the process's sockets before and after a case, so
+    /// kept-alive connections of a client shared across cases would count as leaked.
+    ///
+    /// Defaults to the kit's client ([`kit::http::client`](crate::kit::http::client) on
+    /// [`ThreadedSockets`](crate::kit::http::ThreadedSockets), timing on
+    /// [`runtime`](Self::runtime)).
+    fn http_client(&self) -> Arc<dyn HttpClient> {
+        crate::kit::http::client(crate::kit::http::ThreadedSockets, self.runtime())
+    }
 
     /// Run `agent` on `input` through the backend's own entry point (a `Stream` driven by its
     /// executor, or an `Iterator` on threads) and call `on_event` with each event the moment
@@ -40,7 +60,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Start the backend's HTTP server serving `agent` with `config` (whose `addr` is
     /// `127.0.0.1:0`); return once it accepts connections.
-    fn start_server(&self, agent: Agent, config: ServerConfig) -> Box<dyn RunningServer>;
+    ///
+    /// Defaults to the kit's server ([`kit::http::start_server`](crate::kit::http::start_server)
+    /// on [`ThreadedSockets`](crate::kit::http::ThreadedSockets)), whose tasks run on the
+    /// agent's runtime.
+    fn start_server(&self, agent: Agent, config: ServerConfig) -> Box<dyn RunningServer> {
+        let server =
+            crate::kit::http::start_server(crate::kit::http::ThreadedSockets, agent, config)
+                .unwrap_or_else(|err| panic!("the kit's server could not bind 127.0.0.1: {err}"));
+        Box::new(server)
+    }
 
     /// `true` when [`consume`](Backend::consume) and tasks spawned through
     /// [`runtime`](Backend::runtime) all run on one thread, so that a task that never yields

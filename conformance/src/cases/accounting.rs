@@ -120,7 +120,12 @@ impl Accounting {
                 now.rss_kib,
                 now.rss_kib as i64 - baseline.rss_kib as i64,
             ),
-            Err(message) => panic!("leak after {after}: {message}"),
+            Err(message) => {
+                // A thread that panicked late (after the first panic check) may be what
+                // held the resources: report the panic, the more specific cause, first.
+                self.assert_no_panic(after);
+                panic!("leak after {after}: {message}")
+            }
         }
     }
 

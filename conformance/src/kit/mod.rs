@@ -17,6 +17,8 @@
 //! | [`resources`] | threads, open fds and resident memory return to their baseline (no leak) |
 //! | [`panics`] | no panic happened anywhere in the process |
 //! | [`XorShift`] | seeded randomness (the soak's disconnect points) that reproduces |
+//! | [`http`] | an agent server and HTTP client (hyper, through `agent-hyper`) for backends that bring none |
+//! | [`sockets`] | std sockets as `futures-io` streams, for executors without a reactor |
 //!
 //! Everything here is built on std threads, std sync primitives and [`std::task::Waker`]s,
 //! so it works with any executor and with plain threads.
@@ -24,11 +26,13 @@
 pub mod client;
 mod gate;
 mod gated_model;
+pub mod http;
 pub mod panics;
 mod probe;
 pub mod redact;
 pub mod resources;
 mod rng;
+pub mod sockets;
 pub mod tools;
 mod transcript;
 pub mod upstream;
