@@ -30,6 +30,9 @@ use agent_core::http::{
 };
 use agent_core::runtime::{BlockingJob, BoxFuture, Runtime, SharedRuntime, TimerSleep};
 use agent_core::server::{AgentService, ApiBody, ApiError, ServerConfig};
+use agent_http1::{
+    BodyFraming, ChunkedDecoder, FramingError, HeadLimits, HeadParser, HeadWriter, chunked,
+};
 use bytes::Bytes;
 use conformance::{Backend, RunningServer};
 use futures_channel::{mpsc, oneshot};
@@ -257,26 +260,21 @@ fn exchange(
         return;
     }
     let mut buf = Vec::new();
-    let head = write_request(&mut socket, &request).and_then(|()| read_head(&mut socket, &mut buf));
-    let (status, headers) = match head {
+    let head = write_request(&mut socket, &request)
+        .and_then(|()| read_head(&mut socket, &mut buf, request.method.as_str()));
+    let head = match head {
         Ok(head) => head,
         Err(e) => {
             let _ = head_tx.send(Err(e));
             return;
         }
     };
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
-    let length = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.trim().parse::<u64>().ok());
+    let (status, headers, framing) = head;
     let (mut tx, rx) = mpsc::channel(0);
     if head_tx.send(Ok((status, headers, rx))).is_err() {
         return;
     }
-    let mut body = BodyReader::new(chunked, length, buf);
+    let mut body = BodyReader { framing, buf };
     loop {
         let item = match body.next(&mut socket) {
             Ok(Some(chunk)) => Ok(chunk),
@@ -324,48 +322,50 @@ fn write_request(socket: &mut TcpStream, request: &HttpRequest) -> Result<(), Ht
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let mut head = format!(
-        "{} {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        request.method.as_str(),
-        request.body.len()
-    );
-    for (name, value) in &request.headers {
-        if name.contains(['\r', '\n']) || value.contains(['\r', '\n']) {
-            return Err(HttpError::new(
-                HttpErrorKind::InvalidRequest,
-                format!("bad header {name}"),
-            ));
-        }
-        head.push_str(&format!("{name}: {value}\r\n"));
+    if let Some((name, _)) = request
+        .headers
+        .iter()
+        .find(|(name, value)| !agent_http1::is_valid_field(name, value))
+    {
+        return Err(HttpError::new(
+            HttpErrorKind::InvalidRequest,
+            format!("bad header {name}"),
+        ));
     }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
+    let invalid =
+        |e: agent_http1::HeadError| HttpError::new(HttpErrorKind::InvalidRequest, e.to_string());
+    let mut bytes = HeadWriter::request(request.method.as_str(), path)
+        .map_err(invalid)?
+        .header("host", authority)
+        .header("connection", "close")
+        .header("content-length", &request.body.len().to_string())
+        .headers(request.headers.iter().map(|(n, v)| (n, v)))
+        .finish();
     bytes.extend_from_slice(&request.body);
     socket.write_all(&bytes).map_err(io_error)
 }
 
+/// Read the response head: status, headers (names lowercase) and how the body is framed.
 fn read_head(
     socket: &mut TcpStream,
     buf: &mut Vec<u8>,
-) -> Result<(u16, Vec<(String, String)>), HttpError> {
+    method: &str,
+) -> Result<(u16, Vec<(String, String)>, Framing), HttpError> {
+    let mut parser = HeadParser::new(HeadLimits::default());
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut response = httparse::Response::new(&mut headers);
-            response.parse(&buf[..end + 4]).map_err(io_error)?;
-            let status = response.code.unwrap_or(0);
-            let headers = response
+        if let Some((head, used)) = parser.parse_response(buf).map_err(io_error)? {
+            buf.drain(..used);
+            let framing = match head.body_framing(method).map_err(io_error)? {
+                BodyFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
+                BodyFraming::Length(len) => Framing::Length(len),
+                BodyFraming::CloseDelimited => Framing::Close,
+            };
+            let headers = head
                 .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
+                .into_iter()
+                .map(|(name, value)| (name.to_ascii_lowercase(), value))
                 .collect();
-            buf.drain(..end + 4);
-            return Ok((status, headers));
+            return Ok((head.status, headers, framing));
         }
         let mut chunk = [0u8; 8192];
         let n = socket.read(&mut chunk).map_err(io_error)?;
@@ -388,27 +388,12 @@ enum Framing {
     Close,
     /// This many bytes left.
     Length(u64),
-    /// Chunked: bytes left in the current chunk (0: a size line is next).
-    Chunked {
-        left: u64,
-        first: bool,
-    },
+    /// Chunked.
+    Chunked(ChunkedDecoder),
     Done,
 }
 
 impl BodyReader {
-    fn new(chunked: bool, length: Option<u64>, buf: Vec<u8>) -> Self {
-        let framing = match (chunked, length) {
-            (true, _) => Framing::Chunked {
-                left: 0,
-                first: true,
-            },
-            (false, Some(len)) => Framing::Length(len),
-            (false, None) => Framing::Close,
-        };
-        BodyReader { framing, buf }
-    }
-
     /// Read more bytes into the buffer; `false` at the end of the connection.
     fn fill(&mut self, socket: &mut TcpStream) -> Result<bool, HttpError> {
         let mut chunk = [0u8; 16 * 1024];
@@ -425,7 +410,7 @@ impl BodyReader {
     /// The next piece of the body: `None` at its end.
     fn next(&mut self, socket: &mut TcpStream) -> Result<Option<Bytes>, HttpError> {
         loop {
-            match self.framing {
+            match &mut self.framing {
                 Framing::Done | Framing::Length(0) => return Ok(None),
                 Framing::Close => {
                     if self.buf.is_empty() && !self.fill(socket)? {
@@ -434,6 +419,7 @@ impl BodyReader {
                     return Ok(Some(self.take(u64::MAX)));
                 }
                 Framing::Length(left) => {
+                    let left = *left;
                     if self.buf.is_empty() && !self.fill(socket)? {
                         return Err(io_error("the body was cut short"));
                     }
@@ -441,41 +427,20 @@ impl BodyReader {
                     self.framing = Framing::Length(left - data.len() as u64);
                     return Ok(Some(data));
                 }
-                Framing::Chunked { left, .. } if left > 0 => {
-                    if self.buf.is_empty() && !self.fill(socket)? {
+                Framing::Chunked(decoder) => {
+                    let mut data = Vec::new();
+                    let used = decoder.decode(&self.buf, &mut data).map_err(io_error)?;
+                    let done = decoder.is_done();
+                    self.buf.drain(..used);
+                    if done {
+                        self.framing = Framing::Done;
+                    }
+                    if !data.is_empty() {
+                        return Ok(Some(Bytes::from(data)));
+                    }
+                    if !done && !self.fill(socket)? {
                         return Err(io_error("the chunked body was cut short"));
                     }
-                    let data = self.take(left);
-                    self.framing = Framing::Chunked {
-                        left: left - data.len() as u64,
-                        first: false,
-                    };
-                    return Ok(Some(data));
-                }
-                Framing::Chunked { first, .. } => {
-                    // A size line, preceded (after a chunk) by the chunk's CRLF.
-                    let skip = if first { 0 } else { 2 };
-                    let line_end = self.buf.get(skip..).and_then(|rest| {
-                        rest.windows(2).position(|w| w == b"\r\n").map(|i| i + skip)
-                    });
-                    let Some(end) = line_end else {
-                        if !self.fill(socket)? {
-                            return Err(io_error("the chunked body was cut short"));
-                        }
-                        continue;
-                    };
-                    let line = String::from_utf8_lossy(&self.buf[skip..end]).into_owned();
-                    let size = u64::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                        .map_err(|_| io_error(format!("bad chunk size {line:?}")))?;
-                    self.buf.drain(..end + 2);
-                    self.framing = if size == 0 {
-                        Framing::Done
-                    } else {
-                        Framing::Chunked {
-                            left: size,
-                            first: false,
-                        }
-                    };
                 }
             }
         }
@@ -574,71 +539,60 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
     // which ends the connection and cancels its run.
     let write_timeout = service.config().write_timeout;
     socket.set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout))?;
+    let config = service.config();
+    let mut parser = HeadParser::new(HeadLimits {
+        max_headers: config.max_headers,
+        max_head_bytes: config.effective_max_head_bytes(),
+    });
     let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+    let (head, used) = loop {
+        match parser.parse_request(&buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            // A head that is not understood: an empty answer, as hyper gives.
+            Err(error) => return write_full(&mut socket, error.status(), &[], b""),
         }
         let mut chunk = [0u8; 8192];
         let n = socket.read(&mut chunk)?;
-        if n == 0 || buf.len() > 64 * 1024 {
+        if n == 0 {
             return Ok(());
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut request = httparse::Request::new(&mut headers);
-    if request.parse(&buf[..head_end]).is_err() {
-        return write_full(
-            &mut socket,
-            400,
-            &[],
-            br#"{"error":{"message":"bad request"}}"#,
-        );
-    }
-    let method = request.method.unwrap_or("").to_string();
-    let path = request.path.unwrap_or("/").to_string();
-    let headers: Vec<(String, String)> = request
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0);
-    let chunked = headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
-    });
-    let limit = service.config().max_body_bytes;
-    let mut body = buf.split_off(head_end);
-    // Enforce the limit while reading: never buffer more than the limit and a read.
-    let body = if chunked {
-        match read_chunked_body(&mut socket, body, limit)? {
-            Some(body) => body,
-            None => return write_api_error(&mut socket, ApiError::payload_too_large(limit)),
+    let framing = match head.body_framing() {
+        Ok(framing) => framing,
+        Err(FramingError::UnsupportedTransferCoding) => {
+            return write_api_error(&mut socket, ApiError::unsupported_transfer_encoding());
         }
-    } else {
-        if length > limit {
-            return write_api_error(&mut socket, ApiError::payload_too_large(limit));
-        }
-        while body.len() < length {
-            let mut chunk = [0u8; 8192];
-            let n = socket.read(&mut chunk)?;
-            if n == 0 {
-                return Ok(());
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        body.truncate(length);
-        body
+        Err(error) => return write_full(&mut socket, error.status(), &[], b""),
     };
+    let limit = config.max_body_bytes;
+    let mut body = buf.split_off(used);
+    // Enforce the limit while reading: never buffer more than the limit and a read.
+    let body = match framing {
+        BodyFraming::Chunked => match read_chunked_body(&mut socket, body, limit)? {
+            Ok(body) => body,
+            Err(error) => return write_api_error(&mut socket, error),
+        },
+        BodyFraming::Length(length) => {
+            if length > limit as u64 {
+                return write_api_error(&mut socket, ApiError::payload_too_large(limit));
+            }
+            let length = length as usize;
+            while body.len() < length {
+                let mut chunk = [0u8; 8192];
+                let n = socket.read(&mut chunk)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            body.truncate(length);
+            body
+        }
+        BodyFraming::CloseDelimited => Vec::new(),
+    };
+    let (method, path, headers) = (head.method, head.path, head.headers);
     let pairs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -647,12 +601,12 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
     match response.body {
         ApiBody::Full(bytes) => write_full(&mut socket, response.status, &response.headers, &bytes),
         ApiBody::Stream(mut stream) => {
-            let mut head = format!("HTTP/1.1 {} OK\r\n", response.status);
-            for (name, value) in &response.headers {
-                head.push_str(&format!("{name}: {value}\r\n"));
-            }
-            head.push_str("transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
-            socket.write_all(head.as_bytes())?;
+            let head = HeadWriter::response(response.status)
+                .headers(response.headers.iter().map(|(n, v)| (*n, v.as_str())))
+                .header("transfer-encoding", "chunked")
+                .header("connection", "close")
+                .finish();
+            socket.write_all(&head)?;
             // A watcher notices the client leaving even while no frame is being written.
             let (gone_tx, mut gone) = oneshot::channel::<()>();
             let mut watcher = socket.try_clone()?;
@@ -665,9 +619,8 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
             loop {
                 match block_on(select(stream.next(), &mut gone)) {
                     Either::Left((Some(frame), _)) => {
-                        let mut chunk = format!("{:x}\r\n", frame.len()).into_bytes();
-                        chunk.extend_from_slice(&frame);
-                        chunk.extend_from_slice(b"\r\n");
+                        let mut chunk = Vec::with_capacity(frame.len() + 16);
+                        chunked::encode_chunk(&frame, &mut chunk);
                         if socket
                             .write_all(&chunk)
                             .and_then(|()| socket.flush())
@@ -677,7 +630,7 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
                         }
                     }
                     Either::Left((None, _)) => {
-                        let _ = socket.write_all(b"0\r\n\r\n");
+                        let _ = socket.write_all(chunked::LAST_CHUNK);
                         break;
                     }
                     Either::Right(_) => break,
@@ -689,50 +642,32 @@ fn serve(mut socket: TcpStream, service: &AgentService) -> io::Result<()> {
     }
 }
 
-/// Decode a chunked request body whose first bytes are `raw`; `None` as soon as it is over
-/// `limit` (without reading the rest).
+/// Decode a chunked request body whose first bytes are `raw`; the API error to answer as
+/// soon as it is over `limit` (without reading the rest) or its framing is broken.
 fn read_chunked_body(
     socket: &mut TcpStream,
     mut raw: Vec<u8>,
     limit: usize,
-) -> io::Result<Option<Vec<u8>>> {
+) -> io::Result<Result<Vec<u8>, ApiError>> {
+    let mut decoder = ChunkedDecoder::new();
     let mut body = Vec::new();
-    let mut fill = |raw: &mut Vec<u8>| -> io::Result<()> {
+    loop {
+        let Ok(used) = decoder.decode(&raw, &mut body) else {
+            return Ok(Err(ApiError::invalid_body()));
+        };
+        raw.drain(..used);
+        if body.len() > limit {
+            return Ok(Err(ApiError::payload_too_large(limit)));
+        }
+        if decoder.is_done() {
+            return Ok(Ok(body));
+        }
         let mut chunk = [0u8; 8192];
         let n = socket.read(&mut chunk)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         raw.extend_from_slice(&chunk[..n]);
-        Ok(())
-    };
-    loop {
-        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
-            if raw.len() > 1024 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "chunk size line",
-                ));
-            }
-            fill(&mut raw)?;
-            continue;
-        };
-        let line = String::from_utf8_lossy(&raw[..line_end]).into_owned();
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk size"))?;
-        if size == 0 {
-            // Trailers are not supported: the body ends here.
-            return Ok(Some(body));
-        }
-        if body.len() + size > limit {
-            return Ok(None);
-        }
-        raw.drain(..line_end + 2);
-        while raw.len() < size + 2 {
-            fill(&mut raw)?;
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw.drain(..size + 2);
     }
 }
 
@@ -750,15 +685,11 @@ fn write_full(
     headers: &[(&'static str, String)],
     body: &[u8],
 ) -> io::Result<()> {
-    let mut head = format!("HTTP/1.1 {status} Status\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!(
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = head.into_bytes();
+    let head = HeadWriter::response(status)
+        .headers(headers.iter().map(|(n, v)| (*n, v.as_str())))
+        .header("content-length", &body.len().to_string())
+        .header("connection", "close");
+    let mut bytes = head.finish();
     bytes.extend_from_slice(body);
     socket.write_all(&bytes)?;
     socket.flush()?;
