@@ -241,7 +241,8 @@ fn serve(mut stream: TcpStream, script: &Script, request_read: bool) -> io::Resu
 
 /// Read one request head and its `content-length` body.
 fn read_request(stream: &mut TcpStream) -> io::Result<()> {
-    let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let invalid =
+        |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
     let mut parser = HeadParser::new(HeadLimits::default());
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];

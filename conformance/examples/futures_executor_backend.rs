@@ -345,12 +345,15 @@ fn write_request(socket: &mut TcpStream, request: &HttpRequest) -> Result<(), Ht
     socket.write_all(&bytes).map_err(io_error)
 }
 
+/// A response's status, headers (names lowercase) and body framing.
+type ResponseStart = (u16, Vec<(String, String)>, Framing);
+
 /// Read the response head: status, headers (names lowercase) and how the body is framed.
 fn read_head(
     socket: &mut TcpStream,
     buf: &mut Vec<u8>,
     method: &str,
-) -> Result<(u16, Vec<(String, String)>, Framing), HttpError> {
+) -> Result<ResponseStart, HttpError> {
     let mut parser = HeadParser::new(HeadLimits::default());
     loop {
         if let Some((head, used)) = parser.parse_response(buf).map_err(io_error)? {
