@@ -1,5 +1,6 @@
 //! One HTTP/1.1 connection of the [`ThreadServer`](crate::ThreadServer), served on its own
-//! thread: parse requests with `httparse`, read bodies within the limit, hand them to the
+//! thread: parse requests with [`agent_http1`], read bodies within the limits and deadlines
+//! of the [`ServerConfig`](agent_core::server::ServerConfig), hand them to the
 //! [`AgentService`], and write responses, flushing every streamed frame the moment it exists.
 
 use std::future::Future;
@@ -12,19 +13,17 @@ use std::time::{Duration, Instant};
 
 use agent_core::runtime::{TimerSleep, block_on};
 use agent_core::server::{AgentService, ApiBody, ApiError, ApiResponse, ResponseBody};
+use agent_http1::{
+    BodyFraming, ChunkedDecoder, FramingError, HeadLimits, HeadParser, HeadWriter, RequestHead,
+    Version, chunked,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::server::Shared;
 
-/// Largest request head (request line and headers) accepted; 431 beyond.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most request headers accepted; 431 beyond.
-const MAX_HEADERS: usize = 64;
-/// Longest chunk-size line of a chunked request body.
-const MAX_CHUNK_LINE: usize = 1024;
 /// A blocking read returns at least this often, so that an idle connection notices a
-/// shutdown.
+/// shutdown and a deadline is checked.
 const READ_SLICE: Duration = Duration::from_millis(100);
 /// How long, and how many bytes, a connection closed after an error response keeps reading
 /// (and discarding) what the client still sends.
@@ -35,8 +34,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 struct Request {
     method: String,
     path: String,
-    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
-    version: u8,
+    version: Version,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     keep_alive: bool,
@@ -44,9 +42,13 @@ struct Request {
 
 /// Why no request could be read.
 enum ReadFailure {
-    /// Close the connection quietly (client closed it, went idle too long, server stops).
+    /// Close the connection without an answer (client closed it, no complete head within
+    /// `head_read_timeout`, server stops).
     Close,
-    /// Answer with this error, then close.
+    /// The head was not understood: answer this status with an empty body (as hyper does),
+    /// then close.
+    Reject(u16),
+    /// Answer with this JSON error, then close.
     Respond(ApiError),
 }
 
@@ -56,16 +58,23 @@ impl From<io::Error> for ReadFailure {
     }
 }
 
-enum BodyFraming {
-    None,
-    Length(usize),
-    Chunked,
+/// What one bounded read produced.
+enum Filled {
+    /// Some bytes were appended to the buffer.
+    Data,
+    /// The client closed its side.
+    Eof,
+    /// Nothing yet; the deadline has not passed.
+    Nothing,
+    /// The deadline passed.
+    Deadline,
 }
 
 pub(crate) struct Connection {
     stream: TcpStream,
     /// Bytes read from the socket and not consumed yet (the start of the next request).
     buf: Vec<u8>,
+    parser: HeadParser,
     shared: Arc<Shared>,
     service: AgentService,
 }
@@ -73,9 +82,15 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
         let service = shared.service.clone();
+        let config = service.config();
+        let parser = HeadParser::new(HeadLimits {
+            max_headers: config.max_headers,
+            max_head_bytes: config.effective_max_head_bytes(),
+        });
         Connection {
             stream,
             buf: Vec::with_capacity(4096),
+            parser,
             shared,
             service,
         }
@@ -85,7 +100,6 @@ impl Connection {
     pub(crate) fn serve(mut self) {
         // Nagle's algorithm would hold small SSE frames back: write each one at once.
         let _ = self.stream.set_nodelay(true);
-        let _ = self.stream.set_read_timeout(Some(READ_SLICE));
         // A client that stops reading: `write` fails once it has made no progress for this
         // long (`SO_SNDTIMEO`), which drops the response body and cancels the run.
         let write_timeout = self.service.config().write_timeout;
@@ -96,6 +110,12 @@ impl Connection {
             let request = match self.read_request() {
                 Ok(request) => request,
                 Err(ReadFailure::Close) => return,
+                Err(ReadFailure::Reject(status)) => {
+                    if self.write_empty_and_close(status).is_ok() {
+                        self.linger();
+                    }
+                    return;
+                }
                 Err(ReadFailure::Respond(error)) => {
                     if self.write_full(&error.into_response(), false, true).is_ok() {
                         self.linger();
@@ -118,6 +138,7 @@ impl Connection {
         if self.stream.shutdown(Shutdown::Write).is_err() {
             return;
         }
+        let _ = self.stream.set_read_timeout(Some(READ_SLICE));
         let deadline = Instant::now() + LINGER_TIME;
         let mut drained = 0usize;
         let mut scratch = [0u8; 8192];
@@ -133,195 +154,132 @@ impl Connection {
 
     // ----------------------------------------------------------------------------- reading
 
-    /// Read more bytes into `buf`. `Ok(0)` is end of stream; a timeout is `WouldBlock` or
-    /// `TimedOut` (platform dependent).
-    fn fill(&mut self) -> io::Result<usize> {
+    /// Read once into `buf`, waiting at most [`READ_SLICE`] and never past `deadline`.
+    fn fill_until(&mut self, deadline: Instant) -> Result<Filled, ReadFailure> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Filled::Deadline);
+        }
+        self.stream.set_read_timeout(Some(left.min(READ_SLICE)))?;
         let mut chunk = [0u8; 8192];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Ok(Filled::Eof),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(Filled::Data)
+            }
+            Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {
+                if Instant::now() >= deadline {
+                    Ok(Filled::Deadline)
+                } else {
+                    Ok(Filled::Nothing)
                 }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
+            }
+            Err(_) => Err(ReadFailure::Close),
+        }
+    }
+
+    /// Read more bytes of a body: `408` once `deadline` (the end of the head plus
+    /// `body_read_timeout`) has passed; `400` if the client ends its side midway.
+    fn fill_body(&mut self, deadline: Instant) -> Result<(), ReadFailure> {
+        loop {
+            match self.fill_until(deadline)? {
+                Filled::Data => return Ok(()),
+                Filled::Nothing => {}
+                Filled::Deadline => {
+                    let timeout = self.service.config().body_read_timeout;
+                    tracing::debug!(?timeout, "request body not received in time");
+                    return Err(ReadFailure::Respond(ApiError::body_timeout(timeout)));
+                }
+                Filled::Eof => {
+                    tracing::debug!("the client ended the connection inside a request body");
+                    return Err(ReadFailure::Respond(ApiError::invalid_body()));
+                }
             }
         }
     }
 
-    /// Read more bytes of a request that has started, failing with 408 when the client
-    /// sends nothing for `request_timeout`.
-    fn fill_request(&mut self, last_progress: &mut Instant) -> Result<(), ReadFailure> {
+    /// Read the head of the next request within `head_read_timeout`, counted from now (a
+    /// new connection, or the end of the previous response).
+    fn read_head(&mut self) -> Result<RequestHead, ReadFailure> {
+        let deadline = Instant::now() + self.service.config().head_read_timeout;
+        self.parser.reset();
         loop {
-            match self.fill() {
-                Ok(0) => return Err(ReadFailure::Close),
-                Ok(_) => {
-                    *last_progress = Instant::now();
-                    return Ok(());
+            if self.buf.is_empty() {
+                // Idle between requests: a shutdown closes quietly.
+                if self.shared.is_shutting_down() {
+                    return Err(ReadFailure::Close);
                 }
-                Err(err) if is_timeout(&err) => {
-                    if last_progress.elapsed() >= self.shared.options.request_timeout {
-                        return Err(ReadFailure::Respond(ApiError {
-                            status: 408,
-                            code: "request_timeout",
-                            message: "the request was not received in time".into(),
-                        }));
+            } else {
+                match self.parser.parse_request(&self.buf) {
+                    Ok(Some((head, used))) => {
+                        self.buf.drain(..used);
+                        return Ok(head);
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "invalid request head");
+                        return Err(ReadFailure::Reject(error.status()));
                     }
                 }
-                Err(_) => return Err(ReadFailure::Close),
+            }
+            match self.fill_until(deadline)? {
+                Filled::Data | Filled::Nothing => {}
+                Filled::Eof => return Err(ReadFailure::Close),
+                Filled::Deadline => {
+                    tracing::debug!(
+                        received = self.buf.len(),
+                        "no complete request head within head_read_timeout; closing"
+                    );
+                    return Err(ReadFailure::Close);
+                }
             }
         }
     }
 
     fn read_request(&mut self) -> Result<Request, ReadFailure> {
-        // Wait for the first byte of the next request: idle, so a shutdown closes quietly.
-        let idle_since = Instant::now();
-        while self.buf.is_empty() {
-            if self.shared.is_shutting_down() {
-                return Err(ReadFailure::Close);
-            }
-            match self.fill() {
-                Ok(0) => return Err(ReadFailure::Close),
-                Ok(_) => {}
-                Err(err) if is_timeout(&err) => {
-                    if idle_since.elapsed() >= self.shared.options.idle_timeout {
-                        return Err(ReadFailure::Close);
-                    }
+        let head = self.read_head()?;
+        let framing = head.body_framing().map_err(|error| {
+            tracing::debug!(%error, "request body framing refused");
+            match error {
+                FramingError::UnsupportedTransferCoding => {
+                    ReadFailure::Respond(ApiError::unsupported_transfer_encoding())
                 }
-                Err(_) => return Err(ReadFailure::Close),
+                _ => ReadFailure::Reject(error.status()),
             }
-        }
-        let mut last_progress = Instant::now();
-        let (mut request, framing, expect_continue) = loop {
-            if let Some(parsed) = self.parse_head()? {
-                break parsed;
-            }
-            if self.buf.len() > MAX_HEAD_BYTES {
-                return Err(ReadFailure::Respond(head_too_large()));
-            }
-            self.fill_request(&mut last_progress)?;
-        };
+        })?;
+        let body_deadline = Instant::now() + self.service.config().body_read_timeout;
         let limit = self.service.config().max_body_bytes;
         if let BodyFraming::Length(len) = framing
-            && len > limit
+            && len > limit as u64
         {
             // Refuse before reading a byte of it (and before `100 Continue`).
             return Err(ReadFailure::Respond(ApiError::payload_too_large(limit)));
         }
-        if expect_continue && !matches!(framing, BodyFraming::None) {
-            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        if head.expects_continue() && framing != BodyFraming::Length(0) {
+            self.stream.write_all(&HeadWriter::response(100).finish())?;
         }
-        request.body = match framing {
-            BodyFraming::None => Vec::new(),
+        let body = match framing {
             BodyFraming::Length(len) => {
+                // `len <= limit`, a `usize`.
+                let len = len as usize;
                 while self.buf.len() < len {
-                    self.fill_request(&mut last_progress)?;
+                    self.fill_body(body_deadline)?;
                 }
                 self.buf.drain(..len).collect()
             }
-            BodyFraming::Chunked => self.read_chunked_body(limit, &mut last_progress)?,
+            BodyFraming::Chunked => self.read_chunked_body(limit, body_deadline)?,
+            // Never for a request: no framing header means no body.
+            BodyFraming::CloseDelimited => Vec::new(),
         };
-        Ok(request)
-    }
-
-    /// Parse the request head from `buf`; `None` when it is incomplete. Consumes the head.
-    fn parse_head(&mut self) -> Result<Option<(Request, BodyFraming, bool)>, ReadFailure> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let head_len = match parsed.parse(&self.buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => {
-                return Err(ReadFailure::Respond(head_too_large()));
-            }
-            Err(err) => {
-                return Err(ReadFailure::Respond(ApiError::bad_request(
-                    "invalid_http",
-                    format!("the request is not valid HTTP/1.1: {err}"),
-                )));
-            }
-        };
-        let version = parsed.version.unwrap_or(1);
-        let method = parsed.method.unwrap_or_default().to_string();
-        let path = parsed.path.unwrap_or_default().to_string();
-        let headers: Vec<(String, String)> = parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
-        self.buf.drain(..head_len);
-
-        let mut content_length: Option<usize> = None;
-        let mut chunked = false;
-        let mut transfer_encoding = false;
-        let mut connection_close = version == 0;
-        let mut expect_continue = false;
-        for (name, value) in &headers {
-            if name.eq_ignore_ascii_case("content-length") {
-                let len = value.trim().parse::<usize>().map_err(|_| {
-                    ReadFailure::Respond(ApiError::bad_request(
-                        "invalid_content_length",
-                        "the Content-Length header is not a number",
-                    ))
-                })?;
-                if content_length.is_some_and(|previous| previous != len) {
-                    return Err(ReadFailure::Respond(ApiError::bad_request(
-                        "invalid_content_length",
-                        "conflicting Content-Length headers",
-                    )));
-                }
-                content_length = Some(len);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                transfer_encoding = true;
-                chunked = value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            } else if name.eq_ignore_ascii_case("connection") {
-                // (HTTP/1.0 `keep-alive` is not supported: those connections always close.)
-                if value
-                    .split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("close"))
-                {
-                    connection_close = true;
-                }
-            } else if name.eq_ignore_ascii_case("expect")
-                && value.trim().eq_ignore_ascii_case("100-continue")
-            {
-                expect_continue = version == 1;
-            }
-        }
-        let framing = match (transfer_encoding, content_length) {
-            (true, Some(_)) => {
-                return Err(ReadFailure::Respond(ApiError::bad_request(
-                    "invalid_framing",
-                    "a request may not have both Transfer-Encoding and Content-Length",
-                )));
-            }
-            (true, None) if !chunked => {
-                return Err(ReadFailure::Respond(ApiError::bad_request(
-                    "unsupported_transfer_encoding",
-                    "only the chunked transfer encoding is supported",
-                )));
-            }
-            (true, None) => BodyFraming::Chunked,
-            (false, Some(0)) | (false, None) => BodyFraming::None,
-            (false, Some(len)) => BodyFraming::Length(len),
-        };
-        let request = Request {
-            method,
-            path,
-            version,
-            headers,
-            body: Vec::new(),
-            keep_alive: !connection_close,
-        };
-        Ok(Some((request, framing, expect_continue)))
+        Ok(Request {
+            keep_alive: head.version == Version::Http11 && head.keep_alive(),
+            method: head.method,
+            path: head.path,
+            version: head.version,
+            headers: head.headers,
+            body,
+        })
     }
 
     /// Decode a `Transfer-Encoding: chunked` body, failing with 413 as soon as it exceeds
@@ -329,55 +287,23 @@ impl Connection {
     fn read_chunked_body(
         &mut self,
         limit: usize,
-        last_progress: &mut Instant,
+        deadline: Instant,
     ) -> Result<Vec<u8>, ReadFailure> {
+        let mut decoder = ChunkedDecoder::new();
         let mut body = Vec::new();
         loop {
-            let line = self.read_line(last_progress)?;
-            let size_text = line.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(size_text, 16).map_err(|_| {
-                ReadFailure::Respond(ApiError::bad_request(
-                    "invalid_chunk",
-                    "a chunk size is not valid",
-                ))
+            let used = decoder.decode(&self.buf, &mut body).map_err(|error| {
+                tracing::debug!(%error, "invalid chunked request body");
+                ReadFailure::Respond(ApiError::invalid_body())
             })?;
-            if size == 0 {
-                // Trailers, up to the empty line.
-                while !self.read_line(last_progress)?.is_empty() {}
-                return Ok(body);
-            }
-            if body.len().saturating_add(size) > limit {
+            self.buf.drain(..used);
+            if body.len() > limit {
                 return Err(ReadFailure::Respond(ApiError::payload_too_large(limit)));
             }
-            while self.buf.len() < size + 2 {
-                self.fill_request(last_progress)?;
+            if decoder.is_done() {
+                return Ok(body);
             }
-            if &self.buf[size..size + 2] != b"\r\n" {
-                return Err(ReadFailure::Respond(ApiError::bad_request(
-                    "invalid_chunk",
-                    "a chunk is not followed by CRLF",
-                )));
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            self.buf.drain(..size + 2);
-        }
-    }
-
-    /// Read one CRLF-terminated line (without the CRLF) of a chunked body.
-    fn read_line(&mut self, last_progress: &mut Instant) -> Result<String, ReadFailure> {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
-                self.buf.drain(..pos + 2);
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_CHUNK_LINE {
-                return Err(ReadFailure::Respond(ApiError::bad_request(
-                    "invalid_chunk",
-                    "a chunk-size or trailer line is too long",
-                )));
-            }
-            self.fill_request(last_progress)?;
+            self.fill_body(deadline)?;
         }
     }
 
@@ -419,15 +345,12 @@ impl Connection {
         let ApiBody::Full(body) = &response.body else {
             return Ok(());
         };
-        let mut out = status_line(response.status);
-        for (name, value) in &response.headers {
-            push_header(&mut out, name, value);
-        }
-        push_header(&mut out, "content-length", &body.len().to_string());
+        let mut head = response_head(response.status, &response.headers)
+            .header("content-length", &body.len().to_string());
         if close {
-            push_header(&mut out, "connection", "close");
+            head = head.header("connection", "close");
         }
-        out.extend_from_slice(b"\r\n");
+        let mut out = head.finish();
         if !head_only {
             out.extend_from_slice(body);
         }
@@ -435,26 +358,32 @@ impl Connection {
         self.stream.flush()
     }
 
+    /// Answer a head that was not understood: `status`, an empty body, and close.
+    fn write_empty_and_close(&mut self, status: u16) -> io::Result<()> {
+        let head = HeadWriter::response(status)
+            .header("content-length", "0")
+            .header("connection", "close")
+            .finish();
+        self.write_flush(&head)
+    }
+
     /// Write a streamed response, one write and flush per frame. Returns `true` if the
     /// stream ended normally and the connection may be reused.
-    fn write_stream(&mut self, response: ApiResponse, version: u8, keep_alive: bool) -> bool {
+    fn write_stream(&mut self, response: ApiResponse, version: Version, keep_alive: bool) -> bool {
         let ApiBody::Stream(mut body) = response.body else {
             return false;
         };
         // HTTP/1.0 has no chunked encoding: the body ends when the connection closes.
-        let chunked = version >= 1;
-        let keep_alive = keep_alive && chunked;
-        let mut out = status_line(response.status);
-        for (name, value) in &response.headers {
-            push_header(&mut out, name, value);
-        }
-        if chunked {
-            push_header(&mut out, "transfer-encoding", "chunked");
+        let chunked_body = version == Version::Http11;
+        let keep_alive = keep_alive && chunked_body;
+        let mut head = response_head(response.status, &response.headers);
+        if chunked_body {
+            head = head.header("transfer-encoding", "chunked");
         }
         if !keep_alive {
-            push_header(&mut out, "connection", "close");
+            head = head.header("connection", "close");
         }
-        out.extend_from_slice(b"\r\n");
+        let mut out = head.finish();
         if self.write_flush(&out).is_err() {
             return false;
         }
@@ -462,10 +391,8 @@ impl Connection {
             match self.next_frame(&mut body) {
                 Frame::Data(frame) => {
                     out.clear();
-                    if chunked {
-                        out.extend_from_slice(format!("{:x}\r\n", frame.len()).as_bytes());
-                        out.extend_from_slice(&frame);
-                        out.extend_from_slice(b"\r\n");
+                    if chunked_body {
+                        chunked::encode_chunk(&frame, &mut out);
                     } else {
                         out.extend_from_slice(&frame);
                     }
@@ -475,7 +402,7 @@ impl Connection {
                     }
                 }
                 Frame::End => {
-                    if chunked && self.write_flush(b"0\r\n\r\n").is_err() {
+                    if chunked_body && self.write_flush(chunked::LAST_CHUNK).is_err() {
                         return false;
                     }
                     return keep_alive;
@@ -556,47 +483,8 @@ fn is_timeout(err: &io::Error) -> bool {
     )
 }
 
-fn head_too_large() -> ApiError {
-    ApiError {
-        status: 431,
-        code: "request_header_fields_too_large",
-        message: format!(
-            "the request head exceeds {MAX_HEAD_BYTES} bytes or {MAX_HEADERS} headers"
-        ),
-    }
-}
-
-fn status_line(status: u16) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status)).as_bytes());
-    out
-}
-
-fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "",
-    }
+/// The status line and the service's headers of `response`.
+fn response_head(status: u16, headers: &[(&'static str, String)]) -> HeadWriter {
+    HeadWriter::response(status)
+        .headers(headers.iter().map(|(name, value)| (*name, value.as_str())))
 }

@@ -10,10 +10,15 @@ use std::time::{Duration, Instant};
 
 use agent_core::agent::Agent;
 use agent_core::server::{AgentService, ApiError, ServerConfig};
+use agent_http1::HeadWriter;
 
 use crate::connection::Connection;
 
 /// Settings of a [`ThreadServer`] beyond the [`ServerConfig`] every backend shares.
+///
+/// Every request limit and timeout (head, body, header count and size, writes to a client
+/// that stopped reading) is in [`ServerConfig`], so the three backends' servers apply the
+/// same ones.
 ///
 /// ```
 /// use std::time::Duration;
@@ -33,14 +38,6 @@ pub struct ThreadServerOptions {
     /// How often an idle stream checks whether its client closed the connection, which
     /// bounds how long a run outlives its client. Default 250 ms.
     pub disconnect_poll: Duration,
-    /// How long a keep-alive connection may wait for its next request. Default 60 s.
-    pub idle_timeout: Duration,
-    /// How long a started request may take to arrive without any progress (`408` beyond).
-    /// Default 30 s.
-    ///
-    /// (How long a write may block on a client that stopped reading is
-    /// [`ServerConfig::write_timeout`], shared by every backend.)
-    pub request_timeout: Duration,
     /// How long [`ThreadServer::shutdown`] waits for open connections to finish. Default 5 s.
     pub shutdown_timeout: Duration,
 }
@@ -50,8 +47,6 @@ impl Default for ThreadServerOptions {
         ThreadServerOptions {
             max_connections: 1024,
             disconnect_poll: Duration::from_millis(250),
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -67,18 +62,6 @@ impl ThreadServerOptions {
     /// Set [`disconnect_poll`](Self::disconnect_poll) (at least 1 ms).
     pub fn with_disconnect_poll(mut self, interval: Duration) -> Self {
         self.disconnect_poll = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Set [`idle_timeout`](Self::idle_timeout).
-    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Set [`request_timeout`](Self::request_timeout).
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
         self
     }
 
@@ -123,9 +106,9 @@ impl Drop for ConnectionSlot {
 /// An HTTP server serving one agent over the HTTP API on `std::net`, one thread per
 /// connection.
 ///
-/// A small HTTP/1.1 server written for this crate (requests parsed with `httparse`), because
-/// the usual threaded servers buffer streamed bodies: tiny_http 0.12, for one, writes chunked
-/// bodies through an encoder that holds 8 KiB before it sends anything, so SSE events would
+/// A small HTTP/1.1 server on the workspace's one sans-IO HTTP/1.1 layer ([`agent_http1`]),
+/// because the usual threaded servers buffer streamed bodies: tiny_http 0.12, for one, writes
+/// chunked bodies through an encoder that holds 8 KiB before it sends anything, so SSE events would
 /// sit in its buffer. Here every frame of a streamed response is written with one `write`
 /// and flushed on a socket with `TCP_NODELAY`, the moment the run produces it.
 ///
@@ -136,6 +119,18 @@ impl Drop for ConnectionSlot {
 /// * HTTP/1.1 keep-alive; `Content-Length` and `Transfer-Encoding: chunked` request bodies,
 ///   limited to [`ServerConfig::max_body_bytes`] while reading (`413`, never buffering more);
 ///   `Expect: 100-continue` is answered;
+/// * what the request framing does not allow is answered as hyper answers it on the other
+///   backends: a malformed head (request line, header field, `Content-Length: +14`, both
+///   `Transfer-Encoding` and `Content-Length`) gets `400` with an empty body, a head with
+///   more than [`ServerConfig::max_headers`] fields or over
+///   [`ServerConfig::effective_max_head_bytes`] gets `431` with an empty body; a transfer
+///   coding other than exactly `chunked` gets the `501` JSON error, broken chunked framing
+///   the `400` `invalid_body` JSON error; each closes the connection;
+/// * a request head must be complete within [`ServerConfig::head_read_timeout`] of the moment
+///   the server starts waiting for it (a new connection, or the end of the previous response:
+///   it is also the keep-alive idle timeout), or the connection is closed without an answer;
+///   a body must arrive within [`ServerConfig::body_read_timeout`] of the end of its head, or
+///   it gets the `408` JSON error;
 /// * streamed responses use chunked encoding (HTTP/1.0 clients get the raw stream and a
 ///   connection close);
 /// * a client that disconnects cancels its run: a failed write notices it at once, and while
@@ -453,12 +448,13 @@ fn refuse(mut stream: TcpStream) {
         message: "the server has too many open connections; try again shortly".into(),
     };
     let body = error.body();
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
+    let mut out = HeadWriter::response(503)
+        .header("content-type", "application/json")
+        .header("content-length", &body.len().to_string())
+        .header("connection", "close")
+        .finish();
+    out.extend_from_slice(&body);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&body);
+    let _ = stream.write_all(&out);
     let _ = stream.flush();
 }

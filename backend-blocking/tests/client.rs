@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use agent_core::http::{HttpClient, HttpErrorKind, HttpRequest, HttpResponse, Method};
 use agent_core::runtime::block_on;
+use agent_http1::{BodyFraming, HeadLimits, HeadParser, chunked};
 use backend_blocking::UreqClient;
 use common::WATCHDOG;
 use futures_util::{FutureExt, StreamExt};
@@ -41,32 +42,31 @@ where
 
 /// Read one request (head and Content-Length body); returns the head text, or `None` on EOF.
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
+    let mut parser = HeadParser::new(HeadLimits::default());
+    let mut buf = Vec::new();
+    let (head, used) = loop {
+        let mut byte = [0u8; 1];
+        if reader.read(&mut byte).unwrap() == 0 {
             return None;
         }
-        head.push_str(&line);
-        if line == "\r\n" {
-            break;
+        buf.push(byte[0]);
+        if let Some(parsed) = parser.parse_request(&buf).unwrap() {
+            break parsed;
         }
-    }
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().unwrap())
-        })
-        .unwrap_or(0);
+    };
+    let length = match head.body_framing().unwrap() {
+        BodyFraming::Length(length) => length as usize,
+        other => panic!("unexpected request framing {other:?}"),
+    };
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap();
-    Some(head)
+    Some(String::from_utf8_lossy(&buf[..used]).into_owned())
 }
 
 fn write_chunk(stream: &mut TcpStream, data: &str) {
-    write!(stream, "{:x}\r\n{data}\r\n", data.len()).unwrap();
+    let mut out = Vec::new();
+    chunked::encode_chunk(data.as_bytes(), &mut out);
+    stream.write_all(&out).unwrap();
     stream.flush().unwrap();
 }
 

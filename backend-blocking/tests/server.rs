@@ -5,11 +5,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_core::agent::Agent;
 use agent_core::model::{ScriptedModel, Turn};
 use agent_core::server::ServerConfig;
+use agent_http1::{ChunkedDecoder, HeadLimits, HeadParser};
 use backend_blocking::{ThreadServer, ThreadServerOptions};
 use common::{WATCHDOG, gated_model};
 use serde_json::Value;
@@ -33,10 +34,12 @@ fn repeating_agent() -> Agent {
         .unwrap()
 }
 
-/// A raw HTTP/1.1 client: writes bytes, reads heads, Content-Length and chunked bodies.
+/// A raw HTTP/1.1 client: writes bytes, reads heads, Content-Length and chunked bodies
+/// (framing through agent-http1, the same layer as the server, tested on its own).
 struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
+    decoder: ChunkedDecoder,
 }
 
 struct Head {
@@ -60,6 +63,7 @@ impl Client {
         Client {
             stream,
             buf: Vec::new(),
+            decoder: ChunkedDecoder::new(),
         }
     }
 
@@ -89,34 +93,31 @@ impl Client {
         }
     }
 
-    fn take_line(&mut self, what: &str) -> String {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8(self.buf[..pos].to_vec()).unwrap();
-                self.buf.drain(..pos + 2);
-                return line;
-            }
-            assert!(self.fill(what), "connection closed while reading {what}");
-        }
-    }
-
     fn read_head(&mut self) -> Head {
-        let status_line = self.take_line("the status line");
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|rest| rest.get(..3))
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-        let mut headers = Vec::new();
+        let mut parser = HeadParser::new(HeadLimits::default());
         loop {
-            let line = self.take_line("the headers");
-            if line.is_empty() {
-                break;
+            let parsed = parser
+                .parse_response(&self.buf)
+                .unwrap_or_else(|e| panic!("bad response head: {e}: {:?}", self.buf));
+            if let Some((head, used)) = parsed {
+                self.buf.drain(..used);
+                self.decoder = ChunkedDecoder::new();
+                assert_eq!(head.version, agent_http1::Version::Http11);
+                let headers = head
+                    .headers
+                    .into_iter()
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                    .collect();
+                return Head {
+                    status: head.status,
+                    headers,
+                };
             }
-            let (name, value) = line.split_once(':').unwrap();
-            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            assert!(
+                self.fill("the response head"),
+                "connection closed while reading the response head"
+            );
         }
-        Head { status, headers }
     }
 
     fn read_exact(&mut self, len: usize, what: &str) -> Vec<u8> {
@@ -139,17 +140,26 @@ impl Client {
         (head, json)
     }
 
-    /// The next chunk of a chunked body; `None` after the last (zero) chunk.
+    /// The next piece of a chunked body; `None` after its end.
     fn read_chunk(&mut self) -> Option<Vec<u8>> {
-        let size_line = self.take_line("a chunk size");
-        let size = usize::from_str_radix(size_line.trim(), 16).unwrap();
-        if size == 0 {
-            assert_eq!(self.take_line("the end of the body"), "");
-            return None;
+        loop {
+            let mut data = Vec::new();
+            let used = self
+                .decoder
+                .decode(&self.buf, &mut data)
+                .unwrap_or_else(|e| panic!("bad chunked body: {e}"));
+            self.buf.drain(..used);
+            if !data.is_empty() {
+                return Some(data);
+            }
+            if self.decoder.is_done() {
+                return None;
+            }
+            assert!(
+                self.fill("a chunk"),
+                "connection closed inside a chunked body"
+            );
         }
-        let data = self.read_exact(size, "a chunk");
-        assert_eq!(self.read_exact(2, "a chunk's CRLF"), b"\r\n");
-        Some(data)
     }
 
     /// Read chunks until the body text contains `needle`; returns the text read so far.
@@ -303,6 +313,21 @@ fn chat_completions_stream_and_non_stream() {
     server.shutdown();
 }
 
+/// A head-level refusal: `status`, an empty body, `connection: close`, then the server
+/// closes without sending anything more.
+fn expect_empty(client: &mut Client, status: u16) {
+    let head = client.read_head();
+    assert_eq!(head.status, status);
+    assert_eq!(head.header("content-length"), Some("0"));
+    assert_eq!(head.header("connection"), Some("close"));
+    assert!(client.closed_by_server(), "the connection should close");
+    assert!(
+        client.buf.is_empty(),
+        "nothing may follow the refusal: {:?}",
+        String::from_utf8_lossy(&client.buf)
+    );
+}
+
 fn expect_error(client: &mut Client, status: u16, code: &str) {
     let (head, body) = client.read_response();
     assert_eq!(head.status, status, "{body}");
@@ -354,10 +379,10 @@ fn bad_requests_get_json_errors() {
     );
     expect_error(&mut client, 413, "payload_too_large");
 
-    // Not HTTP at all.
+    // Not HTTP at all: 400 with an empty body, as hyper answers, then closed.
     let mut client = Client::connect(addr);
     client.send(b"\x00\x01garbage\r\n\r\n");
-    expect_error(&mut client, 400, "invalid_http");
+    expect_empty(&mut client, 400);
     server.shutdown();
 }
 
@@ -577,14 +602,19 @@ fn wait_returns_after_the_shutdown_signal() {
 }
 
 #[test]
-fn a_request_that_stalls_gets_408_and_an_idle_connection_is_closed() {
-    let options = ThreadServerOptions::default()
-        .with_request_timeout(Duration::from_millis(50))
-        .with_idle_timeout(Duration::from_millis(50));
-    let server = ThreadServer::bind_with(scripted_agent("x"), config(), options).unwrap();
+fn a_body_that_stops_midway_gets_408_and_an_idle_connection_is_closed() {
+    let config = config()
+        .with_body_read_timeout(Duration::from_millis(300))
+        .with_head_read_timeout(Duration::from_millis(300));
+    let server = ThreadServer::bind(scripted_agent("x"), config).unwrap();
     let mut stalled = Client::connect(server.local_addr());
+    let sent = Instant::now();
     stalled.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"in");
     expect_error(&mut stalled, 408, "request_timeout");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "answered before body_read_timeout"
+    );
     assert!(stalled.closed_by_server());
 
     let mut idle = Client::connect(server.local_addr());
@@ -592,7 +622,165 @@ fn a_request_that_stalls_gets_408_and_an_idle_connection_is_closed() {
     assert_eq!(idle.read_response().0.status, 200);
     assert!(
         idle.closed_by_server(),
-        "an idle keep-alive connection should be closed"
+        "an idle keep-alive connection should be closed after head_read_timeout"
     );
+    assert!(idle.buf.is_empty(), "closed without an answer");
+    server.shutdown();
+}
+
+/// Write `prefix`, then one byte of `filler` every 20 ms from another thread, until the
+/// server closes the connection (a write fails) or the watchdog passes.
+fn trickle(client: &Client, prefix: &[u8], filler: u8) -> std::thread::JoinHandle<()> {
+    let mut writer = client.stream.try_clone().unwrap();
+    writer.write_all(prefix).unwrap();
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while started.elapsed() < WATCHDOG {
+            if writer.write_all(&[filler]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+#[test]
+fn a_trickling_body_gets_408_at_the_body_deadline() {
+    // Progress does not extend the deadline: it counts from the end of the head.
+    let config = config().with_body_read_timeout(Duration::from_millis(300));
+    let server = ThreadServer::bind(scripted_agent("x"), config).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let started = Instant::now();
+    let writer = trickle(
+        &client,
+        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n",
+        b' ',
+    );
+    expect_error(&mut client, 408, "request_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(client.closed_by_server());
+    writer.join().unwrap();
+    server.shutdown();
+}
+
+#[test]
+fn a_trickling_head_is_closed_without_an_answer_after_head_read_timeout() {
+    let config = config().with_head_read_timeout(Duration::from_millis(300));
+    let server = ThreadServer::bind(scripted_agent("x"), config).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    let started = Instant::now();
+    // A valid head that never ends: one more byte of a header value every 20 ms.
+    let writer = trickle(
+        &client,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ",
+        b'a',
+    );
+    assert!(
+        client.closed_by_server(),
+        "the server should close a head that trickles past head_read_timeout"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed after {waited:?}"
+    );
+    assert!(
+        client.buf.is_empty(),
+        "no answer is sent for an incomplete head: {:?}",
+        String::from_utf8_lossy(&client.buf)
+    );
+    writer.join().unwrap();
+    server.shutdown();
+}
+
+#[test]
+fn content_length_with_a_sign_is_400_and_its_bytes_are_not_served() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    // `+14` is not `1*DIGIT`: a server that reads it as 14 serves the run and then the
+    // smuggled `GET /healthz` as a second request.
+    let body = r#"{"input":"hi"}"#;
+    assert_eq!(body.len(), 14);
+    client.send(
+        format!(
+            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: +14\r\n\r\n{body}GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    expect_empty(&mut client, 400);
+    server.shutdown();
+}
+
+#[test]
+fn malformed_chunk_sizes_are_400() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    let body = r#"{"input":"hi"}"#;
+    for size in ["+e", " e", "0xe"] {
+        let mut client = Client::connect(server.local_addr());
+        client.send(
+            format!(
+                "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n{body}\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        let (head, json) = client.read_response();
+        assert_eq!(head.status, 400, "chunk size {size:?}: {json}");
+        assert_eq!(json["error"]["code"], "invalid_body", "{size:?}");
+        let message = json["error"]["message"].as_str().unwrap();
+        assert!(
+            !message.contains("chunk size"),
+            "parser wording leaked: {message}"
+        );
+        assert!(client.closed_by_server());
+    }
+    server.shutdown();
+}
+
+#[test]
+fn transfer_codings_other_than_chunked_are_501() {
+    let server = ThreadServer::bind(repeating_agent(), config()).unwrap();
+    for coding in ["gzip, chunked", "chunked, gzip", "identity"] {
+        let mut client = Client::connect(server.local_addr());
+        client.send(
+            format!(
+                "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: {coding}\r\n\r\ne\r\n{{\"input\":\"hi\"}}\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        expect_error(&mut client, 501, "unsupported_transfer_encoding");
+        assert!(client.closed_by_server(), "{coding}");
+    }
+    // Both Transfer-Encoding and Content-Length: a head-level 400.
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n");
+    expect_empty(&mut client, 400);
+    server.shutdown();
+}
+
+#[test]
+fn absolute_form_targets_are_served_by_their_path() {
+    let server = ThreadServer::bind(scripted_agent("x"), config()).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = client.read_response();
+    assert_eq!(head.status, 200);
+    assert_eq!(body, serde_json::json!({"status": "ok"}));
+    server.shutdown();
+}
+
+#[test]
+fn heads_over_the_configured_limits_are_431() {
+    let config = config().with_max_headers(4).with_max_head_bytes(8 * 1024);
+    let server = ThreadServer::bind(scripted_agent("x"), config).unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
+    assert_eq!(client.read_response().0.status, 200, "four fields fit");
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n");
+    expect_empty(&mut client, 431);
+    let mut client = Client::connect(server.local_addr());
+    let long = "a".repeat(9 * 1024);
+    client.send(format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Long: {long}\r\n\r\n").as_bytes());
+    expect_empty(&mut client, 431);
     server.shutdown();
 }

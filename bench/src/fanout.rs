@@ -12,6 +12,7 @@ use agent_core::agent::Agent;
 use agent_core::model::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
 use agent_core::server::ServerConfig;
 use agent_core::sse::{SseDecoder, SseItem};
+use agent_http1::{BodyFraming, ChunkedDecoder, HeadLimits, HeadParser};
 use backend_blocking::{ThreadServer, ThreadServerOptions};
 use backend_smol::{SmolRuntime, SmolServer};
 use backend_tokio::{TokioRuntime, TokioServer};
@@ -169,70 +170,6 @@ struct Counters {
     done: AtomicUsize,
 }
 
-/// An incremental `Transfer-Encoding: chunked` decoder.
-#[derive(Default)]
-struct Dechunk {
-    buf: Vec<u8>,
-    /// Bytes left in the current chunk; `None` while a size line is expected.
-    left: Option<usize>,
-    /// A CRLF after chunk data must be skipped.
-    crlf: bool,
-    ended: bool,
-}
-
-impl Dechunk {
-    fn push(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        self.buf.extend_from_slice(input);
-        let mut at = 0;
-        loop {
-            if self.ended {
-                break;
-            }
-            if self.crlf {
-                if self.buf.len() - at < 2 {
-                    break;
-                }
-                at += 2;
-                self.crlf = false;
-            }
-            match self.left {
-                None => {
-                    let Some(end) = self.buf[at..].windows(2).position(|w| w == b"\r\n") else {
-                        break;
-                    };
-                    let line = std::str::from_utf8(&self.buf[at..at + end])
-                        .map_err(|_| "bad chunk size".to_string())?;
-                    let size =
-                        usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-                            .map_err(|_| format!("bad chunk size {line:?}"))?;
-                    at += end + 2;
-                    if size == 0 {
-                        self.ended = true;
-                    } else {
-                        self.left = Some(size);
-                    }
-                }
-                Some(left) => {
-                    let take = left.min(self.buf.len() - at);
-                    if take == 0 {
-                        break;
-                    }
-                    out.extend_from_slice(&self.buf[at..at + take]);
-                    at += take;
-                    if take == left {
-                        self.left = None;
-                        self.crlf = true;
-                    } else {
-                        self.left = Some(left - take);
-                    }
-                }
-            }
-        }
-        self.buf.drain(..at);
-        Ok(())
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct DeltaFrame {
     text: String,
@@ -259,27 +196,24 @@ async fn client(
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 16 * 1024];
+    let mut parser = HeadParser::new(HeadLimits::default());
     let mut head = Vec::new();
-    let rest = loop {
+    let (response, rest) = loop {
         let n = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("closed before the response head".into());
         }
         head.extend_from_slice(&buf[..n]);
-        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break head.split_off(i + 4);
+        if let Some((response, used)) = parser.parse_response(&head).map_err(|e| e.to_string())? {
+            break (response, head.split_off(used));
         }
     };
     drop(permit);
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    if !head.starts_with("http/1.1 200") {
-        return Err(format!(
-            "status line {:?}",
-            head.lines().next().unwrap_or("")
-        ));
+    if response.status != 200 {
+        return Err(format!("status {} {}", response.status, response.reason));
     }
-    let chunked = head.contains("transfer-encoding: chunked");
-    let mut dechunk = Dechunk::default();
+    let chunked = response.body_framing("POST").map_err(|e| e.to_string())? == BodyFraming::Chunked;
+    let mut dechunk = ChunkedDecoder::new();
     let mut decoder = SseDecoder::new();
     let mut latencies = Vec::new();
     let mut payload = Vec::new();
@@ -288,7 +222,9 @@ async fn client(
     loop {
         payload.clear();
         if chunked {
-            dechunk.push(&pending, &mut payload)?;
+            dechunk
+                .decode(&pending, &mut payload)
+                .map_err(|e| e.to_string())?;
         } else {
             payload.extend_from_slice(&pending);
         }

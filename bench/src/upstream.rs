@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use agent_http1::{BodyFraming, HeadLimits, HeadParser, HeadWriter, chunked};
+
 /// The model name the upstream reports.
 pub const MODEL: &str = "bench-model";
 
@@ -42,13 +44,14 @@ pub fn answer_events(deltas: usize) -> Vec<String> {
     events
 }
 
-const HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
-                    transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
-
-fn http_chunk(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", payload.len()).as_bytes());
-    out.extend_from_slice(payload);
-    out.extend_from_slice(b"\r\n");
+/// The response head of every answer.
+fn head() -> Vec<u8> {
+    HeadWriter::response(200)
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .header("transfer-encoding", "chunked")
+        .header("connection", "close")
+        .finish()
 }
 
 /// What the upstream answers to every request.
@@ -94,11 +97,11 @@ impl Stamps {
 impl Script {
     /// A burst answer with `deltas` content chunks.
     pub fn burst(deltas: usize) -> Script {
-        let mut out = HEAD.as_bytes().to_vec();
+        let mut out = head();
         for event in answer_events(deltas) {
-            http_chunk(&mut out, event.as_bytes());
+            chunked::encode_chunk(event.as_bytes(), &mut out);
         }
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(chunked::LAST_CHUNK);
         Script::Burst(Arc::new(out))
     }
 
@@ -109,7 +112,7 @@ impl Script {
             .into_iter()
             .map(|event| {
                 let mut out = Vec::new();
-                http_chunk(&mut out, event.as_bytes());
+                chunked::encode_chunk(event.as_bytes(), &mut out);
                 out
             })
             .collect();
@@ -215,7 +218,7 @@ fn serve(mut stream: TcpStream, script: &Script, request_read: bool) -> io::Resu
             pace,
             stamps,
         } => {
-            stream.write_all(HEAD.as_bytes())?;
+            stream.write_all(&head())?;
             let start = Instant::now();
             for (k, chunk) in chunks.iter().enumerate() {
                 // Deadline-based pacing: chunk k leaves at start + (k + 1) * pace.
@@ -230,7 +233,7 @@ fn serve(mut stream: TcpStream, script: &Script, request_read: bool) -> io::Resu
                 }
                 stream.write_all(chunk)?;
             }
-            stream.write_all(b"0\r\n\r\n")?;
+            stream.write_all(chunked::LAST_CHUNK)?;
         }
     }
     stream.flush()
@@ -238,34 +241,32 @@ fn serve(mut stream: TcpStream, script: &Script, request_read: bool) -> io::Resu
 
 /// Read one request head and its `content-length` body.
 fn read_request(stream: &mut TcpStream) -> io::Result<()> {
+    let invalid =
+        |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+    let mut parser = HeadParser::new(HeadLimits::default());
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
-    let head_end = loop {
+    let (head, used) = loop {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(io::ErrorKind::InvalidData.into());
+        if let Some(parsed) = parser.parse_request(&buf).map_err(|e| invalid(&e))? {
+            break parsed;
         }
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut have = buf.len() - head_end;
+    let length = match head.body_framing().map_err(|e| invalid(&e))? {
+        BodyFraming::Length(length) => length,
+        other => return Err(invalid(&format!("unexpected request framing {other:?}"))),
+    };
+    let mut have = (buf.len() - used) as u64;
     while have < length {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        have += n;
+        have += n as u64;
     }
     Ok(())
 }
@@ -278,14 +279,15 @@ pub fn raw_first_body_byte(addr: SocketAddr) -> io::Result<Instant> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut message = request.into_bytes();
+    let mut message = HeadWriter::request("POST", "/v1/chat/completions")
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+        .header("host", &addr.to_string())
+        .header("content-type", "application/json")
+        .header("content-length", &body.len().to_string())
+        .finish();
     message.extend_from_slice(body);
     stream.write_all(&message)?;
+    let mut parser = HeadParser::new(HeadLimits::default());
     let mut seen = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -294,8 +296,11 @@ pub fn raw_first_body_byte(addr: SocketAddr) -> io::Result<Instant> {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         seen.extend_from_slice(&chunk[..n]);
-        if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n")
-            && seen.len() > i + 4
+        let parsed = parser
+            .parse_response(&seen)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Some((_, used)) = parsed
+            && seen.len() > used
         {
             return Ok(Instant::now());
         }

@@ -126,7 +126,17 @@ fn upstream_repeats_forever_counts_bytes_and_connections() {
         assert!(data(client.next_item(WAIT).unwrap().unwrap()).contains("tick"));
     }
     assert_eq!(upstream.open_connections(), 1);
-    assert!(upstream.bytes_sent(0) >= 5 * tick.len() as u64);
+    // The upstream counts a frame right after writing it, which may be just after the
+    // client has read it: wait (bounded) for the count instead of racing it.
+    let deadline = std::time::Instant::now() + WAIT;
+    while upstream.bytes_sent(0) < 5 * tick.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bytes_sent stayed at {}",
+            upstream.bytes_sent(0)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     client.close();
     assert_eq!(
         upstream.wait_for_end(0, WAIT),

@@ -22,6 +22,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use agent_core::sse::{SseDecoder, SseEvent, SseItem, SseLimits};
+use agent_http1::{self as http1, ChunkedDecoder, HeadLimits, HeadParser, HeadWriter};
 use serde_json::Value;
 
 /// How long [`SseClient::request`] waits for the response head by default.
@@ -65,22 +66,9 @@ impl From<io::Error> for ClientError {
 
 #[derive(Debug)]
 enum BodyFraming {
-    Chunked(ChunkState),
+    Chunked(ChunkedDecoder),
     Length(u64),
     Close,
-}
-
-#[derive(Debug)]
-enum ChunkState {
-    /// Reading the size line (bytes so far).
-    Size(Vec<u8>),
-    /// Inside a chunk: bytes left.
-    Data(u64),
-    /// After a chunk's data: the CRLF (bytes of it seen).
-    DataEnd(u8),
-    /// After the last chunk: trailer lines (current line bytes).
-    Trailer(Vec<u8>),
-    Done,
 }
 
 /// A response being read from a raw TCP connection; see the [module docs](self).
@@ -144,12 +132,13 @@ impl SseClient {
         recv_buffer: Option<usize>,
     ) -> io::Result<SseClient> {
         let stream = connect(addr, recv_buffer)?;
-        let mut request = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\n");
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
-        let mut bytes = request.into_bytes();
+        let head = HeadWriter::request(method, path)
+            .map_err(invalid_data)?
+            .header("host", &addr.to_string())
+            .headers(headers.iter().copied())
+            .header("content-length", &body.len().to_string())
+            .finish();
+        let mut bytes = head;
         bytes.extend_from_slice(body);
         Self::send_raw(stream, &bytes)
     }
@@ -165,9 +154,10 @@ impl SseClient {
     fn read_head(mut stream: TcpStream, sent_at: Instant) -> io::Result<SseClient> {
         let deadline = Instant::now() + HEAD_TIMEOUT;
         let mut raw = Vec::new();
-        let head_end = loop {
-            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+        let mut parser = HeadParser::new(HeadLimits::default());
+        let (head, used) = loop {
+            if let Some(parsed) = parser.parse_response(&raw).map_err(invalid_data)? {
+                break parsed;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -188,41 +178,20 @@ impl SseClient {
             raw.extend_from_slice(&chunk[..n]);
         };
         let head_at = Instant::now();
-        let mut header_buf = [httparse::EMPTY_HEADER; 64];
-        let mut response = httparse::Response::new(&mut header_buf);
-        response
-            .parse(&raw[..head_end])
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let status = response.code.unwrap_or(0);
-        let headers: Vec<(String, String)> = response
+        let framing = match head.body_framing("GET").map_err(invalid_data)? {
+            http1::BodyFraming::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
+            http1::BodyFraming::Length(len) => BodyFraming::Length(len),
+            http1::BodyFraming::CloseDelimited => BodyFraming::Close,
+        };
+        let headers = head
             .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
             .collect();
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.trim().to_ascii_lowercase())
-        };
-        let framing = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            BodyFraming::Chunked(ChunkState::Size(Vec::new()))
-        } else if let Some(len) = find("content-length").and_then(|v| v.parse().ok()) {
-            BodyFraming::Length(len)
-        } else {
-            BodyFraming::Close
-        };
-        raw.drain(..head_end);
-        // `Content-Length: 0` (hyper's error answers): the body has ended already.
-        let body_ended = matches!(framing, BodyFraming::Length(0));
+        raw.drain(..used);
         Ok(SseClient {
             stream,
-            status,
+            status: head.status,
             headers,
             framing,
             raw,
@@ -231,7 +200,7 @@ impl SseClient {
                 max_line_bytes: 64 * 1024 * 1024,
                 max_event_bytes: 64 * 1024 * 1024,
             }),
-            body_ended,
+            body_ended: false,
             body_bytes: 0,
             head_at,
             sent_at,
@@ -277,96 +246,24 @@ impl SseClient {
     }
 
     /// Run the raw bytes read so far through the body framing into the SSE decoder (or the
-    /// capture buffer).
+    /// capture buffer). Bytes after the end of the body are dropped.
     fn process(&mut self) -> Result<(), io::Error> {
         let raw = std::mem::take(&mut self.raw);
+        let was_ended = self.body_ended;
         let mut body = Vec::new();
-        let mut i = 0;
-        while i < raw.len() && !self.body_ended {
+        if !self.body_ended {
             match &mut self.framing {
-                BodyFraming::Close => {
-                    body.extend_from_slice(&raw[i..]);
-                    i = raw.len();
-                }
+                BodyFraming::Close => body = raw,
                 BodyFraming::Length(left) => {
-                    let take = (*left).min((raw.len() - i) as u64) as usize;
-                    body.extend_from_slice(&raw[i..i + take]);
+                    let take = (*left).min(raw.len() as u64) as usize;
+                    body.extend_from_slice(&raw[..take]);
                     *left -= take as u64;
-                    i += take;
-                    if *left == 0 {
-                        self.body_ended = true;
-                    }
+                    self.body_ended = *left == 0;
                 }
-                BodyFraming::Chunked(state) => match state {
-                    ChunkState::Size(line) => {
-                        let b = raw[i];
-                        i += 1;
-                        if b == b'\n' {
-                            let text = String::from_utf8_lossy(line);
-                            let text = text.trim_end_matches('\r');
-                            let size_text = text.split(';').next().unwrap_or("").trim();
-                            let size = u64::from_str_radix(size_text, 16).map_err(|_| {
-                                io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    format!("bad chunk size line {text:?}"),
-                                )
-                            })?;
-                            *state = if size == 0 {
-                                ChunkState::Trailer(Vec::new())
-                            } else {
-                                ChunkState::Data(size)
-                            };
-                        } else {
-                            line.push(b);
-                            if line.len() > 1024 {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::InvalidData,
-                                    "chunk size line too long",
-                                ));
-                            }
-                        }
-                    }
-                    ChunkState::Data(left) => {
-                        let take = (*left).min((raw.len() - i) as u64) as usize;
-                        body.extend_from_slice(&raw[i..i + take]);
-                        *left -= take as u64;
-                        i += take;
-                        if *left == 0 {
-                            *state = ChunkState::DataEnd(0);
-                        }
-                    }
-                    ChunkState::DataEnd(seen) => {
-                        let b = raw[i];
-                        i += 1;
-                        if b == b'\n' {
-                            *state = ChunkState::Size(Vec::new());
-                        } else if b != b'\r' || *seen > 0 {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "missing CRLF after chunk data",
-                            ));
-                        } else {
-                            *seen = 1;
-                        }
-                    }
-                    ChunkState::Trailer(line) => {
-                        let b = raw[i];
-                        i += 1;
-                        if b == b'\n' {
-                            if line.is_empty() || line == b"\r" {
-                                *state = ChunkState::Done;
-                                self.body_ended = true;
-                            } else {
-                                line.clear();
-                            }
-                        } else {
-                            line.push(b);
-                        }
-                    }
-                    ChunkState::Done => {
-                        self.body_ended = true;
-                    }
-                },
+                BodyFraming::Chunked(decoder) => {
+                    decoder.decode(&raw, &mut body).map_err(invalid_data)?;
+                    self.body_ended = decoder.is_done();
+                }
             }
         }
         self.body_bytes += body.len() as u64;
@@ -376,7 +273,7 @@ impl SseClient {
                 if !body.is_empty() {
                     self.decoder.push(&body);
                 }
-                if self.body_ended {
+                if self.body_ended && !was_ended {
                     self.decoder.finish();
                 }
             }
@@ -425,9 +322,7 @@ impl SseClient {
     /// `Ok(None)` once the body has ended.
     pub fn next_item(&mut self, timeout: Duration) -> Result<Option<SseItem>, ClientError> {
         let deadline = Instant::now() + timeout;
-        if !self.raw.is_empty() {
-            self.process().map_err(ClientError::Io)?;
-        }
+        self.process().map_err(ClientError::Io)?;
         loop {
             if let Some(item) = self.decoder.next_item() {
                 return item
@@ -471,6 +366,10 @@ impl SseClient {
     pub fn close(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+fn invalid_data(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
 fn connect(addr: SocketAddr, recv_buffer: Option<usize>) -> io::Result<TcpStream> {

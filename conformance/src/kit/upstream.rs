@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use agent_http1::{BodyFraming, ChunkedDecoder, HeadLimits, HeadParser, HeadWriter, chunked};
 use serde_json::Value;
 
 use super::gate::Gate;
@@ -686,10 +687,6 @@ fn record_failure(shared: &Shared, message: String) {
     shared.changed.notify_all();
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     let mut chunk = [0u8; 8192];
     let n = stream.read(&mut chunk)?;
@@ -697,17 +694,16 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     Ok(n)
 }
 
+fn invalid_data(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
 /// Read one request (head and body) from `stream`; `None` at a clean end of connection.
 fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<RecordedRequest>> {
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
+    let mut parser = HeadParser::new(HeadLimits::default());
+    let (head, used) = loop {
+        if let Some(parsed) = parser.parse_request(buf).map_err(invalid_data)? {
+            break parsed;
         }
         if fill(stream, buf)? == 0 {
             if buf.is_empty() {
@@ -716,102 +712,41 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    parsed
-        .parse(&buf[..head_end])
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    let method = parsed.method.unwrap_or("").to_string();
-    let path = parsed.path.unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_ascii_lowercase())
-    };
-    let chunked = header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    buf.drain(..head_end);
-    let body = if chunked {
-        loop {
-            if let Some((body, used)) = decode_chunked(buf) {
-                buf.drain(..used);
-                break body;
-            }
-            if fill(stream, buf)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    } else {
-        while buf.len() < length {
-            if fill(stream, buf)? == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        buf.drain(..length).collect()
-    };
-    Ok(Some(RecordedRequest {
-        method,
-        path,
-        headers,
-        body,
-        received_at: Instant::now(),
-    }))
-}
-
-/// Decode a complete chunked body at the start of `buf`: the body and the bytes used.
-fn decode_chunked(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let mut body = Vec::new();
-    let mut pos = 0;
-    loop {
-        let line_end = pos + find(&buf[pos..], b"\r\n")?;
-        let size_text = std::str::from_utf8(&buf[pos..line_end]).ok()?;
-        let size_text = size_text.split(';').next()?.trim();
-        let size = usize::from_str_radix(size_text, 16).ok()?;
-        pos = line_end + 2;
-        if size == 0 {
-            // Skip trailers up to the empty line.
+    buf.drain(..used);
+    let body = match head.body_framing().map_err(invalid_data)? {
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut body = Vec::new();
             loop {
-                let end = pos + find(&buf[pos..], b"\r\n")?;
-                let empty = end == pos;
-                pos = end + 2;
-                if empty {
-                    return Some((body, pos));
+                let used = decoder.decode(buf, &mut body).map_err(invalid_data)?;
+                buf.drain(..used);
+                if decoder.is_done() {
+                    break body;
+                }
+                if fill(stream, buf)? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
         }
-        if buf.len() < pos + size + 2 {
-            return None;
+        BodyFraming::Length(length) => {
+            let length = usize::try_from(length).map_err(invalid_data)?;
+            while buf.len() < length {
+                if fill(stream, buf)? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            buf.drain(..length).collect()
         }
-        body.extend_from_slice(&buf[pos..pos + size]);
-        pos += size + 2;
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
+        // Never for a request: no framing header means no body.
+        BodyFraming::CloseDelimited => Vec::new(),
+    };
+    Ok(Some(RecordedRequest {
+        method: head.method,
+        path: head.path,
+        headers: head.headers,
+        body,
+        received_at: Instant::now(),
+    }))
 }
 
 /// Whether the peer has closed (FIN or RST) its side of `stream`.
@@ -859,28 +794,28 @@ impl Exchange<'_> {
         }
         if bytes.len() <= WRITE_PIECE {
             // One write (one TCP segment with TCP_NODELAY), as a real server sends a frame.
-            let mut out = Vec::with_capacity(bytes.len() + 16);
-            if self.framing == Framing::Chunked {
-                out.extend_from_slice(format!("{:x}\r\n", bytes.len()).as_bytes());
-            }
-            out.extend_from_slice(bytes);
-            if self.framing == Framing::Chunked {
-                out.extend_from_slice(b"\r\n");
-            }
+            let out = if self.framing == Framing::Chunked {
+                let mut out = Vec::with_capacity(bytes.len() + 16);
+                chunked::encode_chunk(bytes, &mut out);
+                out
+            } else {
+                bytes.to_vec()
+            };
             self.stream.write_all(&out)?;
             self.sent.fetch_add(bytes.len() as u64, Ordering::AcqRel);
             return self.stream.flush();
         }
         if self.framing == Framing::Chunked {
-            self.stream
-                .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+            let mut size_line = Vec::new();
+            chunked::encode_chunk_size(bytes.len(), &mut size_line);
+            self.stream.write_all(&size_line)?;
         }
         for piece in bytes.chunks(WRITE_PIECE) {
             self.stream.write_all(piece)?;
             self.sent.fetch_add(piece.len() as u64, Ordering::AcqRel);
         }
         if self.framing == Framing::Chunked {
-            self.stream.write_all(b"\r\n")?;
+            self.stream.write_all(chunked::CHUNK_END)?;
         }
         self.stream.flush()
     }
@@ -892,23 +827,14 @@ fn serve_response(exchange: &mut Exchange<'_>, response: &Response) -> (Exchange
     if let Some(size) = response.send_buffer {
         let _ = socket2::SockRef::from(&*exchange.stream).set_send_buffer_size(size);
     }
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        response.status,
-        reason(response.status)
-    );
-    for (name, value) in &response.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    match response.framing {
-        Framing::Chunked => head.push_str("transfer-encoding: chunked\r\n"),
-        Framing::ContentLength => {
-            head.push_str(&format!("content-length: {}\r\n", response.body_len()))
-        }
-        Framing::CloseDelimited => head.push_str("connection: close\r\n"),
-    }
-    head.push_str("\r\n");
-    if exchange.stream.write_all(head.as_bytes()).is_err() {
+    let head =
+        HeadWriter::response(response.status).headers(response.headers.iter().map(|(n, v)| (n, v)));
+    let head = match response.framing {
+        Framing::Chunked => head.header("transfer-encoding", "chunked"),
+        Framing::ContentLength => head.header("content-length", &response.body_len().to_string()),
+        Framing::CloseDelimited => head.header("connection", "close"),
+    };
+    if exchange.stream.write_all(&head.finish()).is_err() {
         return (ExchangeEnd::ClientClosed, false);
     }
     for action in &response.actions {
@@ -917,7 +843,9 @@ fn serve_response(exchange: &mut Exchange<'_>, response: &Response) -> (Exchange
             Step::End(end) => return (end, false),
         }
     }
-    if response.framing == Framing::Chunked && exchange.stream.write_all(b"0\r\n\r\n").is_err() {
+    if response.framing == Framing::Chunked
+        && exchange.stream.write_all(chunked::LAST_CHUNK).is_err()
+    {
         return (ExchangeEnd::ClientClosed, false);
     }
     let _ = exchange.stream.flush();
