@@ -73,3 +73,8 @@ pub use write_timeout::WriteTimeout;
 
 /// The hyper this crate is built on, re-exported so that versions always match.
 pub use hyper;
+
+// The README's example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

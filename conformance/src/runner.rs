@@ -94,6 +94,11 @@ pub struct CaseRun {
 pub fn run_case(case: &'static Case, make: MakeBackend, limit: Duration) -> CaseRun {
     crate::kit::panics::install();
     let _isolation = isolate(case.exclusive);
+    run_isolated(case, make, limit)
+}
+
+/// [`run_case`] for a caller that holds the case lock ([`isolate`]) already.
+fn run_isolated(case: &'static Case, make: MakeBackend, limit: Duration) -> CaseRun {
     let panics_before = crate::kit::panics::count();
     let started = Instant::now();
     let name = Arc::new(Mutex::new(String::new()));
@@ -140,7 +145,12 @@ pub fn run_case(case: &'static Case, make: MakeBackend, limit: Duration) -> Case
 /// failure message if it failed.
 pub fn run_test(name: &str, make: MakeBackend) {
     let case = cases::find(name).unwrap_or_else(|| panic!("no conformance case named {name:?}"));
-    let run = run_case(case, make, watchdog::CASE_LIMIT);
+    crate::kit::panics::install();
+    // Held until this function returns or unwinds: a failing case panics (below) while it
+    // still holds the lock, so its panic is counted before the next exclusive case takes
+    // its baseline, never as a panic "during" that case.
+    let _isolation = isolate(case.exclusive);
+    let run = run_isolated(case, make, watchdog::CASE_LIMIT);
     let ms = run.elapsed.as_millis();
     match &run.status {
         Status::Passed => {
@@ -150,8 +160,12 @@ pub fn run_test(name: &str, make: MakeBackend) {
             }
         }
         Status::NotApplicable(reason) => {
-            println!(
-                "conformance {name} on {}: NOT APPLICABLE (not a pass): {reason}",
+            // Written to the process's stderr directly, past the test harness's capture: a
+            // case that did not run must be visible in the output even though it "passes".
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "conformance {name} on {}: n/a (not a pass): {reason}",
                 run.backend
             );
         }

@@ -13,7 +13,7 @@
 //! use futures_util::{AsyncReadExt, AsyncWriteExt, StreamExt};
 //! use conformance::kit::sockets::{ThreadedListener, ThreadedStream};
 //!
-//! let listener = ThreadedListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+//! let mut listener = ThreadedListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
 //! let addr = listener.local_addr();
 //! let mut client = ThreadedStream::new(std::net::TcpStream::connect(addr).unwrap()).unwrap();
 //! futures_executor::block_on(async {
