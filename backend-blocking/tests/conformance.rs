@@ -1,4 +1,4 @@
 //! The whole conformance suite on plain threads: the Iterator entry point, the thread pool,
 //! the ureq client and the threaded server.
 
-conformance::suite!(threads => conformance::backends::blocking::Threads);
+conformance::suite!(threads => test_support::backends::blocking::Threads);

@@ -1,7 +1,6 @@
 //! The crate pulls no async runtime or executor: `cargo tree -p backend-blocking -e normal`.
 
-#[path = "../../conformance/tests/support/dependencies.rs"]
-mod dependencies;
+use test_support::dependencies;
 
 #[test]
 fn no_async_runtime_in_the_normal_dependency_tree() {

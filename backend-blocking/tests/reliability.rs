@@ -11,7 +11,7 @@ use agent_core::model::Model;
 use agent_core::server::ServerConfig;
 use backend_blocking::ThreadServer;
 use common::WATCHDOG;
-use common::reliability::{
+use test_support::reliability::{
     FloodModel, HoldModel, count_server_panics, post_run, read_until_closed, server_panics,
     stalling_client,
 };

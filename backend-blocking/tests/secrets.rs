@@ -13,8 +13,8 @@ use agent_core::runtime::block_on;
 use agent_core::server::ServerConfig;
 use backend_blocking::{ThreadServer, ThreadServerOptions, UreqClient};
 use common::WATCHDOG;
-use common::reliability::{TlsServer, capture_tracing};
 use futures_util::StreamExt;
+use test_support::reliability::{TlsServer, capture_tracing};
 
 const TOKEN: &str = "tok-SERVER-5ecret-1";
 const WRONG: &str = "tok-WRONG-5ecret-2";

@@ -6,8 +6,8 @@ mod common;
 use agent_core::http::{HttpClient, HttpErrorKind, HttpRequest, Method};
 use agent_core::runtime::block_on;
 use backend_blocking::UreqClient;
-use common::reliability::TlsServer;
 use futures_util::StreamExt;
+use test_support::reliability::TlsServer;
 
 const CHUNKS: &[&str] = &["first;", "second;", "third;"];
 

@@ -2,8 +2,7 @@
 //! feature (hyper 1.x's channels: no runtime, no reactor, no timer), in
 //! `cargo tree -p backend-smol -e normal,features`.
 
-#[path = "../../conformance/tests/support/dependencies.rs"]
-mod dependencies;
+use test_support::dependencies;
 
 #[test]
 fn no_other_runtime_among_the_normal_dependencies() {

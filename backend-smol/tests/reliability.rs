@@ -10,11 +10,11 @@ use agent_core::agent::Agent;
 use agent_core::model::Model;
 use agent_core::server::ServerConfig;
 use backend_smol::{SmolRuntime, SmolServer};
-use common::reliability::{
+use common::{RawClient, SingleThread, WATCHDOG, exchange, split_response, wait_until};
+use test_support::reliability::{
     FloodModel, HoldModel, count_server_panics, post_run, read_until_closed, server_panics,
     stalling_client,
 };
-use common::{RawClient, SingleThread, WATCHDOG, exchange, split_response, wait_until};
 
 /// Text per delta of the flood model: each SSE frame is a little more than this.
 const DELTA_BYTES: usize = 16 * 1024;

@@ -12,9 +12,9 @@ use agent_core::http::{HttpClient, HttpRequest, Method};
 use agent_core::model::{OpenAiConfig, ScriptedModel, Turn};
 use agent_core::server::ServerConfig;
 use backend_smol::{SmolClient, SmolServer};
-use common::reliability::capture_tracing;
 use common::{WATCHDOG, exchange, split_response};
 use futures_lite::StreamExt;
+use test_support::reliability::capture_tracing;
 
 const TOKEN: &str = "tok-SERVER-5ecret-1";
 const WRONG: &str = "tok-WRONG-5ecret-2";
@@ -140,7 +140,7 @@ fn client_errors_and_logs_never_show_the_api_key() {
         assert_clean("an invalid-URL error", &format!("{err} {err:?}"));
     }
 
-    let tls = common::reliability::TlsServer::start(1, &[]);
+    let tls = test_support::reliability::TlsServer::start(1, &[]);
     let err = smol::block_on(client.send(with_secrets(format!(
         "https://127.0.0.1:{}/",
         tls.addr.port()

@@ -6,8 +6,8 @@ mod common;
 use agent_core::http::{HttpClient, HttpErrorKind, HttpRequest, Method};
 use backend_smol::SmolClient;
 use common::WATCHDOG;
-use common::reliability::TlsServer;
 use futures_lite::StreamExt;
+use test_support::reliability::TlsServer;
 
 const CHUNKS: &[&str] = &["first;", "second;", "third;"];
 

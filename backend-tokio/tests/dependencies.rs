@@ -1,8 +1,7 @@
 //! The tokio backend pulls no other runtime and no OpenSSL: no async-std, no `openssl*` or
 //! native-tls crate in `cargo tree -p backend-tokio -e normal`; TLS is rustls.
 
-#[path = "../../conformance/tests/support/dependencies.rs"]
-mod dependencies;
+use test_support::dependencies;
 
 #[test]
 fn no_async_std_or_openssl_among_the_normal_dependencies() {

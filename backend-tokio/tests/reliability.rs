@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use agent_core::agent::Agent;
 use agent_core::server::ServerConfig;
-use common::reliability::{
+use common::{Flavour, RawClient, TestServer, WATCHDOG};
+use serde_json::json;
+use test_support::reliability::{
     FloodModel, HoldModel, count_server_panics, post_run, read_until_closed, server_panics,
     stalling_client,
 };
-use common::{Flavour, RawClient, TestServer, WATCHDOG};
-use serde_json::json;
 
 /// Text per delta of the flood model: each SSE frame is a little more than this.
 const DELTA_BYTES: usize = 16 * 1024;

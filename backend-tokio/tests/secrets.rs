@@ -12,10 +12,10 @@ use agent_core::http::{HttpClient, HttpRequest, Method};
 use agent_core::model::{OpenAiConfig, ScriptedModel, Turn};
 use agent_core::server::{AgentService, ServerConfig};
 use backend_tokio::{ReqwestClient, TokioRuntime, TokioServer};
-use common::reliability::capture_tracing;
 use common::{Flavour, RawClient, TestServer, WATCHDOG};
 use futures_util::StreamExt;
 use serde_json::json;
+use test_support::reliability::capture_tracing;
 
 const TOKEN: &str = "tok-SERVER-5ecret-1";
 const WRONG: &str = "tok-WRONG-5ecret-2";

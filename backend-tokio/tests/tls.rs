@@ -5,9 +5,9 @@ mod common;
 
 use agent_core::http::{HttpClient, HttpErrorKind, HttpRequest, Method};
 use backend_tokio::ReqwestClient;
-use common::reliability::TlsServer;
 use common::{Flavour, WATCHDOG};
 use futures_util::StreamExt;
+use test_support::reliability::TlsServer;
 
 const CHUNKS: &[&str] = &["first;", "second;", "third;"];
 

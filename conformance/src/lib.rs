@@ -61,14 +61,12 @@
 //! * [`cases`]: the cases, callable one by one;
 //! * [`kit`]: the gated model, gated upstream, raw SSE client, probes, watchdog, transcript
 //!   and redactions, resource and panic accounting, for writing more tests;
-//! * [`report`]: the markdown matrix written by the `conformance-report` binary;
-//! * [`backends`] (feature `backends`): this workspace's backends.
+//! * [`report`]: the markdown matrix (this workspace writes its own with the
+//!   `conformance-report` binary of its `test-support` crate).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backend;
-#[cfg(feature = "backends")]
-pub mod backends;
 pub mod cases;
 pub mod kit;
 mod macros;

@@ -7,14 +7,14 @@
 /// it waited for; it never hangs.
 ///
 /// Cases that cannot apply to the backend (starvation on a multi-threaded executor) still
-/// generate a test, which passes printing `NOT APPLICABLE (not a pass)` and the reason
-/// (visible with `--nocapture`; the `conformance-report` matrix shows them as `n/a`).
+/// generate a test, which passes printing `n/a (not a pass)` and the reason
+/// (written to the process's stderr, so it shows without `--nocapture`; the report matrix shows them as `n/a`).
 /// One more test, `conformance_suite_is_complete`, checks that the macro covers every case.
 ///
 /// ```ignore
 /// // tests/conformance.rs of a backend crate
-/// conformance::suite!(tokio_current_thread => conformance::backends::tokio::TokioCurrentThread::default());
-/// conformance::suite!(tokio_multi_thread => conformance::backends::tokio::TokioMultiThread::default());
+/// conformance::suite!(tokio_current_thread => my_backend::TokioCurrentThread::default());
+/// conformance::suite!(tokio_multi_thread => my_backend::TokioMultiThread::default());
 /// ```
 ///
 /// `suite!(name, expr)` is accepted as well. Items of the invoking module are in scope in

@@ -83,7 +83,7 @@ pub fn render_markdown(reports: &[BackendReport]) -> String {
     out.push_str("# Conformance report\n\n");
     out.push_str(
         "Every case of the conformance suite on every backend of this workspace, written by \
-         `cargo run -p conformance --bin conformance-report`. `pass` means every assertion \
+         `cargo run -p test-support --bin conformance-report`. `pass` means every assertion \
          held; `n/a` means the case cannot apply to that backend (it is not a pass: see \
          below); `FAIL` links to the failure. Timings are measured on the machine that ran \
          the report, in a debug build, and are not asserted by the suite.\n\n",

@@ -114,6 +114,3 @@ impl Drop for CountedStream {
         self.drops.fetch_add(1, Ordering::SeqCst);
     }
 }
-
-#[path = "../../../conformance/tests/support/reliability.rs"]
-pub mod reliability;

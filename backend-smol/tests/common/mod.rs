@@ -271,6 +271,3 @@ pub fn split_response(answer: &str) -> (u16, String, String) {
     let status = head[9..12].parse().unwrap();
     (status, head.to_ascii_lowercase(), body.to_string())
 }
-
-#[path = "../../../conformance/tests/support/reliability.rs"]
-pub mod reliability;

@@ -504,6 +504,3 @@ impl Drop for GatedStream {
         self.drops.0.fetch_add(1, Ordering::AcqRel);
     }
 }
-
-#[path = "../../../conformance/tests/support/reliability.rs"]
-pub mod reliability;

@@ -1,11 +1,7 @@
 //! Support for the backends' reliability tests: a model that floods, a model that holds, a
 //! client that stops reading, a self-signed TLS server, a panic counter and a tracing capture.
 //!
-//! One file for the three backends: each includes it from its `tests/common/mod.rs` with
-//! `#[path = "../../../conformance/tests/support/reliability.rs"] pub mod reliability;`,
-//! next to its own `WATCHDOG` constant. It needs `agent-core`, `futures-core`, `rcgen`,
-//! `rustls` (ring) and `tracing` as dev-dependencies of the including crate.
-#![allow(dead_code)]
+//! One module for the three backends' tests (`test_support::reliability`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,7 +16,7 @@ use agent_core::error::ModelError;
 use agent_core::model::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
 use futures_core::Stream;
 
-use super::WATCHDOG;
+use crate::WATCHDOG;
 
 /// Counters shared by a test model and the test: streams opened, deltas produced, streams
 /// dropped.

@@ -18,7 +18,7 @@ use backend_smol::async_executor::Executor;
 use backend_smol::{SmolClient, SmolRuntime, SmolServer};
 use futures_util::StreamExt;
 
-use crate::{Backend, RunningServer};
+use conformance::{Backend, RunningServer};
 
 /// Threads of [`SmolMultiThread`]'s executor.
 const POOL_THREADS: usize = 2;

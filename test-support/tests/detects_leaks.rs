@@ -16,10 +16,10 @@ use agent_core::event::Event;
 use agent_core::http::HttpClient;
 use agent_core::runtime::SharedRuntime;
 use agent_core::server::ServerConfig;
-use conformance::backends::blocking::Threads;
 use conformance::cases;
 use conformance::runner::{MakeBackend, Status, run_case};
 use conformance::{Backend, RunningServer};
+use test_support::backends::blocking::Threads;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leak {

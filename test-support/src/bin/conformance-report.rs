@@ -2,7 +2,7 @@
 //! workspace and write the matrix, with measured timings, to `docs/conformance.md`.
 //!
 //! ```text
-//! cargo run -p conformance --bin conformance-report [-- --out PATH] [-- --backend NAME] [-- --case NAME]
+//! cargo run -p test-support --bin conformance-report [-- --out PATH] [-- --backend NAME] [-- --case NAME]
 //! ```
 //!
 //! `--backend` and `--case` (repeatable) keep only the flavours / cases whose name contains
@@ -12,11 +12,11 @@
 
 use std::path::PathBuf;
 
-use conformance::backends;
 use conformance::cases::{CASES, Case};
 use conformance::kit::watchdog::CASE_LIMIT;
 use conformance::report::{self, BackendReport};
 use conformance::runner::MakeBackend;
+use test_support::backends;
 
 /// Every flavour of every backend of the workspace.
 fn flavours() -> Vec<(&'static str, MakeBackend)> {

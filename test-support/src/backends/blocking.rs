@@ -16,7 +16,7 @@ use agent_core::runtime::SharedRuntime;
 use agent_core::server::ServerConfig;
 use backend_blocking::{ThreadPoolRuntime, ThreadServer, UreqClient};
 
-use crate::{Backend, RunningServer};
+use conformance::{Backend, RunningServer};
 
 /// Plain OS threads: an `Iterator` of events, a bounded blocking pool, the ureq client and
 /// the threaded server.

@@ -17,7 +17,7 @@ use backend_tokio::tokio::sync::oneshot;
 use backend_tokio::{ReqwestClient, TokioRuntime, TokioServer};
 use futures_util::StreamExt;
 
-use crate::{Backend, RunningServer};
+use conformance::{Backend, RunningServer};
 
 /// Worker threads of [`TokioMultiThread`]'s runtime.
 const WORKER_THREADS: usize = 2;

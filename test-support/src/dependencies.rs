@@ -1,9 +1,6 @@
 //! The backends' dependency-rule tests (DESIGN.md, Layout) share this: the crate names in
-//! `cargo tree -p <package> -e normal`, and an assertion over them. Each backend includes it
-//! from its `tests/dependencies.rs` with `#[path = "../../conformance/tests/support/dependencies.rs"]`.
-
-// Each backend uses the part of this file its rule needs.
-#![allow(dead_code)]
+//! `cargo tree -p <package> -e normal`, the features of a crate in it, and assertions over
+//! them (`test_support::dependencies`).
 
 use std::process::Command;
 
