@@ -139,13 +139,9 @@ pub fn malformed_requests(backend: &dyn Backend) -> Outcome {
     );
 
     step("Content-Length: +14");
-    let smuggled = format!(
-        "POST /v1/runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: +14\r\n\r\n{{\"input\":\"a\"}}GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
-    );
+    let smuggled: &[u8] = b"POST /v1/runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: +14\r\n\r\n{\"input\":\"a\"}GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
     let mut stream = connect(addr);
-    stream
-        .write_all(smuggled.as_bytes())
-        .expect("send the request");
+    stream.write_all(smuggled).expect("send the request");
     let sent = SseClient::send_raw(stream.try_clone().expect("clone the socket"), b"");
     expect(
         "Content-Length: +14",
