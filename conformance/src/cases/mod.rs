@@ -8,7 +8,7 @@
 //!
 //! | # | area | cases |
 //! |---|---|---|
-//! | 1–3 | incremental delivery | `incremental_model`, `incremental_http`, `incremental_server_runs`, `incremental_server_chat` |
+//! | 1–3 | incremental delivery | `incremental_model`, `incremental_http`, `incremental_server_runs`, `incremental_server_chat` (lockstep); `free_running_consume`, `free_running_http`, `free_running_server_runs`, `free_running_server_chat` (free-running producers) |
 //! | 4 | no starvation | `starvation_ready_deltas`, `starvation_blocking_tool` |
 //! | 5 | parallel tools | `parallel_async_tools_order`, `parallel_blocking_tools_order`, `parallel_tools_wall_time` |
 //! | 6 | cancellation | `cancel_drop_closes_upstream`, `cancel_drop_drops_async_tool`, `cancel_drop_discards_blocking_result`, `cancel_server_disconnect`, `cancel_server_disconnect_closes_upstream`, `cancel_server_shutdown` |
@@ -34,6 +34,7 @@ pub mod contract;
 pub mod errors;
 pub mod faults;
 pub mod framing;
+pub mod free_running;
 pub mod hardening;
 pub mod incremental;
 pub mod leaks;
@@ -154,6 +155,10 @@ cases! {
     "incremental_http", "2 incremental", "60 upstream chunks, split mid-line, mid-CRLF and inside UTF-8, through the backend's HTTP client in lockstep", incremental::http;
     "incremental_server_runs", "3 incremental", "the server writes each /v1/runs frame before the next event exists", incremental::server_runs;
     "incremental_server_chat", "3 incremental", "the same on /v1/chat/completions (stream: true)", incremental::server_chat;
+    "free_running_consume", "3 incremental", "40 deltas paced 15 ms apart, never waiting for the consumer, reach consume in many separate bursts", free_running::consume_path;
+    "free_running_http", "3 incremental", "the same from a paced upstream through the backend's HTTP client", free_running::http_path;
+    "free_running_server_runs", "3 incremental", "the same through the server's POST /v1/runs, counted in socket reads", free_running::server_runs;
+    "free_running_server_chat", "3 incremental", "the same through POST /v1/chat/completions (stream: true)", free_running::server_chat;
     "starvation_ready_deltas", "4 starvation", "a heartbeat keeps beating while 100,000 ready deltas stream (single-threaded flavours)", starvation::ready_deltas;
     "starvation_blocking_tool", "4 starvation", "a heartbeat keeps beating while a blocking tool sleeps 300 ms", starvation::blocking_tool_sleep;
     "parallel_async_tools_order", "5 parallel tools", "async tools finishing 3, 1, 2 are reported 3, 1, 2, each at once", parallel::async_tools_order;
