@@ -139,9 +139,7 @@ pub fn malformed_requests(backend: &dyn Backend) -> Outcome {
     );
 
     step("Content-Length: +14");
-    let smuggled = format!(
-        "POST /v1/runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: +14\r\n\r\n{{\"input\":\"a\"}}GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
-    );
+    let smuggled = "POST /v1/runs HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: +14\r\n\r\n{\"input\":\"a\"}GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n".to_string();
     let mut stream = connect(addr);
     stream
         .write_all(smuggled.as_bytes())
