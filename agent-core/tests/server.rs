@@ -92,44 +92,95 @@ fn assert_error(response: &ApiResponse, status: u16, code: &str) {
     );
 }
 
+/// How long a test may run before it fails instead of holding CI.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The last step a test recorded, reported when it misses its deadline.
+#[derive(Clone, Default)]
+struct Steps(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl Steps {
+    fn step(&self, what: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = what.into();
+    }
+
+    fn last(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Run `body` on its own thread and fail the test, naming it and its last step, if it has
+/// not finished within [`DEADLINE`]: a run, channel, gate or join that never ends fails in
+/// seconds instead of hanging. A panic in the body is re-raised unchanged.
+fn within_deadline(name: &str, body: impl FnOnce(&Steps) + Send + 'static) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let steps = Steps::default();
+    steps.step("started");
+    let inner = steps.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            body(&inner);
+            let _ = done_tx.send(());
+        })
+        .expect("spawn the test thread");
+    match done_rx.recv_timeout(DEADLINE) {
+        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(RecvTimeoutError::Timeout) => panic!(
+            "{name}: did not finish within {DEADLINE:?} (hung); last step: {}",
+            steps.last()
+        ),
+    }
+}
+
 #[test]
 fn healthz_answers_ok() {
-    let response = call(&hello_service(), "GET", "/healthz", &[], b"");
-    assert_eq!(response.status, 200);
-    assert_eq!(json_body(&response), json!({"status": "ok"}));
+    within_deadline("healthz_answers_ok", |_steps| {
+        let response = call(&hello_service(), "GET", "/healthz", &[], b"");
+        assert_eq!(response.status, 200);
+        assert_eq!(json_body(&response), json!({"status": "ok"}));
+    });
 }
 
 #[test]
 fn unknown_route_wrong_method_and_bad_bodies_get_json_errors() {
-    let service = hello_service();
-    assert_error(&call(&service, "GET", "/nope", &[], b""), 404, "not_found");
-    assert_error(
-        &call(&service, "GET", "/v1/runs", &[], b""),
-        405,
-        "method_not_allowed",
-    );
-    assert_error(
-        &call(&service, "POST", "/v1/runs", &[], b"{not json"),
-        400,
-        "invalid_json",
-    );
-    assert_error(
-        &call(&service, "POST", "/v1/runs", &[], br#"{"session_id":"x"}"#),
-        400,
-        "invalid_json",
-    );
-    assert_error(
-        &call(
-            &service,
-            "POST",
-            "/v1/chat/completions",
-            &[],
-            br#"{"messages":[]}"#,
-        ),
-        400,
-        "invalid_messages",
-    );
-    assert_error(
+    within_deadline(
+        "unknown_route_wrong_method_and_bad_bodies_get_json_errors",
+        |_steps| {
+            let service = hello_service();
+            assert_error(&call(&service, "GET", "/nope", &[], b""), 404, "not_found");
+            assert_error(
+                &call(&service, "GET", "/v1/runs", &[], b""),
+                405,
+                "method_not_allowed",
+            );
+            assert_error(
+                &call(&service, "POST", "/v1/runs", &[], b"{not json"),
+                400,
+                "invalid_json",
+            );
+            assert_error(
+                &call(&service, "POST", "/v1/runs", &[], br#"{"session_id":"x"}"#),
+                400,
+                "invalid_json",
+            );
+            assert_error(
+                &call(
+                    &service,
+                    "POST",
+                    "/v1/chat/completions",
+                    &[],
+                    br#"{"messages":[]}"#,
+                ),
+                400,
+                "invalid_messages",
+            );
+            assert_error(
         &call(
             &service,
             "POST",
@@ -140,109 +191,120 @@ fn unknown_route_wrong_method_and_bad_bodies_get_json_errors() {
         400,
         "invalid_messages",
     );
-    assert_error(
-        &call(
-            &service,
-            "POST",
-            "/v1/runs",
-            &[],
-            br#"{"input":"x","session_id":""}"#,
-        ),
-        400,
-        "invalid_session_id",
+            assert_error(
+                &call(
+                    &service,
+                    "POST",
+                    "/v1/runs",
+                    &[],
+                    br#"{"input":"x","session_id":""}"#,
+                ),
+                400,
+                "invalid_session_id",
+            );
+        },
     );
 }
 
 #[test]
 fn bearer_token_is_required_when_configured() {
-    let service = service_with(
-        ScriptedModel::from_fn(|_, _| Turn::new().text("ok")),
-        ServerConfig::default().with_bearer_token("t0ken"),
-    );
-    let body = br#"{"input":"x"}"#;
-    let missing = call(&service, "POST", "/v1/runs", &[], body);
-    assert_error(&missing, 401, "unauthorized");
-    assert_eq!(header(&missing, "www-authenticate"), Some("Bearer"));
-    assert_error(
-        &call(
+    within_deadline("bearer_token_is_required_when_configured", |_steps| {
+        let service = service_with(
+            ScriptedModel::from_fn(|_, _| Turn::new().text("ok")),
+            ServerConfig::default().with_bearer_token("t0ken"),
+        );
+        let body = br#"{"input":"x"}"#;
+        let missing = call(&service, "POST", "/v1/runs", &[], body);
+        assert_error(&missing, 401, "unauthorized");
+        assert_eq!(header(&missing, "www-authenticate"), Some("Bearer"));
+        assert_error(
+            &call(
+                &service,
+                "POST",
+                "/v1/runs",
+                &[("Authorization", "Bearer wrong")],
+                body,
+            ),
+            401,
+            "unauthorized",
+        );
+        let ok = call(
             &service,
             "POST",
             "/v1/runs",
-            &[("Authorization", "Bearer wrong")],
+            &[("authorization", "Bearer t0ken")],
             body,
-        ),
-        401,
-        "unauthorized",
-    );
-    let ok = call(
-        &service,
-        "POST",
-        "/v1/runs",
-        &[("authorization", "Bearer t0ken")],
-        body,
-    );
-    assert_eq!(ok.status, 200);
-    // Health checks stay open.
-    assert_eq!(call(&service, "GET", "/healthz", &[], b"").status, 200);
-    assert!(
-        !format!("{service:?}").contains("t0ken"),
-        "the token never shows in Debug"
-    );
+        );
+        assert_eq!(ok.status, 200);
+        // Health checks stay open.
+        assert_eq!(call(&service, "GET", "/healthz", &[], b"").status, 200);
+        assert!(
+            !format!("{service:?}").contains("t0ken"),
+            "the token never shows in Debug"
+        );
+    });
 }
 
 #[test]
 fn oversized_body_is_413() {
-    let service = service_with(
-        ScriptedModel::from_fn(|_, _| Turn::new()),
-        ServerConfig::default().with_max_body_bytes(16),
-    );
-    assert_error(
-        &call(
-            &service,
-            "POST",
-            "/v1/runs",
-            &[],
-            br#"{"input":"this is too long"}"#,
-        ),
-        413,
-        "payload_too_large",
-    );
+    within_deadline("oversized_body_is_413", |_steps| {
+        let service = service_with(
+            ScriptedModel::from_fn(|_, _| Turn::new()),
+            ServerConfig::default().with_max_body_bytes(16),
+        );
+        assert_error(
+            &call(
+                &service,
+                "POST",
+                "/v1/runs",
+                &[],
+                br#"{"input":"this is too long"}"#,
+            ),
+            413,
+            "payload_too_large",
+        );
+    });
 }
 
 #[test]
 fn runs_stream_one_sse_frame_per_event_with_headers() {
-    let response = call(
-        &hello_service(),
-        "POST",
-        "/v1/runs?x=1",
-        &[],
-        br#"{"input":"hi"}"#,
-    );
-    assert_eq!(response.status, 200);
-    assert_eq!(header(&response, "content-type"), Some("text/event-stream"));
-    assert_eq!(header(&response, "cache-control"), Some("no-cache"));
-    assert_eq!(header(&response, "x-accel-buffering"), Some("no"));
-    let items = decode_all(stream_body(response));
-    let events: Vec<Event> = items
-        .iter()
-        .map(|item| {
-            let SseItem::Event(frame) = item else {
-                panic!("unexpected {item:?}")
+    within_deadline(
+        "runs_stream_one_sse_frame_per_event_with_headers",
+        |_steps| {
+            let response = call(
+                &hello_service(),
+                "POST",
+                "/v1/runs?x=1",
+                &[],
+                br#"{"input":"hi"}"#,
+            );
+            assert_eq!(response.status, 200);
+            assert_eq!(header(&response, "content-type"), Some("text/event-stream"));
+            assert_eq!(header(&response, "cache-control"), Some("no-cache"));
+            assert_eq!(header(&response, "x-accel-buffering"), Some("no"));
+            let items = decode_all(stream_body(response));
+            let events: Vec<Event> = items
+                .iter()
+                .map(|item| {
+                    let SseItem::Event(frame) = item else {
+                        panic!("unexpected {item:?}")
+                    };
+                    let event: Event = serde_json::from_str(&frame.data).unwrap();
+                    assert_eq!(frame.event, event.name());
+                    assert_eq!(frame.id.as_deref(), Some(event.seq.to_string().as_str()));
+                    event
+                })
+                .collect();
+            assert!(matches!(
+                events.first().unwrap().kind,
+                EventKind::RunStarted { .. }
+            ));
+            let EventKind::RunCompleted { text, .. } = &events.last().unwrap().kind else {
+                panic!()
             };
-            let event: Event = serde_json::from_str(&frame.data).unwrap();
-            assert_eq!(frame.event, event.name());
-            assert_eq!(frame.id.as_deref(), Some(event.seq.to_string().as_str()));
-            event
-        })
-        .collect();
-    assert!(matches!(
-        events.first().unwrap().kind,
-        EventKind::RunStarted { .. }
-    ));
-    let EventKind::RunCompleted { text, .. } = &events.last().unwrap().kind else {
-        panic!()
-    };
-    assert_eq!(text, "Hello there");
+            assert_eq!(text, "Hello there");
+        },
+    );
 }
 
 fn chat_chunks(body: ResponseBody) -> (Vec<Value>, bool) {
@@ -264,114 +326,127 @@ fn chat_chunks(body: ResponseBody) -> (Vec<Value>, bool) {
 
 #[test]
 fn chat_completions_stream_chunks_then_done() {
-    let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},
+    within_deadline("chat_completions_stream_chunks_then_done", |_steps| {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},
         "messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#;
-    let response = call(&hello_service(), "POST", "/v1/chat/completions", &[], body);
-    assert_eq!(response.status, 200);
-    let (chunks, done) = chat_chunks(stream_body(response));
-    assert!(done);
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
-    assert_eq!(text, "Hello there");
-    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
-    assert_eq!(chunks[0]["model"], "m");
-    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let finish: Vec<&Value> = chunks
-        .iter()
-        .filter_map(|c| c["choices"].get(0).map(|choice| &choice["finish_reason"]))
-        .filter(|f| !f.is_null())
-        .collect();
-    assert_eq!(finish, [&json!("stop")]);
-    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 5);
+        let response = call(&hello_service(), "POST", "/v1/chat/completions", &[], body);
+        assert_eq!(response.status, 200);
+        let (chunks, done) = chat_chunks(stream_body(response));
+        assert!(done);
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "Hello there");
+        assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+        assert_eq!(chunks[0]["model"], "m");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let finish: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"].get(0).map(|choice| &choice["finish_reason"]))
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finish, [&json!("stop")]);
+        assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 5);
+    });
 }
 
 #[test]
 fn chat_completions_without_stream_answer_once() {
-    let body =
+    within_deadline("chat_completions_without_stream_answer_once", |_steps| {
+        let body =
         br#"{"messages":[{"role":"system","content":"be nice"},{"role":"user","content":"hi"}]}"#;
-    let response = call(&hello_service(), "POST", "/v1/chat/completions", &[], body);
-    assert_eq!(response.status, 200);
-    let json = json_body(&response);
-    assert_eq!(json["object"], "chat.completion");
-    assert_eq!(json["choices"][0]["message"]["content"], "Hello there");
-    assert_eq!(json["choices"][0]["finish_reason"], "stop");
-    assert_eq!(json["usage"]["prompt_tokens"], 3);
+        let response = call(&hello_service(), "POST", "/v1/chat/completions", &[], body);
+        assert_eq!(response.status, 200);
+        let json = json_body(&response);
+        assert_eq!(json["object"], "chat.completion");
+        assert_eq!(json["choices"][0]["message"]["content"], "Hello there");
+        assert_eq!(json["choices"][0]["finish_reason"], "stop");
+        assert_eq!(json["usage"]["prompt_tokens"], 3);
+    });
 }
 
 #[test]
 fn chat_completion_of_a_failed_run_is_502_with_the_error_kind() {
-    let service = service_with(
-        ScriptedModel::from_fn(|_, _| {
-            Turn::new().fail(ModelError::new(
-                agent_core::error::ErrorKind::UpstreamStatus,
-                "upstream answered 500",
-            ))
-        }),
-        ServerConfig::default(),
+    within_deadline(
+        "chat_completion_of_a_failed_run_is_502_with_the_error_kind",
+        |_steps| {
+            let service = service_with(
+                ScriptedModel::from_fn(|_, _| {
+                    Turn::new().fail(ModelError::new(
+                        agent_core::error::ErrorKind::UpstreamStatus,
+                        "upstream answered 500",
+                    ))
+                }),
+                ServerConfig::default(),
+            );
+            let response = call(
+                &service,
+                "POST",
+                "/v1/chat/completions",
+                &[],
+                br#"{"messages":[{"role":"user","content":"hi"}]}"#,
+            );
+            assert_eq!(response.status, 502);
+            assert_eq!(json_body(&response)["error"]["code"], "upstream_status");
+        },
     );
-    let response = call(
-        &service,
-        "POST",
-        "/v1/chat/completions",
-        &[],
-        br#"{"messages":[{"role":"user","content":"hi"}]}"#,
-    );
-    assert_eq!(response.status, 502);
-    assert_eq!(json_body(&response)["error"]["code"], "upstream_status");
 }
 
 #[test]
 fn chat_history_is_passed_to_the_model() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let service = service_with(
-        ScriptedModel::from_fn(move |request, _| {
-            s.lock().unwrap().push(request.messages.clone());
-            Turn::new().text("ok")
-        }),
-        ServerConfig::default(),
-    );
-    let body = br#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]}"#;
-    assert_eq!(
-        call(&service, "POST", "/v1/chat/completions", &[], body).status,
-        200
-    );
-    assert_eq!(
-        seen.lock().unwrap()[0],
-        vec![
-            Message::user("a"),
-            Message::assistant("b"),
-            Message::user("c")
-        ]
-    );
+    within_deadline("chat_history_is_passed_to_the_model", |_steps| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let service = service_with(
+            ScriptedModel::from_fn(move |request, _| {
+                s.lock().unwrap().push(request.messages.clone());
+                Turn::new().text("ok")
+            }),
+            ServerConfig::default(),
+        );
+        let body = br#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]}"#;
+        assert_eq!(
+            call(&service, "POST", "/v1/chat/completions", &[], body).status,
+            200
+        );
+        assert_eq!(
+            seen.lock().unwrap()[0],
+            vec![
+                Message::user("a"),
+                Message::assistant("b"),
+                Message::user("c")
+            ]
+        );
+    });
 }
 
 #[test]
 fn session_id_keeps_history_between_runs() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let service = service_with(
-        ScriptedModel::from_fn(move |request, n| {
-            s.lock().unwrap().push(request.messages.len());
-            Turn::new().text(format!("answer {n}"))
-        }),
-        ServerConfig::default(),
-    );
-    for input in ["one", "two"] {
-        let body = format!(r#"{{"input":"{input}","session_id":"s1"}}"#);
-        decode_all(stream_body(call(
-            &service,
-            "POST",
-            "/v1/runs",
-            &[],
-            body.as_bytes(),
-        )));
-    }
-    let body = br#"{"input":"three"}"#;
-    decode_all(stream_body(call(&service, "POST", "/v1/runs", &[], body)));
-    assert_eq!(*seen.lock().unwrap(), [1, 3, 1]);
+    within_deadline("session_id_keeps_history_between_runs", |_steps| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let service = service_with(
+            ScriptedModel::from_fn(move |request, n| {
+                s.lock().unwrap().push(request.messages.len());
+                Turn::new().text(format!("answer {n}"))
+            }),
+            ServerConfig::default(),
+        );
+        for input in ["one", "two"] {
+            let body = format!(r#"{{"input":"{input}","session_id":"s1"}}"#);
+            decode_all(stream_body(call(
+                &service,
+                "POST",
+                "/v1/runs",
+                &[],
+                body.as_bytes(),
+            )));
+        }
+        let body = br#"{"input":"three"}"#;
+        decode_all(stream_body(call(&service, "POST", "/v1/runs", &[], body)));
+        assert_eq!(*seen.lock().unwrap(), [1, 3, 1]);
+    });
 }
 
 /// A model whose stream yields one text delta, then stays pending forever; it counts drops.
@@ -428,80 +503,94 @@ fn next_event(body: &mut ResponseBody, decoder: &mut SseDecoder) -> Event {
 
 #[test]
 fn dropping_the_body_cancels_the_run_and_frees_its_slot() {
-    let model = HangingModel::default();
-    let drops = model.drops.clone();
-    let service = service_with(model, ServerConfig::default().with_max_concurrent_runs(1));
-    let mut body = stream_body(call(&service, "POST", "/v1/runs", &[], br#"{"input":"x"}"#));
-    let mut decoder = SseDecoder::new();
-    while !matches!(
-        next_event(&mut body, &mut decoder).kind,
-        EventKind::TextDelta { .. }
-    ) {}
-    assert!(body.next().now_or_never().is_none(), "the model hangs");
-    assert_eq!(service.running_streams(), 1);
-    // The limit is reached: a second run is refused.
-    assert_error(
-        &call(&service, "POST", "/v1/runs", &[], br#"{"input":"y"}"#),
-        503,
-        "too_many_runs",
-    );
-    drop(body);
-    assert_eq!(
-        drops.load(Ordering::SeqCst),
-        1,
-        "the model stream was dropped with the body"
-    );
-    assert_eq!(service.running_streams(), 0);
-    assert_eq!(
-        call(&service, "POST", "/v1/runs", &[], br#"{"input":"z"}"#).status,
-        200
+    within_deadline(
+        "dropping_the_body_cancels_the_run_and_frees_its_slot",
+        |_steps| {
+            let model = HangingModel::default();
+            let drops = model.drops.clone();
+            let service = service_with(model, ServerConfig::default().with_max_concurrent_runs(1));
+            let mut body =
+                stream_body(call(&service, "POST", "/v1/runs", &[], br#"{"input":"x"}"#));
+            let mut decoder = SseDecoder::new();
+            while !matches!(
+                next_event(&mut body, &mut decoder).kind,
+                EventKind::TextDelta { .. }
+            ) {}
+            assert!(body.next().now_or_never().is_none(), "the model hangs");
+            assert_eq!(service.running_streams(), 1);
+            // The limit is reached: a second run is refused.
+            assert_error(
+                &call(&service, "POST", "/v1/runs", &[], br#"{"input":"y"}"#),
+                503,
+                "too_many_runs",
+            );
+            drop(body);
+            assert_eq!(
+                drops.load(Ordering::SeqCst),
+                1,
+                "the model stream was dropped with the body"
+            );
+            assert_eq!(service.running_streams(), 0);
+            assert_eq!(
+                call(&service, "POST", "/v1/runs", &[], br#"{"input":"z"}"#).status,
+                200
+            );
+        },
     );
 }
 
 #[test]
 fn shutdown_ends_open_streams_with_run_cancelled_and_refuses_new_runs() {
-    let service = service_with(HangingModel::default(), ServerConfig::default());
-    let mut body = stream_body(call(&service, "POST", "/v1/runs", &[], br#"{"input":"x"}"#));
-    let mut decoder = SseDecoder::new();
-    while !matches!(
-        next_event(&mut body, &mut decoder).kind,
-        EventKind::TextDelta { .. }
-    ) {}
-    service.shutdown();
-    let last = next_event(&mut body, &mut decoder);
-    assert_eq!(
-        last.kind,
-        EventKind::RunCancelled {
-            partial_text: "first".into()
-        }
-    );
-    assert!(
-        block_on(body.next()).is_none(),
-        "the body ends after the terminal frame"
-    );
-    assert_error(
-        &call(&service, "POST", "/v1/runs", &[], br#"{"input":"y"}"#),
-        503,
-        "shutting_down",
+    within_deadline(
+        "shutdown_ends_open_streams_with_run_cancelled_and_refuses_new_runs",
+        |_steps| {
+            let service = service_with(HangingModel::default(), ServerConfig::default());
+            let mut body =
+                stream_body(call(&service, "POST", "/v1/runs", &[], br#"{"input":"x"}"#));
+            let mut decoder = SseDecoder::new();
+            while !matches!(
+                next_event(&mut body, &mut decoder).kind,
+                EventKind::TextDelta { .. }
+            ) {}
+            service.shutdown();
+            let last = next_event(&mut body, &mut decoder);
+            assert_eq!(
+                last.kind,
+                EventKind::RunCancelled {
+                    partial_text: "first".into()
+                }
+            );
+            assert!(
+                block_on(body.next()).is_none(),
+                "the body ends after the terminal frame"
+            );
+            assert_error(
+                &call(&service, "POST", "/v1/runs", &[], br#"{"input":"y"}"#),
+                503,
+                "shutting_down",
+            );
+        },
     );
 }
 
 #[test]
 fn idle_streams_get_keep_alive_comments() {
-    let service = service_with(
-        HangingModel::default(),
-        ServerConfig::default().with_keep_alive(Duration::from_millis(20)),
-    );
-    let mut body = stream_body(call(&service, "POST", "/v1/runs", &[], br#"{"input":"x"}"#));
-    let mut decoder = SseDecoder::new();
-    while !matches!(
-        next_event(&mut body, &mut decoder).kind,
-        EventKind::TextDelta { .. }
-    ) {}
-    for _ in 0..2 {
-        assert_eq!(
-            next_frame(&mut body, &mut decoder),
-            SseItem::Comment("keep-alive".into())
+    within_deadline("idle_streams_get_keep_alive_comments", |_steps| {
+        let service = service_with(
+            HangingModel::default(),
+            ServerConfig::default().with_keep_alive(Duration::from_millis(20)),
         );
-    }
+        let mut body = stream_body(call(&service, "POST", "/v1/runs", &[], br#"{"input":"x"}"#));
+        let mut decoder = SseDecoder::new();
+        while !matches!(
+            next_event(&mut body, &mut decoder).kind,
+            EventKind::TextDelta { .. }
+        ) {}
+        for _ in 0..2 {
+            assert_eq!(
+                next_frame(&mut body, &mut decoder),
+                SseItem::Comment("keep-alive".into())
+            );
+        }
+    });
 }

@@ -275,7 +275,7 @@ fn a_server_behind_a_coalescing_buffer_passes_lockstep_but_fails_free_running() 
 fn a_consume_that_coalesces_events_fails_free_running() {
     match run("free_running_consume", buffered_consume) {
         Status::Failed(message) => assert!(
-            message.contains("free-running delivery through consume") && message.contains("burst"),
+            message.contains("free-running delivery: through consume") && message.contains("burst"),
             "the failure must name the path and the burst count: {message}"
         ),
         other => panic!("free_running_consume must fail on a coalescing consume, got {other:?}"),

@@ -87,7 +87,7 @@ impl Accounting {
         let now = panics::count();
         assert!(
             now == self.panics,
-            "{} panic(s) in the process during {during}: {:?}",
+            "no panics: {} panic(s) in the process during {during}: {:?}",
             now - self.panics,
             panics::messages_since(self.panics)
         );
@@ -163,7 +163,8 @@ pub(crate) fn warm_up_upstream(backend: &dyn Backend) {
     assert_eq!(
         transcript.completed_text(),
         "warm up",
-        "the warm-up run failed"
+        "accounting: the warm-up run (a plain answer) must complete before the baseline is \
+         taken"
     );
     drop(agent);
     // Let the pooled connection close before the baseline is taken.
@@ -194,7 +195,8 @@ pub(crate) fn assert_upstream_closed(backend: &dyn Backend, upstream: &GatedUpst
     step("waiting for every upstream connection to close (agent and client dropped)");
     assert!(
         upstream.wait_for_no_connections(RELEASE_WITHIN, || idle_run(backend)),
-        "{} upstream connection(s) still open {RELEASE_WITHIN:?} after the run ended and its \
+        "leaks: {} upstream connection(s) still open {RELEASE_WITHIN:?} after the run ended \
+         and its \
          agent, model and HTTP client were dropped (after: {during})",
         upstream.open_connections(),
     );

@@ -101,8 +101,12 @@ pub fn server_bound(backend: &dyn Backend) -> Outcome {
         br#"{"input":"flood"}"#,
         Some(64 * 1024),
     )
-    .unwrap_or_else(|e| panic!("POST /v1/runs failed: {e}"));
-    assert_eq!(client.status(), 200);
+    .unwrap_or_else(|e| panic!("backpressure: POST /v1/runs failed: {e}"));
+    assert_eq!(
+        client.status(),
+        200,
+        "backpressure: POST /v1/runs must be answered 200"
+    );
     let mut read_deltas = 0u64;
     read_run(&mut client, |event| {
         if let EventKind::TextDelta { .. } = event.kind {
@@ -144,7 +148,9 @@ pub fn server_bound(backend: &dyn Backend) -> Outcome {
     step("waiting for the run to be cancelled after the stalled client left");
     assert!(
         wait_until(Duration::from_secs(5), || model.streams_dropped() == 1),
-        "the run of a client that left must be cancelled"
+        "backpressure: the run of a client that stalled and left must be cancelled within 5 s \
+         ({} deltas produced)",
+        model.produced()
     );
     Outcome::passed()
         .measure("server_bytes_in_flight", in_flight as f64)

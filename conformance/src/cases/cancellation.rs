@@ -46,7 +46,8 @@ pub fn drop_closes_upstream(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.text(),
         "one two three ",
-        "{}",
+        "cancellation: the three deltas sent before the upstream stalls must arrive before \
+         the run is dropped\n{}",
         transcript.summary()
     );
     step("waiting for the upstream to see its connection close after the run was dropped");
@@ -54,7 +55,8 @@ pub fn drop_closes_upstream(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         end,
         Some(ExchangeEnd::ClientClosed),
-        "dropping the run must close the upstream connection within {CLOSE_WITHIN:?}"
+        "cancellation: dropping the run must close the upstream request within \
+         {CLOSE_WITHIN:?}; the upstream saw {end:?}"
     );
     Outcome::passed()
 }
@@ -87,7 +89,7 @@ fn drop_during_tools(backend: &dyn Backend, tool: &std::sync::Arc<GatedTool>) {
     assert_eq!(
         transcript.count("tool_call_completed"),
         1,
-        "{}",
+        "cancellation: only call 2 (gate open) may complete before the run is dropped\n{}",
         transcript.summary()
     );
 }
@@ -100,16 +102,21 @@ pub fn drop_drops_async_tool(backend: &dyn Backend) -> Outcome {
     step("waiting for the future of call 1 to be dropped");
     assert!(
         tool.probe().drops().wait_for(2, CLOSE_WITHIN),
-        "dropping the run must drop the future of the still-running async tool call \
+        "cancellation: dropping the run must drop the future of the still-running async \
+         tool call \
          ({} of 2 tool futures dropped)",
         tool.probe().drops().dropped()
     );
     assert_eq!(
         tool.probe().delivered(),
         1,
-        "only call 2 delivered a result"
+        "cancellation: only call 2 may deliver a result; the dropped call 1 must not"
     );
-    assert_eq!(tool.probe().finished(), 1, "call 1 never finished");
+    assert_eq!(
+        tool.probe().finished(),
+        1,
+        "cancellation: the dropped async call 1 must never finish (only call 2 did)"
+    );
     Outcome::passed()
 }
 
@@ -122,19 +129,22 @@ pub fn drop_discards_blocking_result(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         tool.probe().finished(),
         1,
-        "consume returned while call 1 still blocks its thread"
+        "cancellation: consume must return while blocking call 1 still blocks its thread \
+         (dropping the run must not wait for it)"
     );
     step("letting the blocking call 1 finish after the run was dropped");
     tool.gate(1).open_next();
     assert!(
         tool.probe().drops().wait_for(2, CLOSE_WITHIN),
-        "the blocking call's result must be dropped once it finishes ({} of 2 results dropped)",
+        "cancellation: the blocking call's result must be dropped once it finishes ({} of 2 \
+         results dropped)",
         tool.probe().drops().dropped()
     );
     assert_eq!(
         tool.probe().delivered(),
         1,
-        "the result of the cancelled blocking call must be discarded, not delivered"
+        "cancellation: the result of the cancelled blocking call must be discarded, not \
+         delivered"
     );
     Outcome::passed()
 }
@@ -161,12 +171,18 @@ pub fn server_disconnect_cancels_run(backend: &dyn Backend) -> Outcome {
         }
         ControlFlow::Continue(())
     });
-    assert_eq!(transcript.count("text_delta"), 3);
+    assert_eq!(
+        transcript.count("text_delta"),
+        3,
+        "cancellation: the client must read 3 text deltas over /v1/runs before leaving\n{}",
+        transcript.summary()
+    );
     client.close();
     step("waiting for the run to be cancelled (its model stream dropped) after the client left");
     assert!(
         wait_until(CLOSE_WITHIN, || model.streams_dropped() == 1),
-        "a client disconnecting must cancel its run within {CLOSE_WITHIN:?} (the model stream \
+        "cancellation: a client disconnecting from /v1/runs must cancel its run within \
+         {CLOSE_WITHIN:?} (the model stream \
          was not dropped; {} deltas were produced)",
         model.produced()
     );
@@ -199,7 +215,8 @@ pub fn server_disconnect_closes_upstream(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         upstream.wait_for_end(0, CLOSE_WITHIN),
         Some(ExchangeEnd::ClientClosed),
-        "client disconnect → run cancelled → upstream request closed, within {CLOSE_WITHIN:?}"
+        "cancellation: a client leaving /v1/runs must cancel the run and close its upstream \
+         request within {CLOSE_WITHIN:?}"
     );
     Outcome::passed()
 }
@@ -239,13 +256,13 @@ pub fn server_graceful_shutdown(backend: &dyn Backend) -> Outcome {
             transcript.terminal().map(|e| &e.kind),
             Some(EventKind::RunCancelled { .. })
         ),
-        "a graceful shutdown ends open streams with run_cancelled\n{}",
+        "cancellation: a graceful shutdown must end open streams with run_cancelled\n{}",
         transcript.summary()
     );
     step("waiting for RunningServer::shutdown to return");
     assert!(
         done_rx.recv_timeout(WAIT).is_ok(),
-        "shutdown did not return within {WAIT:?}"
+        "cancellation: RunningServer::shutdown did not return within {WAIT:?}"
     );
     Outcome::passed()
 }

@@ -56,9 +56,17 @@ pub fn consume_runs(backend: &dyn Backend) -> Outcome {
         let transcript = consume(backend, &agent, input, |_| ControlFlow::Continue(()));
         transcript.assert_contract();
         let last = transcript.terminal().expect("terminal");
-        assert_eq!(last.name(), terminal, "{}", transcript.summary());
+        assert_eq!(
+            last.name(),
+            terminal,
+            "event contract through consume: the run must end with {terminal}\n{}",
+            transcript.summary()
+        );
         if let EventKind::RunStarted { run_id, .. } = &transcript.events()[0].kind {
-            assert!(run_ids.insert(run_id.clone()), "run id {run_id} reused");
+            assert!(
+                run_ids.insert(run_id.clone()),
+                "event contract: every run needs its own run id; {run_id} was reused"
+            );
         }
     }
     Outcome::passed()
@@ -71,14 +79,22 @@ pub fn server_frames(backend: &dyn Backend) -> Outcome {
     let server = Server::start(backend, contract_agent(backend));
     for (input, terminal) in [("hello", "run_completed"), ("fail", "run_failed")] {
         let mut client = post_run(server.addr(), input);
-        assert_eq!(client.header("cache-control"), Some("no-cache"));
-        assert_eq!(client.header("x-accel-buffering"), Some("no"));
+        assert_eq!(
+            client.header("cache-control"),
+            Some("no-cache"),
+            "server frames: a /v1/runs event stream must carry Cache-Control: no-cache"
+        );
+        assert_eq!(
+            client.header("x-accel-buffering"),
+            Some("no"),
+            "server frames: a /v1/runs event stream must carry X-Accel-Buffering: no"
+        );
         let transcript: Transcript = read_run(&mut client, |_| ControlFlow::Continue(()));
         transcript.assert_contract();
         assert_eq!(
             transcript.terminal().map(|e| e.name()),
             Some(terminal),
-            "{}",
+            "server frames: the /v1/runs stream must end with {terminal}\n{}",
             transcript.summary()
         );
     }
@@ -96,23 +112,35 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
     let auth = [("authorization", "Bearer conformance-token")];
     let timeout = Duration::from_secs(5);
     let json_error = |what: &str, response: &crate::kit::RawResponse, status: u16| {
-        assert_eq!(response.status, status, "{what}: status");
+        assert_eq!(
+            response.status, status,
+            "server requests: {what} must be answered {status}"
+        );
         let body = response.json().unwrap_or_else(|| {
             panic!(
-                "{what}: the body is not JSON: {:?}",
+                "server requests: the answer to {what} must be a JSON error, the body is not \
+                 JSON: {:?}",
                 String::from_utf8_lossy(&response.body)
             )
         });
         assert!(
             body["error"]["message"].is_string(),
-            "{what}: error body {body}"
+            "server requests: the answer to {what} must be {{\"error\": {{\"message\": ...}}}}; \
+             got {body}"
         );
     };
 
     step("GET /healthz");
     let health = http_request(addr, "GET", "/healthz", &[], b"", timeout).expect("GET /healthz");
-    assert_eq!(health.status, 200);
-    assert_eq!(health.json(), Some(json!({"status": "ok"})));
+    assert_eq!(
+        health.status, 200,
+        "server requests: GET /healthz must be answered 200"
+    );
+    assert_eq!(
+        health.json(),
+        Some(json!({"status": "ok"})),
+        "server requests: GET /healthz must answer {{\"status\": \"ok\"}}"
+    );
 
     step("GET /nope");
     let missing = http_request(addr, "GET", "/nope", &auth, b"", timeout).expect("GET /nope");
@@ -199,8 +227,15 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
         WAIT,
     )
     .expect("chat completion");
-    assert_eq!(chat.status, 200, "non-streamed chat completion");
+    assert_eq!(
+        chat.status, 200,
+        "server requests: a non-streamed chat completion must be answered 200"
+    );
     let body = chat.json().expect("chat completion JSON");
-    assert_eq!(body["choices"][0]["message"]["content"], "Hello there");
+    assert_eq!(
+        body["choices"][0]["message"]["content"], "Hello there",
+        "server requests: a non-streamed chat completion must carry the whole answer in \
+         choices[0].message.content; got {body}"
+    );
     Outcome::passed()
 }

@@ -77,15 +77,34 @@ fn upstream_500_run(backend: &dyn Backend) -> Outcome {
         |c| c.with_retry(quick_retries(1)),
     );
     let (failure, partial) = transcript.assert_failed(ErrorKind::UpstreamStatus);
-    assert_eq!(failure.status, Some(500));
+    assert_eq!(
+        failure.status,
+        Some(500),
+        "errors: an upstream 500 must end the run with run_failed/upstream_status carrying \
+         status 500; got {failure:?}"
+    );
     assert!(
         failure.message.contains("the model crashed"),
-        "the message quotes the provider: {}",
+        "errors: the upstream_status failure must quote the provider's message \
+         (\"the model crashed\"); got {:?}",
         failure.message
     );
-    assert_eq!(partial, "");
-    assert_eq!(upstream.request_count(), 2, "one retry of the 500");
-    assert_eq!(transcript.count("model_request_started"), 1);
+    assert_eq!(
+        partial, "",
+        "errors: a 500 before any output must fail with no partial text"
+    );
+    assert_eq!(
+        upstream.request_count(),
+        2,
+        "errors: a 500 must be retried exactly once (retries: 1) before run_failed"
+    );
+    assert_eq!(
+        transcript.count("model_request_started"),
+        1,
+        "errors: a retry before the first byte must be invisible in the events (one \
+         model_request_started)\n{}",
+        transcript.summary()
+    );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
@@ -104,20 +123,30 @@ fn rate_limited_run(backend: &dyn Backend) -> Outcome {
         vec![busy, openai::answer(&["Hello", " again"])],
         |c| c.with_retry(quick_retries(2)),
     );
-    assert_eq!(transcript.completed_text(), "Hello again");
+    assert_eq!(
+        transcript.completed_text(),
+        "Hello again",
+        "errors: a 429 then a 200 must end with run_completed and the 200's text\n{}",
+        transcript.summary()
+    );
     let requests = upstream.requests();
-    assert_eq!(requests.len(), 2, "the 429 is retried once");
+    assert_eq!(
+        requests.len(),
+        2,
+        "errors: a 429 with Retry-After must be retried exactly once"
+    );
     let waited = requests[1]
         .received_at
         .saturating_duration_since(requests[0].received_at);
     assert!(
         waited >= Duration::from_millis(50),
-        "the retry waited {waited:?}, less than Retry-After (50 ms)"
+        "errors: a 429 retry must wait at least Retry-After (50 ms); it waited {waited:?}"
     );
     assert_eq!(
         transcript.count("model_request_started"),
         1,
-        "a retry before the first byte is invisible in the events"
+        "errors: a retry before the first byte must be invisible in the events (one \
+         model_request_started)"
     );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed().note(format!("retried after {} ms", waited.as_millis()))
@@ -139,13 +168,20 @@ fn reset_run(backend: &dyn Backend) -> Outcome {
     let (transcript, upstream) =
         run_upstream(backend, vec![reset], |c| c.with_retry(quick_retries(2)));
     let (_, partial) = transcript.assert_failed(ErrorKind::UpstreamReset);
-    assert_eq!(partial, "one two ", "the partial text is kept");
+    assert_eq!(
+        partial, "one two ",
+        "errors: a reset mid-stream must fail with upstream_reset keeping the partial text"
+    );
     assert_eq!(
         upstream.request_count(),
         1,
-        "nothing is retried after output was emitted"
+        "errors: a reset after output was emitted must not be retried"
     );
-    assert_eq!(upstream.exchange_end(0), Some(ExchangeEnd::Reset));
+    assert_eq!(
+        upstream.exchange_end(0),
+        Some(ExchangeEnd::Reset),
+        "errors: the upstream exchange must have ended by the scripted reset (test setup)"
+    );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
@@ -163,11 +199,14 @@ fn malformed_run(backend: &dyn Backend) -> Outcome {
         .send(openai::DONE);
     let (transcript, upstream) = run_upstream(backend, vec![bad], |c| c);
     let (_, partial) = transcript.assert_failed(ErrorKind::MalformedResponse);
-    assert_eq!(partial, "ok ");
+    assert_eq!(
+        partial, "ok ",
+        "errors: a malformed chunk must fail with malformed_response keeping the text before it"
+    );
     assert_eq!(
         upstream.request_count(),
         1,
-        "a malformed stream is not retried"
+        "errors: a malformed stream must not be retried"
     );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
@@ -193,7 +232,11 @@ fn oversized_run(backend: &dyn Backend) -> Outcome {
         })
     });
     let (_, partial) = transcript.assert_failed(ErrorKind::ResponseTooLarge);
-    assert_eq!(partial, "ok ");
+    assert_eq!(
+        partial, "ok ",
+        "errors: an oversized SSE line must fail with response_too_large keeping the text \
+         before it"
+    );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
@@ -216,13 +259,13 @@ fn first_byte_run(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         upstream.request_count(),
         1,
-        "a first-byte timeout is final: only connect errors, 429 and 5xx are retried"
+        "errors: a first-byte timeout is final: only connect errors, 429 and 5xx are retried"
     );
     step("waiting for the upstream to see the timed-out request close");
     assert_eq!(
         upstream.wait_for_end(0, Duration::from_secs(5)),
         Some(ExchangeEnd::ClientClosed),
-        "a timed-out request must be closed"
+        "errors: a request that hit first_byte_timeout must be closed within 5 s"
     );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
@@ -247,11 +290,14 @@ fn inactivity_run(backend: &dyn Backend) -> Outcome {
         ))
     });
     let (_, partial) = transcript.assert_failed(ErrorKind::InactivityTimeout);
-    assert_eq!(partial, "ok ");
+    assert_eq!(
+        partial, "ok ",
+        "errors: an inactivity_timeout after a delta must keep the partial text"
+    );
     assert_eq!(
         upstream.wait_for_end(0, Duration::from_secs(5)),
         Some(ExchangeEnd::ClientClosed),
-        "a timed-out request must be closed"
+        "errors: a request that hit inactivity_timeout (model timeouts) must be closed within 5 s"
     );
     assert_upstream_closed(backend, &upstream);
     drop(upstream);
@@ -273,11 +319,16 @@ fn inactivity_run(backend: &dyn Backend) -> Outcome {
     drop(agent);
     transcript.assert_contract();
     let (_, partial) = transcript.assert_failed(ErrorKind::InactivityTimeout);
-    assert_eq!(partial, "");
+    assert_eq!(
+        partial, "",
+        "errors: comments only must fail with inactivity_timeout and no partial text \
+         (keep-alive comments are not text)"
+    );
     assert_eq!(
         upstream.wait_for_end(0, Duration::from_secs(5)),
         Some(ExchangeEnd::ClientClosed),
-        "a timed-out request must be closed"
+        "errors: a request that hit inactivity_timeout (per-agent timeouts) must be closed \
+         within 5 s"
     );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
@@ -313,7 +364,7 @@ fn assert_tool_error(transcript: &Transcript, call_id: &str, kind: ToolErrorKind
         ToolResult::Error { kind: got, .. } => assert_eq!(
             *got,
             kind,
-            "{call_id}: wrong error kind\n{}",
+            "errors: tool call {call_id} must complete with a {kind:?} error result\n{}",
             transcript.summary()
         ),
         ToolResult::Ok { output } => panic!("{call_id} succeeded with {output}, expected {kind:?}"),
@@ -343,7 +394,12 @@ pub fn unknown_tool(backend: &dyn Backend) -> Outcome {
     let transcript = consume(backend, &agent, "go", |_| ControlFlow::Continue(()));
     transcript.assert_contract();
     assert_tool_error(&transcript, "call_1", ToolErrorKind::UnknownTool);
-    assert_eq!(transcript.completed_text(), "recovered");
+    assert_eq!(
+        transcript.completed_text(),
+        "recovered",
+        "errors: after an unknown_tool result the run must go on to run_completed\n{}",
+        transcript.summary()
+    );
     Outcome::passed()
 }
 
@@ -373,7 +429,12 @@ pub fn bad_tool_arguments(backend: &dyn Backend) -> Outcome {
     transcript.assert_contract();
     assert_tool_error(&transcript, "call_1", ToolErrorKind::InvalidArguments);
     assert_tool_error(&transcript, "call_2", ToolErrorKind::InvalidArguments);
-    assert_eq!(transcript.completed_text(), "recovered");
+    assert_eq!(
+        transcript.completed_text(),
+        "recovered",
+        "errors: after invalid_arguments results the run must go on to run_completed\n{}",
+        transcript.summary()
+    );
     Outcome::passed()
 }
 
@@ -412,7 +473,12 @@ pub fn tool_panic(backend: &dyn Backend) -> Outcome {
     transcript.assert_contract();
     assert_tool_error(&transcript, "call_1", ToolErrorKind::Panicked);
     assert_tool_error(&transcript, "call_2", ToolErrorKind::Panicked);
-    assert_eq!(transcript.completed_text(), "recovered");
+    assert_eq!(
+        transcript.completed_text(),
+        "recovered",
+        "errors: after panicked tool results the run must go on to run_completed\n{}",
+        transcript.summary()
+    );
     Outcome::passed()
 }
 
@@ -429,6 +495,11 @@ pub fn max_rounds(backend: &dyn Backend) -> Outcome {
     let transcript = consume(backend, &agent, "loop", |_| ControlFlow::Continue(()));
     transcript.assert_contract();
     transcript.assert_failed(ErrorKind::MaxRounds);
-    assert_eq!(transcript.count("model_request_started"), 2);
+    assert_eq!(
+        transcript.count("model_request_started"),
+        2,
+        "errors: max_rounds(2) must stop the run after exactly 2 model rounds\n{}",
+        transcript.summary()
+    );
     Outcome::passed()
 }

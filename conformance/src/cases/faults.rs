@@ -69,14 +69,27 @@ fn trickle_run(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.text_deltas(),
         MULTIBYTE_DELTAS.to_vec(),
-        "each trickled frame must become one intact text delta\n{}",
+        "upstream faults (trickle): each frame written one byte per write must become one \
+         intact text delta\n{}",
         transcript.summary()
     );
-    assert_eq!(transcript.completed_text(), MULTIBYTE_DELTAS.concat());
-    assert_eq!(upstream.request_count(), 1);
+    assert_eq!(
+        transcript.completed_text(),
+        MULTIBYTE_DELTAS.concat(),
+        "upstream faults (trickle): a trickled answer must end with run_completed and its \
+         whole text\n{}",
+        transcript.summary()
+    );
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "upstream faults (trickle): a slow but healthy answer must not be retried"
+    );
     assert_eq!(
         upstream.wait_for_end(0, END_WITHIN),
-        Some(ExchangeEnd::Completed)
+        Some(ExchangeEnd::Completed),
+        "upstream faults (trickle): the upstream must see its trickled response read to the \
+         end within {END_WITHIN:?}"
     );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed().note(format!("{bytes} bytes trickled one per write"))
@@ -109,7 +122,8 @@ fn truncated_utf8_run(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.completed_text(),
         "Un caf\u{FFFD}",
-        "a cut character in a complete frame becomes U+FFFD\n{}",
+        "upstream faults (truncated UTF-8): a cut character in a complete frame must become \
+         U+FFFD\n{}",
         transcript.summary()
     );
     assert_upstream_closed(backend, &upstream);
@@ -132,7 +146,7 @@ fn truncated_utf8_run(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.completed_text(),
         "Un ",
-        "the incomplete last frame is discarded\n{}",
+        "upstream faults (truncated UTF-8): an incomplete last frame must be discarded\n{}",
         transcript.summary()
     );
     assert_upstream_closed(backend, &upstream);
@@ -151,8 +165,16 @@ fn truncated_utf8_run(backend: &dyn Backend) -> Outcome {
         |c| c.with_retry(quick_retries(2)),
     );
     let (_, partial) = transcript.assert_failed(ErrorKind::UpstreamReset);
-    assert_eq!(partial, "Un ", "the partial text is kept");
-    assert_eq!(upstream.request_count(), 1, "no retry after the first byte");
+    assert_eq!(
+        partial, "Un ",
+        "upstream faults (truncated UTF-8): a connection cut inside a frame must fail with \
+         upstream_reset keeping the partial text"
+    );
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "upstream faults (truncated UTF-8): a cut after the first byte must not be retried"
+    );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed()
 }
@@ -203,21 +225,31 @@ fn huge_line_run(backend: &dyn Backend) -> Outcome {
     drop(agent);
     transcript.assert_contract();
     let (_, partial) = transcript.assert_failed(ErrorKind::ResponseTooLarge);
-    assert_eq!(partial, "ok ", "the partial text is kept");
+    assert_eq!(
+        partial, "ok ",
+        "upstream faults (huge line): response_too_large must keep the partial text"
+    );
     step("waiting for the upstream to see the connection close");
     let end = upstream.wait_for_end(0, END_WITHIN);
     let sent = upstream.bytes_sent(0);
     assert_eq!(
         end,
         Some(ExchangeEnd::ClientClosed),
-        "the client must close the connection while the upstream is still writing the \
+        "upstream faults (huge line): the client must close the connection while the \
+         upstream is still writing the \
          {HUGE_LINE_BYTES}-byte line (it wrote {sent} body bytes)"
     );
     assert!(
         sent < HUGE_LINE_BYTES as u64,
-        "the upstream wrote {sent} body bytes: the client kept reading past the limit"
+        "upstream faults (huge line): the upstream wrote {sent} body bytes: the client kept \
+         reading past the limit"
     );
-    assert_eq!(upstream.request_count(), 1, "no retry after the first byte");
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "upstream faults (huge line): response_too_large after the first byte must not be \
+         retried"
+    );
     let mut outcome = Outcome::passed()
         .measure("huge_line_upstream_bytes_written", sent as f64)
         .note(format!(
@@ -230,7 +262,8 @@ fn huge_line_run(backend: &dyn Backend) -> Outcome {
             let growth = peak.saturating_sub(before.rss_kib);
             assert!(
                 growth < HUGE_LINE_PEAK_KIB,
-                "resident memory grew by {growth} KiB while the {} KiB line was refused \
+                "upstream faults (huge line): resident memory grew by {growth} KiB while the \
+                 {} KiB line was refused \
                  (bound {HUGE_LINE_PEAK_KIB} KiB): the line was buffered",
                 HUGE_LINE_BYTES / 1024
             );
@@ -282,21 +315,28 @@ fn endless_stream_run(backend: &dyn Backend) -> Outcome {
     let (_, partial) = transcript.assert_failed(ErrorKind::RunTimeout);
     assert!(
         !partial.is_empty() && partial == transcript.text(),
-        "the partial text is every delta received ({:?} vs {:?})",
+        "upstream faults (endless stream): run_timeout must keep every delta received as \
+         the partial text ({:?} vs {:?})",
         partial,
         transcript.text()
     );
     assert!(
         elapsed >= ENDLESS_RUN_TIMEOUT,
-        "the run failed after {elapsed:?}, before its timeout"
+        "upstream faults (endless stream): the run failed after {elapsed:?}, before its \
+         run timeout ({ENDLESS_RUN_TIMEOUT:?})"
     );
     step("waiting for the upstream to see the timed-out request close");
     assert_eq!(
         upstream.wait_for_end(0, END_WITHIN),
         Some(ExchangeEnd::ClientClosed),
-        "a run that timed out must close its upstream request"
+        "upstream faults (endless stream): a run that hit run_timeout must close its \
+         upstream request within {END_WITHIN:?}"
     );
-    assert_eq!(upstream.request_count(), 1);
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "upstream faults (endless stream): run_timeout must not be retried"
+    );
     assert_upstream_closed(backend, &upstream);
     Outcome::passed().note(format!(
         "run_timeout after {} ms with {} deltas",

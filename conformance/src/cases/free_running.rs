@@ -93,7 +93,7 @@ impl Arrivals {
 fn assert_arrivals(path: &str, bursts: usize, deltas: usize) {
     assert!(
         bursts >= MIN_ARRIVALS,
-        "free-running delivery through {path}: {deltas} deltas produced {} ms apart arrived in \
+        "free-running delivery: through {path}, {deltas} deltas produced {} ms apart arrived in \
          {bursts} separate burst(s), at least {MIN_ARRIVALS} required: something on this path \
          holds events back until it has enough of them or the stream ends (a coalescing buffer)",
         PACE.as_millis()
@@ -194,7 +194,7 @@ fn read_counting(addr: SocketAddr, path: &str, request: &[u8], end: &str) -> (St
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             !left.is_zero(),
-            "free-running delivery through {path}: the stream did not end within {WAIT:?}; \
+            "free-running delivery: through {path}, the stream did not end within {WAIT:?}; \
              received {} bytes in {reads} reads",
             received.len()
         );
@@ -236,7 +236,7 @@ fn server_path(backend: &dyn Backend, path: &str, body: serde_json::Value, end: 
     for k in 0..FREE_DELTAS {
         assert!(
             text.contains(delta(k).trim_end()),
-            "free-running delivery through {what}: delta {k} is missing from the stream:\n{text}"
+            "free-running delivery: through {what}, delta {k} is missing from the stream:\n{text}"
         );
     }
     // The head and the first frames may share a read, and so may the last frames: the

@@ -45,16 +45,21 @@ const BIG_DELTA: usize = 16 * 1024;
 const BIG_DELTAS: u64 = 3 * 1024;
 
 fn assert_json_error(what: &str, response: &RawResponse, status: u16) {
-    assert_eq!(response.status, status, "{what}: status");
+    assert_eq!(
+        response.status, status,
+        "server hardening: {what} must be answered {status}"
+    );
     let body = response.json().unwrap_or_else(|| {
         panic!(
-            "{what}: the body is not JSON: {:?}",
+            "server hardening: the answer to {what} must be a JSON error, the body is not \
+             JSON: {:?}",
             String::from_utf8_lossy(&response.body)
         )
     });
     assert!(
         body["error"]["message"].is_string(),
-        "{what}: error body {body}"
+        "server hardening: the answer to {what} must be {{\"error\": {{\"message\": ...}}}}; \
+         got {body}"
     );
 }
 
@@ -122,7 +127,11 @@ pub fn concurrency_limit(backend: &dyn Backend) -> Outcome {
         &chat,
         503,
     );
-    assert_eq!(tool.probe().started(), 2, "the refused runs never ran");
+    assert_eq!(
+        tool.probe().started(),
+        2,
+        "server hardening (max_concurrent_runs): a refused run must never start"
+    );
 
     step("run 1 ends");
     tool.gate(1).open_next();
@@ -130,7 +139,11 @@ pub fn concurrency_limit(backend: &dyn Backend) -> Outcome {
         ControlFlow::Continue(())
     });
     first_transcript.assert_contract();
-    assert_eq!(first_transcript.completed_text(), "done");
+    assert_eq!(
+        first_transcript.completed_text(),
+        "done",
+        "server hardening (max_concurrent_runs): run 1, admitted, must complete"
+    );
     first.close();
 
     step("a new run is admitted once run 1 has ended");
@@ -144,26 +157,41 @@ pub fn concurrency_limit(backend: &dyn Backend) -> Outcome {
             third = Some(client);
             true
         } else {
-            assert_eq!(client.status(), 503, "a refused run gets 503");
+            assert_eq!(
+                client.status(),
+                503,
+                "server hardening (max_concurrent_runs): a run that is not admitted must get \
+                 503"
+            );
             refused += 1;
             false
         }
     });
     assert!(
         admitted,
-        "a run was still refused {WAIT:?} after run 1 ended: its slot was not released"
+        "server hardening (max_concurrent_runs): a run was still refused {WAIT:?} after run 1 \
+         ended: its slot was not released"
     );
     let mut third = third.expect("admitted");
     let transcript = read_run(&mut third, |_| ControlFlow::Continue(()));
     transcript.assert_contract();
-    assert_eq!(transcript.completed_text(), "done");
+    assert_eq!(
+        transcript.completed_text(),
+        "done",
+        "server hardening (max_concurrent_runs): the run admitted after run 1 ended must \
+         complete"
+    );
 
     step("run 2 ends");
     tool.gate(2).open_next();
     read_run_into(&mut second, &mut second_transcript, |_| {
         ControlFlow::Continue(())
     });
-    assert_eq!(second_transcript.completed_text(), "done");
+    assert_eq!(
+        second_transcript.completed_text(),
+        "done",
+        "server hardening (max_concurrent_runs): run 2, admitted, must complete"
+    );
     let mut outcome = Outcome::passed();
     if refused > 0 {
         outcome = outcome.note(format!(
@@ -208,8 +236,12 @@ pub fn write_timeout(backend: &dyn Backend) -> Outcome {
         br#"{"input":"flood"}"#,
         Some(64 * 1024),
     )
-    .unwrap_or_else(|e| panic!("POST /v1/runs failed: {e}"));
-    assert_eq!(client.status(), 200);
+    .unwrap_or_else(|e| panic!("server hardening (write timeout): POST /v1/runs failed: {e}"));
+    assert_eq!(
+        client.status(),
+        200,
+        "server hardening (write timeout): POST /v1/runs must be answered 200"
+    );
     let mut read_deltas = 0u64;
     let mut transcript = read_run(&mut client, |event| {
         if let EventKind::TextDelta { .. } = event.kind {
@@ -230,14 +262,16 @@ pub fn write_timeout(backend: &dyn Backend) -> Outcome {
     let produced = model.produced();
     assert!(
         cancelled,
-        "a client that stopped reading was not disconnected (its run not cancelled) within \
+        "server hardening (write timeout): a client that stopped reading was not \
+         disconnected (its run not cancelled) within \
          {DISCONNECT_WITHIN:?}, with write_timeout = {WRITE_TIMEOUT:?}; {produced} of \
          {BIG_DELTAS} deltas produced"
     );
     let in_flight = produced.saturating_sub(read_deltas) * BIG_DELTA as u64;
     assert!(
         produced < BIG_DELTAS && in_flight <= SERVER_MAX_IN_FLIGHT,
-        "{produced} of {BIG_DELTAS} deltas ({} KiB unread) were produced for a client that \
+        "server hardening (write timeout): {produced} of {BIG_DELTAS} deltas ({} KiB unread) \
+         were produced for a client that \
          stopped reading (allowed: {} KiB)",
         in_flight / 1024,
         SERVER_MAX_IN_FLIGHT / 1024
@@ -250,7 +284,8 @@ pub fn write_timeout(backend: &dyn Backend) -> Outcome {
                 let event = super::support::parse_run_frame(&frame);
                 assert!(
                     !event.is_terminal(),
-                    "the run of a client that stopped reading ended with {} instead of \
+                    "server hardening (write timeout): the run of a client that stopped \
+                     reading ended with {} instead of \
                      a disconnect",
                     event.name()
                 );
@@ -266,7 +301,9 @@ pub fn write_timeout(backend: &dyn Backend) -> Outcome {
     };
     assert!(
         transcript.terminal().is_none(),
-        "no terminal frame reaches a disconnected client"
+        "server hardening (write timeout): no terminal frame may reach a disconnected \
+         client; got {:?}",
+        transcript.terminal().map(|e| e.name())
     );
     if let Err(n) = server.wait_for_no_running_streams(WAIT) {
         panic!("{n} streams still running after the slow client was disconnected");

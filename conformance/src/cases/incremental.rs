@@ -49,10 +49,18 @@ pub fn model(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.text_deltas(),
         expected,
-        "every model delta must arrive, in order, one by one\n{}",
+        "incremental delivery through consume: every model delta must arrive, in order, one \
+         by one; {}\n{}",
+        progress(&transcript, TEXT_DELTAS),
         transcript.summary()
     );
-    assert_eq!(transcript.completed_text(), model.full_text());
+    assert_eq!(
+        transcript.completed_text(),
+        model.full_text(),
+        "incremental delivery through consume: run_completed must carry the whole text of \
+         the deltas\n{}",
+        transcript.summary()
+    );
     Outcome::passed()
         .measure(
             "time_to_first_event_ms",
@@ -62,6 +70,22 @@ pub fn model(backend: &dyn Backend) -> Outcome {
         .note(format!(
             "{TEXT_DELTAS} text deltas in lockstep through consume"
         ))
+}
+
+/// How far a lockstep run got, and why it stopped, for the first line of a failure:
+/// "12 of 60 text deltas arrived; the run ended with run_failed model: lockstep: …".
+fn progress(transcript: &crate::kit::Transcript, expected: impl std::fmt::Display) -> String {
+    let ended = match transcript.terminal().map(|e| &e.kind) {
+        Some(EventKind::RunFailed { error, .. }) => {
+            format!("run_failed {}: {}", error.kind, error.message)
+        }
+        Some(other) => other.name().to_string(),
+        None => "no terminal event".to_string(),
+    };
+    format!(
+        "{} of {expected} text deltas arrived; the run ended with {ended}",
+        transcript.count("text_delta")
+    )
 }
 
 /// The deltas of case 2: ASCII, 2-byte and 4-byte characters.
@@ -130,17 +154,41 @@ pub fn http(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.text_deltas(),
         deltas,
-        "every upstream chunk must arrive, in order, one by one; upstream: {:?}\n{}",
+        "incremental delivery over the backend's HTTP client: every upstream chunk must \
+         arrive, in order, one by one; {}; upstream: {:?}\n{}",
+        progress(&transcript, deltas.len()),
         upstream.failures(),
         transcript.summary()
     );
-    assert_eq!(transcript.completed_text(), deltas.concat());
+    assert_eq!(
+        transcript.completed_text(),
+        deltas.concat(),
+        "incremental delivery over the backend's HTTP client: run_completed must carry the \
+         whole text of the split chunks\n{}",
+        transcript.summary()
+    );
     let requests = upstream.requests();
-    assert_eq!(requests.len(), 1, "exactly one upstream request");
-    assert_eq!(requests[0].method, "POST");
-    assert_eq!(requests[0].path, "/v1/chat/completions");
+    assert_eq!(
+        requests.len(),
+        1,
+        "incremental delivery over the backend's HTTP client: exactly one upstream request"
+    );
+    assert_eq!(
+        requests[0].method, "POST",
+        "incremental delivery over the backend's HTTP client: the model request must be a POST"
+    );
+    assert_eq!(
+        requests[0].path, "/v1/chat/completions",
+        "incremental delivery over the backend's HTTP client: the model request must go to \
+         /v1/chat/completions"
+    );
     let body = requests[0].json().expect("the request body is JSON");
-    assert_eq!(body["stream"], json!(true), "the request asks for a stream");
+    assert_eq!(
+        body["stream"],
+        json!(true),
+        "incremental delivery over the backend's HTTP client: the request must ask for a \
+         stream"
+    );
     Outcome::passed().note(format!(
         "{TEXT_DELTAS} chunks in lockstep over the backend's HTTP client"
     ))
@@ -160,7 +208,7 @@ pub fn server_runs(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         client.header("x-accel-buffering"),
         Some("no"),
-        "SSE responses carry X-Accel-Buffering: no"
+        "incremental delivery over /v1/runs: SSE responses must carry X-Accel-Buffering: no"
     );
     let mut first_frame = None;
     let mut latencies = Vec::new();
@@ -181,7 +229,9 @@ pub fn server_runs(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         transcript.text_deltas(),
         expected,
-        "{}",
+        "incremental delivery over /v1/runs: every model delta must arrive as its own frame, \
+         in order; {}\n{}",
+        progress(&transcript, TEXT_DELTAS),
         transcript.summary()
     );
     Outcome::passed()
@@ -212,7 +262,12 @@ pub fn server_chat(backend: &dyn Backend) -> Outcome {
     });
     let mut client = SseClient::post_json(server.addr(), "/v1/chat/completions", &request, &[])
         .unwrap_or_else(|e| panic!("POST /v1/chat/completions failed: {e}"));
-    assert_eq!(client.status(), 200, "chat completions status");
+    assert_eq!(
+        client.status(),
+        200,
+        "incremental delivery over /v1/chat/completions: a streamed request must be answered \
+         200"
+    );
     let mut texts: Vec<String> = Vec::new();
     let mut done = false;
     loop {
@@ -224,11 +279,17 @@ pub fn server_chat(backend: &dyn Backend) -> Outcome {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => panic!(
-                "chat chunk after {} text chunks never arrived: {e}",
+                "incremental delivery over /v1/chat/completions: chat chunk {} did not arrive \
+                 within {WAIT:?} (the server buffers or stalls): {e}",
                 texts.len()
             ),
         };
-        assert!(!done, "nothing may follow data: [DONE]: {:?}", frame.data);
+        assert!(
+            !done,
+            "incremental delivery over /v1/chat/completions: nothing may follow data: [DONE]; \
+             got {:?}",
+            frame.data
+        );
         if frame.data == "[DONE]" {
             done = true;
             continue;
@@ -237,7 +298,7 @@ pub fn server_chat(backend: &dyn Backend) -> Outcome {
             .unwrap_or_else(|e| panic!("chat chunk is not JSON ({e}): {:?}", frame.data));
         assert!(
             chunk.get("error").is_none(),
-            "the run failed: {}",
+            "incremental delivery over /v1/chat/completions: the run failed: {}",
             frame.data
         );
         if let Some(text) = chunk["choices"][0]["delta"]["content"].as_str() {
@@ -245,9 +306,18 @@ pub fn server_chat(backend: &dyn Backend) -> Outcome {
             gate.open_next();
         }
     }
-    assert!(done, "the stream ends with data: [DONE]");
+    assert!(
+        done,
+        "incremental delivery over /v1/chat/completions: the stream must end with data: \
+         [DONE] (after {} text chunks)",
+        texts.len()
+    );
     let expected: Vec<String> = (0..TEXT_DELTAS).map(numbered_delta).collect();
-    assert_eq!(texts, expected);
+    assert_eq!(
+        texts, expected,
+        "incremental delivery over /v1/chat/completions: every model delta must arrive as \
+         its own chunk, in order"
+    );
     Outcome::passed().note(format!(
         "{TEXT_DELTAS} chat chunks in lockstep through the server"
     ))

@@ -61,7 +61,8 @@ fn assert_streams_dropped(model: &StreamCounts, what: &str) {
     let started = model.started() as usize;
     assert!(
         model.dropped().wait_for(started, DROP_WITHIN),
-        "{what}: {} of {started} model streams dropped {DROP_WITHIN:?} after the run",
+        "leaks: after {what}, {} of {started} model streams were dropped {DROP_WITHIN:?} \
+         after the run",
         model.dropped().dropped()
     );
 }
@@ -141,10 +142,16 @@ fn tools_over_http(backend: &dyn Backend) {
     let transcript = consume(backend, &agent, "tools", |_| ControlFlow::Continue(()));
     drop(agent);
     transcript.assert_contract();
-    assert_eq!(transcript.completed_text(), "done");
+    assert_eq!(
+        transcript.completed_text(),
+        "done",
+        "leaks (a tool round): the run must complete\n{}",
+        transcript.summary()
+    );
     assert!(
         calls.wait_for(2, DROP_WITHIN),
-        "{} of 2 tool calls dropped their future or result",
+        "leaks (a tool round): {} of 2 tool calls dropped their future or result within \
+         {DROP_WITHIN:?}",
         calls.dropped()
     );
     assert_streams_dropped(&model, "a tool round");
@@ -178,7 +185,8 @@ fn cancel_mid_stream(backend: &dyn Backend) {
     assert_eq!(
         upstream.wait_for_end(0, DROP_WITHIN),
         Some(ExchangeEnd::ClientClosed),
-        "the cancelled run's upstream request must be closed"
+        "leaks (a run cancelled mid-stream): the cancelled run's upstream request must be \
+         closed within {DROP_WITHIN:?}"
     );
     assert_streams_dropped(&model, "a run cancelled mid-stream");
     assert_upstream_closed(backend, &upstream);
@@ -219,17 +227,19 @@ fn cancel_during_tools(backend: &dyn Backend) {
     blocking.gate(1).open_next();
     assert!(
         waiting.probe().drops().wait_for(2, DROP_WITHIN),
-        "the cancelled async tool future must be dropped ({} of 2)",
+        "leaks (a run cancelled during tools): the cancelled async tool future must be \
+         dropped ({} of 2)",
         waiting.probe().drops().dropped()
     );
     assert!(
         blocking.probe().drops().wait_for(1, DROP_WITHIN),
-        "the cancelled blocking call's result must be dropped once it finishes"
+        "leaks (a run cancelled during tools): the cancelled blocking call's result must be \
+         dropped once it finishes"
     );
     assert_eq!(
         blocking.probe().delivered(),
         0,
-        "a discarded result is not delivered"
+        "leaks (a run cancelled during tools): a discarded result must not be delivered"
     );
     assert_streams_dropped(&model, "a run cancelled during tools");
 }
@@ -251,7 +261,11 @@ fn cancel_flood(backend: &dyn Backend) {
     });
     drop(agent);
     assert_streams_dropped(&model, "a cancelled flood");
-    assert_eq!(flood.streams_dropped(), flood.streams_started());
+    assert_eq!(
+        flood.streams_dropped(),
+        flood.streams_started(),
+        "leaks (a cancelled flood): every started flood stream must be dropped"
+    );
 }
 
 /// A model for the server rounds: `hold` streams one delta and then waits 30 s (until
@@ -308,7 +322,11 @@ fn server_round(server: &Server, model: &StreamCounts) {
     let mut client = post_run(addr, "hello");
     let transcript = read_run(&mut client, |_| ControlFlow::Continue(()));
     transcript.assert_contract();
-    assert_eq!(transcript.completed_text(), "Hello there");
+    assert_eq!(
+        transcript.completed_text(),
+        "Hello there",
+        "leaks (a server round): a /v1/runs run must complete"
+    );
     client.close();
 
     step("a non-streamed chat completion");
@@ -323,7 +341,10 @@ fn server_round(server: &Server, model: &StreamCounts) {
         WAIT,
     )
     .expect("chat completion");
-    assert_eq!(chat.status, 200);
+    assert_eq!(
+        chat.status, 200,
+        "leaks (a server round): a non-streamed chat completion must be answered 200"
+    );
 
     step("a client leaving mid-run");
     let mut client = post_run(addr, "hold");
@@ -341,17 +362,25 @@ fn server_round(server: &Server, model: &StreamCounts) {
         &[],
     )
     .expect("streamed chat completion");
-    assert_eq!(chat.status(), 200);
+    assert_eq!(
+        chat.status(),
+        200,
+        "leaks (a server round): a streamed chat completion must be answered 200"
+    );
     let mut last = String::new();
     while let Some(event) = chat.next_event(WAIT).expect("chat frame") {
         last = event.data;
     }
     assert_eq!(
         last, "[DONE]",
-        "a streamed chat completion ends with [DONE]"
+        "leaks (a server round): a streamed chat completion must end with [DONE]"
     );
     chat.close();
 
-    assert_eq!(model.started(), started + 4, "four runs reached the model");
+    assert_eq!(
+        model.started(),
+        started + 4,
+        "leaks (a server round): all four requests must reach the model"
+    );
     assert_streams_dropped(model, "a server round");
 }

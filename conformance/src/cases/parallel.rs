@@ -85,7 +85,8 @@ fn check_order(transcript: &Transcript, completed: &[String], what: &str) {
     assert_eq!(
         completed,
         ["call_3", "call_1", "call_2"],
-        "{what} must complete in the order they finish (3, 1, 2), each reported at once\n{}",
+        "parallel tools: {what} must complete in the order they finish (3, 1, 2), each \
+         reported at once\n{}",
         transcript.summary()
     );
     for event in transcript.events() {
@@ -95,12 +96,18 @@ fn check_order(transcript: &Transcript, completed: &[String], what: &str) {
         {
             assert!(
                 !result.is_error(),
-                "{call_id} failed: {result:?} (if its gate stayed shut, the calls did not run concurrently)\n{}",
+                "parallel tools: {call_id} failed: {result:?} (if its gate stayed shut, the \
+                 calls did not run concurrently)\n{}",
                 transcript.summary()
             );
         }
     }
-    assert_eq!(transcript.completed_text(), "all done");
+    assert_eq!(
+        transcript.completed_text(),
+        "all done",
+        "parallel tools: after {what} the run must complete\n{}",
+        transcript.summary()
+    );
 }
 
 /// Case 5a: three async tool calls finish in the order 3, 1, 2 (gated) and are reported in
@@ -163,8 +170,18 @@ pub fn wall_time(backend: &dyn Backend) -> Outcome {
         ControlFlow::Continue(())
     });
     transcript.assert_contract();
-    assert_eq!(transcript.completed_text(), "all done");
-    assert_eq!(transcript.count("tool_call_completed"), 3);
+    assert_eq!(
+        transcript.completed_text(),
+        "all done",
+        "parallel tools (wall time): the run must complete\n{}",
+        transcript.summary()
+    );
+    assert_eq!(
+        transcript.count("tool_call_completed"),
+        3,
+        "parallel tools (wall time): every one of the 3 calls must complete\n{}",
+        transcript.summary()
+    );
     let wall = match (first_start, last_completion) {
         (Some(a), Some(b)) => ms_between(a, b),
         _ => 0.0,

@@ -252,7 +252,12 @@ fn sequential_run(addr: SocketAddr, plan: Plan, tally: &mut Tally) {
             let mut client = post(addr, &request);
             let transcript = read_run(&mut client, |_| ControlFlow::Continue(()));
             transcript.assert_contract();
-            assert_eq!(transcript.completed_text(), SEQUENTIAL_TEXT);
+            assert_eq!(
+                transcript.completed_text(),
+                SEQUENTIAL_TEXT,
+                "soak (sequential): a run whose client stays must complete with the whole \
+                 answer, whatever earlier clients did"
+            );
             client.close();
             tally.completed += 1;
         }
@@ -266,8 +271,12 @@ fn sequential_run(addr: SocketAddr, plan: Plan, tally: &mut Tally) {
 
 fn post(addr: SocketAddr, request: &[u8]) -> SseClient {
     let client = SseClient::send_raw(connect(addr), request)
-        .unwrap_or_else(|e| panic!("POST /v1/runs failed: {e}"));
-    assert_eq!(client.status(), 200, "POST /v1/runs status");
+        .unwrap_or_else(|e| panic!("soak: POST /v1/runs failed: {e}"));
+    assert_eq!(
+        client.status(),
+        200,
+        "soak: POST /v1/runs must be answered 200"
+    );
     client
 }
 
@@ -340,7 +349,8 @@ fn settle_runs(server: &Server, model: &StreamCounts) -> Option<String> {
     let started = model.started() as usize;
     assert!(
         model.dropped().wait_for(started, WAIT),
-        "{} of {started} model streams dropped {WAIT:?} after the last client: runs were \
+        "soak: {} of {started} model streams dropped {WAIT:?} after the last client: runs \
+         were \
          left running",
         model.dropped().dropped()
     );
@@ -415,19 +425,20 @@ fn concurrent_round(
         assert_eq!(
             transcript.len(),
             BEFORE_BARRIER,
-            "run {i} ended before the barrier\n{}",
+            "soak (concurrent): run {i} ended before the barrier\n{}",
             transcript.summary()
         );
     }
     assert_eq!(
         model.started() - started_before,
         CONCURRENT_RUNS as u64,
-        "every run reached the model"
+        "soak (concurrent): every one of the {CONCURRENT_RUNS} runs must reach the model"
     );
     assert_eq!(
         model.dropped().dropped(),
         dropped_before,
-        "{CONCURRENT_RUNS} runs are open at once"
+        "soak (concurrent): {CONCURRENT_RUNS} runs must be open at once (none may end before \
+         the barrier)"
     );
 
     step("one request over max_concurrent_runs");
@@ -442,7 +453,7 @@ fn concurrent_round(
     .expect("POST over the limit");
     assert_eq!(
         over.status, 503,
-        "a run over max_concurrent_runs ({CONCURRENT_RUNS}) gets 503"
+        "soak (concurrent): a run over max_concurrent_runs ({CONCURRENT_RUNS}) must get 503"
     );
 
     // The plan: early leavers go now, while their run waits at the barrier.
@@ -464,7 +475,8 @@ fn concurrent_round(
     ));
     assert!(
         wait_until(WAIT, || model.dropped().dropped() >= dropped_before + early),
-        "the server cancelled {} of the {early} runs whose client left while the run waited \
+        "soak (concurrent): the server cancelled {} of the {early} runs whose client left \
+         while the run waited \
          at the barrier (an idle client leaving must cancel its run)",
         model.dropped().dropped() - dropped_before
     );
@@ -476,7 +488,12 @@ fn concurrent_round(
             ConcurrentPlan::Complete => {
                 read_run_into(&mut client, &mut transcript, |_| ControlFlow::Continue(()));
                 transcript.assert_contract();
-                assert_eq!(transcript.completed_text(), CONCURRENT_TEXT);
+                assert_eq!(
+                    transcript.completed_text(),
+                    CONCURRENT_TEXT,
+                    "soak (concurrent): run {i}, whose client stays, must complete with the \
+                     whole answer"
+                );
                 client.close();
                 tally.completed += 1;
             }

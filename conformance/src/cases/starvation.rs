@@ -70,7 +70,12 @@ pub fn ready_deltas(backend: &dyn Backend) -> Outcome {
     let beats_during = heartbeat.beats() - beats_at_first_delta.unwrap_or(0);
     heartbeat.stop();
     transcript.assert_contract();
-    assert_eq!(deltas, READY_DELTAS, "{}", transcript.summary());
+    assert_eq!(
+        deltas,
+        READY_DELTAS,
+        "starvation: every one of the {READY_DELTAS} ready deltas must arrive\n{}",
+        transcript.summary()
+    );
     assert!(
         longest <= MAX_EVENTS_WITHOUT_BEAT,
         "starvation: the heartbeat task did not run during {longest} consecutive events \
@@ -117,7 +122,12 @@ pub fn blocking_tool_sleep(backend: &dyn Backend) -> Outcome {
     let transcript = consume(backend, &agent, "sleep", |_| ControlFlow::Continue(()));
     heartbeat.stop();
     transcript.assert_contract();
-    assert_eq!(transcript.completed_text(), "rested");
+    assert_eq!(
+        transcript.completed_text(),
+        "rested",
+        "starvation: the run with a blocking tool must complete\n{}",
+        transcript.summary()
+    );
     let result = transcript
         .events()
         .iter()
@@ -130,7 +140,7 @@ pub fn blocking_tool_sleep(backend: &dyn Backend) -> Outcome {
     assert_eq!(
         value["status"],
         "ok",
-        "the blocking tool failed: {value}\n{}",
+        "starvation: the blocking tool failed: {value}\n{}",
         transcript.summary()
     );
     let beats = value["output"]["beats_during_sleep"].as_u64().unwrap_or(0);

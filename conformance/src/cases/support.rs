@@ -162,7 +162,8 @@ impl Server {
         let addr = inner.addr();
         assert!(
             addr.ip().is_loopback() && addr.port() != 0,
-            "the server must listen on 127.0.0.1 with the port it was given (0 = any), got {addr}"
+            "server start: the server must listen on 127.0.0.1 with the port it was given \
+             (0 = any), got {addr}"
         );
         Server {
             inner: Some(inner),
@@ -214,12 +215,17 @@ impl Drop for Server {
 pub(crate) fn post_run(addr: SocketAddr, input: &str) -> SseClient {
     step("POST /v1/runs: waiting for the response head");
     let client = SseClient::post_json(addr, "/v1/runs", &serde_json::json!({"input": input}), &[])
-        .unwrap_or_else(|e| panic!("POST /v1/runs failed: {e}"));
-    assert_eq!(client.status(), 200, "POST /v1/runs status");
+        .unwrap_or_else(|e| panic!("server contract: POST /v1/runs to {addr} failed: {e}"));
+    assert_eq!(
+        client.status(),
+        200,
+        "server contract: POST /v1/runs must be answered 200"
+    );
     let content_type = client.header("content-type").unwrap_or("");
     assert!(
         content_type.starts_with("text/event-stream"),
-        "POST /v1/runs content-type is {content_type:?}, not text/event-stream"
+        "server contract: POST /v1/runs content-type is {content_type:?}, not \
+         text/event-stream"
     );
     client
 }
@@ -231,12 +237,13 @@ pub(crate) fn parse_run_frame(frame: &SseEvent) -> Event {
     assert_eq!(
         frame.id.as_deref(),
         Some(event.seq.to_string().as_str()),
-        "the SSE id of a frame must be its seq"
+        "server frames: the SSE id of a /v1/runs frame must be its event's seq ({})",
+        event.seq
     );
     assert_eq!(
         frame.event,
         event.name(),
-        "the SSE event name of a frame must be its type"
+        "server frames: the SSE event name of a /v1/runs frame must be its event's type"
     );
     event
 }
@@ -267,7 +274,8 @@ pub(crate) fn read_run_into(
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => panic!(
-                "the frame of event seq {next} never arrived: {e}\n{}",
+                "incremental delivery over /v1/runs: the frame of event seq {next} did not \
+                 arrive within {WAIT:?} (the server buffers or stalls): {e}\n{}",
                 transcript.summary()
             ),
         };

@@ -43,6 +43,8 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::TimedOut(d) => write!(f, "nothing arrived within {d:?}"),
+            // A timeout that says what it waited for (the response head) speaks for itself.
+            ClientError::Io(e) if e.kind() == io::ErrorKind::TimedOut => write!(f, "{e}"),
             ClientError::Io(e) => write!(f, "connection error: {e}"),
             ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
         }
@@ -53,10 +55,13 @@ impl std::error::Error for ClientError {}
 
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
+        // A bare OS timeout carries nothing worth keeping; one with a message (such as
+        // "no response head within 10s from 127.0.0.1:PORT") keeps it.
         if matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
+        ) && e.get_ref().is_none()
+        {
             ClientError::TimedOut(Duration::ZERO)
         } else {
             ClientError::Io(e)
@@ -153,26 +158,64 @@ impl SseClient {
 
     fn read_head(mut stream: TcpStream, sent_at: Instant) -> io::Result<SseClient> {
         let deadline = Instant::now() + HEAD_TIMEOUT;
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "the server".to_string(), |a| a.to_string());
         let mut raw = Vec::new();
         let mut parser = HeadParser::new(HeadLimits::default());
+        // A read timeout surfaces as WouldBlock ("Resource temporarily unavailable") or
+        // TimedOut depending on the platform: both become this message, naming the peer.
+        let no_head = |raw: &[u8]| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no response head within {HEAD_TIMEOUT:?} from {peer} ({} bytes of it \
+                     received)",
+                    raw.len()
+                ),
+            )
+        };
         let (head, used) = loop {
-            if let Some(parsed) = parser.parse_response(&raw).map_err(invalid_data)? {
+            if let Some(parsed) = parser.parse_response(&raw).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("invalid response head from {peer}: {e}"),
+                )
+            })? {
                 break parsed;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no response head within {HEAD_TIMEOUT:?}"),
-                ));
+                return Err(no_head(&raw));
             }
             stream.set_read_timeout(Some(left))?;
             let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk)?;
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(no_head(&raw));
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("reading the response head from {peer}: {e}"),
+                    ));
+                }
+            };
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection before the response head",
+                    format!(
+                        "{peer} closed the connection before the response head ({} bytes of \
+                         it received)",
+                        raw.len()
+                    ),
                 ));
             }
             raw.extend_from_slice(&chunk[..n]);

@@ -131,7 +131,8 @@ impl Transcript {
         let terminals = self.events.iter().filter(|e| e.is_terminal()).count();
         assert!(
             terminals == 1 && self.events.last().is_some_and(Event::is_terminal),
-            "the run must end with exactly one terminal event, got {terminals}\n{}",
+            "event contract: the run must end with exactly one terminal event, last; got \
+             {terminals}\n{}",
             self.summary()
         );
     }
@@ -195,7 +196,11 @@ impl Transcript {
     pub fn completed_text(&self) -> &str {
         match self.terminal().map(|e| &e.kind) {
             Some(EventKind::RunCompleted { text, .. }) => text,
-            _ => panic!("expected run_completed\n{}", self.summary()),
+            other => panic!(
+                "run outcome: expected run_completed, the run ended with {}\n{}",
+                other.map_or_else(|| "no terminal event".to_string(), describe),
+                self.summary()
+            ),
         }
     }
 
@@ -207,7 +212,11 @@ impl Transcript {
                 error,
                 partial_text,
             }) => (error, partial_text),
-            _ => panic!("expected run_failed\n{}", self.summary()),
+            other => panic!(
+                "run outcome: expected run_failed, the run ended with {}\n{}",
+                other.map_or_else(|| "no terminal event".to_string(), describe),
+                self.summary()
+            ),
         }
     }
 
@@ -217,7 +226,7 @@ impl Transcript {
         assert_eq!(
             error.kind,
             kind,
-            "wrong failure kind ({}: {})\n{}",
+            "errors: the run must fail with {kind}, it failed with {} ({})\n{}",
             error.kind,
             error.message,
             self.summary()
