@@ -394,3 +394,130 @@ fn serve_streams_over_http_and_stops_on_ctrl_c() {
         );
     }
 }
+
+/// Deltas of the free-running upstream: paced [`FREE_PACE`] apart, never waiting for the
+/// reader, so a CLI that flushes only on newline, on exit or by size shows them in one or
+/// two reads instead of many.
+const FREE_DELTAS: usize = 40;
+const FREE_PACE: Duration = Duration::from_millis(15);
+
+fn free_running_upstream() -> GatedUpstream {
+    let mut response = Response::sse();
+    for k in 0..FREE_DELTAS {
+        if k > 0 {
+            response = response.pause(FREE_PACE);
+        }
+        response = response.send(openai::text_chunk(&format!("w{k:02} ")));
+    }
+    GatedUpstream::start([response
+        .send(openai::finish_chunk("stop"))
+        .send(openai::DONE)])
+    .expect("the upstream starts")
+}
+
+/// Read `reader` to its end (or an error: a pty's master reads EIO once the child is
+/// gone), counting the reads that returned bytes.
+fn count_reads(mut reader: impl Read + Send + 'static) -> mpsc::Receiver<(String, usize)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut reads = 0;
+        let mut buf = [0u8; 64 * 1024];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reads += 1;
+            text.extend_from_slice(&buf[..n]);
+        }
+        let _ = tx.send((String::from_utf8_lossy(&text).into_owned(), reads));
+    });
+    rx
+}
+
+fn assert_free_running(runtime: &str, path: &str, text: &str, reads: usize) {
+    for k in 0..FREE_DELTAS {
+        assert!(
+            text.contains(&format!("w{k:02}")),
+            "free-running delivery: through the CLI's stdout ({path}, {runtime}), delta {k} is missing: {text:?}"
+        );
+    }
+    assert!(
+        reads >= FREE_DELTAS / 3,
+        "free-running delivery: through the CLI's stdout ({path}, {runtime}), {FREE_DELTAS} deltas \
+         produced {} ms apart arrived in {reads} read(s), at least {} required: the CLI holds \
+         output back (flushes only on newline, by size or at exit)",
+        FREE_PACE.as_millis(),
+        FREE_DELTAS / 3
+    );
+}
+
+/// A free-running upstream through the CLI to a pipe: many separate reads, on every runtime.
+#[test]
+fn free_running_deltas_reach_a_piped_stdout_in_many_reads_on_every_runtime() {
+    for runtime in RUNTIMES {
+        let upstream = free_running_upstream();
+        let mut child = agent()
+            .args([
+                "--runtime",
+                runtime,
+                "--base-url",
+                &upstream.base_url(),
+                "--model",
+                "m",
+                "hi",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent binary starts");
+        let output = count_reads(child.stdout.take().expect("stdout is piped"));
+        let status = wait_with_deadline(&mut child);
+        assert!(status.success(), "{runtime}: exit {status:?}");
+        let (text, reads) = output
+            .recv_timeout(DEADLINE)
+            .expect("stdout ends once the agent exits");
+        assert_free_running(runtime, "a pipe", &text, reads);
+    }
+}
+
+/// The same with stdout on a pseudo-terminal, as in an interactive shell.
+#[test]
+fn free_running_deltas_reach_a_terminal_in_many_reads_on_every_runtime() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    for runtime in RUNTIMES {
+        let upstream = free_running_upstream();
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("the terminal's name");
+        let terminal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().expect("a UTF-8 path"))
+            .expect("open the terminal");
+        let mut child = agent()
+            .args([
+                "--runtime",
+                runtime,
+                "--base-url",
+                &upstream.base_url(),
+                "--model",
+                "m",
+                "hi",
+            ])
+            .stdout(Stdio::from(terminal))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent binary starts");
+        let output = count_reads(std::fs::File::from(master));
+        let status = wait_with_deadline(&mut child);
+        assert!(status.success(), "{runtime}: exit {status:?}");
+        // The command's `Stdio` closed our copy of the terminal when it spawned; once the
+        // child exits, the master reads EOF or EIO.
+        let (text, reads) = output
+            .recv_timeout(DEADLINE)
+            .expect("the terminal ends once the agent exits");
+        assert_free_running(runtime, "a terminal", &text, reads);
+    }
+}
