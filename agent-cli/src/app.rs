@@ -155,7 +155,7 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
         &mut |addr| {
             eprintln!("agent: serving on http://{addr} (POST /v1/runs, POST /v1/chat/completions, GET /healthz)");
             eprintln!("agent: try  curl -N http://{addr}/v1/runs -H 'content-type: application/json' -d '{{\"input\":\"What is 6 * 7?\"}}'");
-            eprintln!("agent: press Ctrl-C to stop");
+            eprintln!("agent: press Ctrl-C (or send SIGTERM) to stop");
         },
         &mut || {
             let _ = rx.recv();

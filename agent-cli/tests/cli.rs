@@ -521,3 +521,84 @@ fn free_running_deltas_reach_a_terminal_in_many_reads_on_every_runtime() {
         assert_free_running(runtime, "a terminal", &text, reads);
     }
 }
+
+/// SIGTERM (what `docker stop`, systemd and Kubernetes send) stops `serve` exactly like
+/// Ctrl-C: an open stream ends with `run_cancelled`, and the process exits 0.
+#[test]
+fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
+    for runtime in RUNTIMES {
+        let mut child = agent()
+            .args([
+                "serve",
+                "--runtime",
+                runtime,
+                "--addr",
+                "127.0.0.1:0",
+                "--demo-pace-ms",
+                "200",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the agent binary starts");
+        let stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
+            if let Some(rest) = line.split("serving on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        let body = json!({"input": "Tell me something long"});
+        let mut client = SseClient::post_json(addr.parse().unwrap(), "/v1/runs", &body, &[])
+            .unwrap_or_else(|e| panic!("{runtime}: {e}"));
+        assert_eq!(client.status(), 200, "{runtime}: POST /v1/runs");
+        // Wait for the first text delta: the run is live and slow (200 ms per word).
+        let mut seen = Vec::new();
+        loop {
+            let frame = client
+                .next_event(Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{runtime}: {e:?}"))
+                .unwrap_or_else(|| panic!("{runtime}: the stream ended early: {seen:?}"));
+            seen.push(frame.event.clone());
+            if frame.event == "text_delta" {
+                break;
+            }
+            assert!(seen.len() < 100, "{runtime}: no text delta in {seen:?}");
+        }
+        let terminated = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(terminated.success(), "{runtime}: kill -TERM failed");
+        let mut last = None;
+        for _ in 0..1000 {
+            match client.next_event(Duration::from_secs(10)) {
+                Ok(Some(frame)) => last = Some(frame.event.clone()),
+                Ok(None) => break,
+                Err(err) => {
+                    panic!("{runtime}: the stream broke after SIGTERM: {err:?} (last {last:?})")
+                }
+            }
+        }
+        assert_eq!(
+            last.as_deref(),
+            Some("run_cancelled"),
+            "{runtime}: after SIGTERM the open stream must end with run_cancelled"
+        );
+        let status = wait_with_deadline(&mut child);
+        assert!(
+            status.success(),
+            "{runtime}: serve must exit 0 on SIGTERM, exited with {status:?}"
+        );
+    }
+}

@@ -313,13 +313,27 @@ impl AgentService {
                 ),
             });
         }
-        let expected = if path == "/healthz" { "GET" } else { "POST" };
-        if !method.eq_ignore_ascii_case(expected) {
-            return Err(ApiError {
+        // RFC 9110: HEAD is allowed wherever GET is (the transport sends no body for it),
+        // and every 405 names the allowed methods in `Allow`.
+        let allowed = if path == "/healthz" {
+            "GET, HEAD"
+        } else {
+            "POST"
+        };
+        let accepted = if path == "/healthz" {
+            method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
+        } else {
+            method.eq_ignore_ascii_case("POST")
+        };
+        if !accepted {
+            let mut response = ApiError {
                 status: 405,
                 code: "method_not_allowed",
-                message: format!("{path} only accepts {expected}"),
-            });
+                message: format!("{path} only accepts {allowed}"),
+            }
+            .into_response();
+            response.headers.push(("allow", allowed.to_string()));
+            return Ok(Routed::Ready(response));
         }
         if path == "/healthz" {
             return Ok(Routed::Ready(ApiResponse::json(
@@ -382,8 +396,9 @@ impl AgentService {
             .find(|(n, _)| n.eq_ignore_ascii_case("authorization"))
             .map(|(_, v)| *v)
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                // RFC 9110 §11.1: the auth scheme is case-insensitive.
+                let (scheme, token) = v.trim_start().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
             });
         match given {
             Some(given) if constant_time_eq(given.trim().as_bytes(), token.expose().as_bytes()) => {

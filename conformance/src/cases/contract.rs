@@ -150,6 +150,50 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
     let wrong_method =
         http_request(addr, "GET", "/v1/runs", &auth, b"", timeout).expect("GET /v1/runs");
     json_error("GET /v1/runs", &wrong_method, 405);
+    assert_eq!(
+        wrong_method.header("allow"),
+        Some("POST"),
+        "server requests: a 405 must name the allowed methods in `Allow` (RFC 9110)"
+    );
+
+    step("HEAD /healthz");
+    let head = http_request(addr, "HEAD", "/healthz", &[], b"", timeout).expect("HEAD /healthz");
+    assert_eq!(
+        (head.status, head.body.len()),
+        (200, 0),
+        "server requests: HEAD must work where GET does, answering without a body"
+    );
+    let post_health =
+        http_request(addr, "POST", "/healthz", &auth, b"", timeout).expect("POST /healthz");
+    json_error("POST /healthz", &post_health, 405);
+    assert_eq!(
+        post_health.header("allow"),
+        Some("GET, HEAD"),
+        "server requests: a 405 must name the allowed methods in `Allow` (RFC 9110)"
+    );
+
+    step("the auth scheme in any case");
+    for scheme in ["BEARER", "bEaReR"] {
+        let value = format!("{scheme} conformance-token");
+        let answered = http_request(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &value),
+            ],
+            json!({"messages": [{"role": "user", "content": "hi"}]})
+                .to_string()
+                .as_bytes(),
+            timeout,
+        )
+        .expect("POST with the scheme in another case");
+        assert_eq!(
+            answered.status, 200,
+            "server requests: the auth scheme is case-insensitive (RFC 9110 §11.1): `{scheme} <token>` must be accepted"
+        );
+    }
 
     step("POST /v1/runs without a token");
     let anonymous = http_request(

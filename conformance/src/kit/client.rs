@@ -145,18 +145,24 @@ impl SseClient {
             .finish();
         let mut bytes = head;
         bytes.extend_from_slice(body);
-        Self::send_raw(stream, &bytes)
+        Self::send(stream, &bytes, method)
     }
 
     /// Write `bytes` (a complete request) on `stream` and read the response head.
-    pub fn send_raw(mut stream: TcpStream, bytes: &[u8]) -> io::Result<SseClient> {
+    pub fn send_raw(stream: TcpStream, bytes: &[u8]) -> io::Result<SseClient> {
+        Self::send(stream, bytes, "GET")
+    }
+
+    /// [`send_raw`](Self::send_raw) for a request with `method`: the answer to a `HEAD` has
+    /// no body, whatever its `Content-Length` says.
+    fn send(mut stream: TcpStream, bytes: &[u8], method: &str) -> io::Result<SseClient> {
         let sent_at = Instant::now();
         stream.write_all(bytes)?;
         stream.flush()?;
-        Self::read_head(stream, sent_at)
+        Self::read_head(stream, sent_at, method)
     }
 
-    fn read_head(mut stream: TcpStream, sent_at: Instant) -> io::Result<SseClient> {
+    fn read_head(mut stream: TcpStream, sent_at: Instant, method: &str) -> io::Result<SseClient> {
         let deadline = Instant::now() + HEAD_TIMEOUT;
         let peer = stream
             .peer_addr()
@@ -221,7 +227,7 @@ impl SseClient {
             raw.extend_from_slice(&chunk[..n]);
         };
         let head_at = Instant::now();
-        let framing = match head.body_framing("GET").map_err(invalid_data)? {
+        let framing = match head.body_framing(method).map_err(invalid_data)? {
             http1::BodyFraming::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
             http1::BodyFraming::Length(len) => BodyFraming::Length(len),
             http1::BodyFraming::CloseDelimited => BodyFraming::Close,
