@@ -137,7 +137,9 @@ fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: Output
 }
 
 fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeArgs) -> ExitCode {
-    let mut config = ServerConfig::default().with_addr(args.addr);
+    let mut config = ServerConfig::default()
+        .with_addr(args.addr)
+        .with_allowed_origins(args.allow_origins.iter().cloned());
     if let Some(token) = &args.token {
         config = config.with_bearer_token(Secret::new(token.clone()));
     }

@@ -51,6 +51,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// Allow browser pages from this origin (e.g. `http://localhost:5173`) to call the API,
+    /// with CORS; repeatable; `*` allows any origin. Requests from other origins get 403.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
 }
 
 /// Options of `agent chat` (the global model and output options apply).

@@ -39,7 +39,154 @@ fn call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> ApiResponse {
+    // Every POST of these tests is JSON, as a real client's; `raw_call` sends exactly what
+    // it is given.
+    let mut headers = headers.to_vec();
+    if method == "POST"
+        && !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("content-type", "application/json"));
+    }
+    raw_call(service, method, path, &headers, body)
+}
+
+fn raw_call(
+    service: &AgentService,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> ApiResponse {
     block_on(service.handle(method, path, headers, body))
+}
+
+fn header_of<'a>(response: &'a ApiResponse, name: &str) -> Option<&'a str> {
+    response
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_run_starts_only_from_a_json_request() {
+    let service = hello_service();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|t| ("content-type", t))
+            .into_iter()
+            .collect();
+        for path in ["/v1/runs", "/v1/chat/completions"] {
+            let response = raw_call(&service, "POST", path, &headers, br#"{"input":"hi"}"#);
+            assert_eq!(
+                response.status, 415,
+                "{path} with content-type {content_type:?} must be refused before a run starts"
+            );
+        }
+    }
+    assert_eq!(service.running_streams(), 0, "no run started");
+}
+
+#[test]
+fn cross_origin_requests_are_refused_unless_allowed_and_allowed_ones_get_cors_headers() {
+    let model = || ScriptedModel::new([Turn::new().text("Hi")]);
+    let closed = service_with(model(), ServerConfig::default());
+    let evil = [
+        ("origin", "https://evil.example"),
+        ("content-type", "application/json"),
+    ];
+    let refused = raw_call(&closed, "POST", "/v1/runs", &evil, br#"{"input":"hi"}"#);
+    assert_eq!(
+        refused.status, 403,
+        "an origin that is not allowed is refused"
+    );
+    assert_eq!(
+        closed.running_streams(),
+        0,
+        "no run started for a refused origin"
+    );
+    let preflight = raw_call(
+        &closed,
+        "OPTIONS",
+        "/v1/runs",
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        preflight.status, 403,
+        "a refused origin's preflight is refused too"
+    );
+
+    let open = service_with(
+        model(),
+        ServerConfig::default().with_allowed_origins(["https://app.example"]),
+    );
+    let preflight = raw_call(
+        &open,
+        "OPTIONS",
+        "/v1/runs",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "content-type, authorization",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(preflight.status, 204, "a preflight from an allowed origin");
+    assert_eq!(
+        header_of(&preflight, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert!(
+        header_of(&preflight, "access-control-allow-methods").is_some_and(|m| m.contains("POST")),
+        "{:?}",
+        preflight.headers
+    );
+    assert!(
+        header_of(&preflight, "access-control-allow-headers")
+            .is_some_and(|h| h.contains("content-type") && h.contains("authorization")),
+        "{:?}",
+        preflight.headers
+    );
+    let allowed = [
+        ("origin", "https://app.example"),
+        ("content-type", "application/json"),
+    ];
+    let run = raw_call(&open, "POST", "/v1/runs", &allowed, br#"{"input":"hi"}"#);
+    assert_eq!(run.status, 200, "an allowed origin starts a run");
+    assert_eq!(
+        header_of(&run, "access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    assert_eq!(header_of(&run, "vary"), Some("Origin"));
+    assert!(
+        header_of(&run, "access-control-expose-headers").is_some_and(|h| h.contains("x-run-id")),
+        "{:?}",
+        run.headers
+    );
+    assert!(header_of(&run, "x-run-id").is_some_and(|id| !id.is_empty()));
+
+    let any = service_with(model(), ServerConfig::default().with_allowed_origins(["*"]));
+    let health = raw_call(
+        &any,
+        "GET",
+        "/healthz",
+        &[("origin", "https://x.example")],
+        b"",
+    );
+    assert_eq!(header_of(&health, "access-control-allow-origin"), Some("*"));
 }
 
 fn json_body(response: &ApiResponse) -> Value {

@@ -104,7 +104,7 @@ fn payload_too_large_is_answered_early() {
     );
     let answer = exchange(
         server.local_addr(),
-        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\nExpect: 100-continue\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
@@ -117,7 +117,7 @@ fn payload_too_large_is_answered_early() {
     // may still be sent without losing the answer, and the server closes.
     let mut client = TcpStream::connect(server.local_addr()).unwrap();
     client
-        .write_all(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 10485760\r\n\r\n")
+        .write_all(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n")
         .unwrap();
     read_until(&mut client, "payload_too_large", "the 413 before the body");
     let _ = client.write_all(&vec![b'x'; 32 * 1024]);
@@ -126,7 +126,7 @@ fn payload_too_large_is_answered_early() {
     // Chunked: refused once the decoded body would cross the limit.
     let mut client = TcpStream::connect(server.local_addr()).unwrap();
     client
-        .write_all(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .write_all(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     for _ in 0..3 {
         let _ = client.write_all(format!("20\r\n{}\r\n", "y".repeat(32)).as_bytes());
@@ -153,7 +153,7 @@ fn the_concurrent_run_limit_answers_503() {
 
     let answer = exchange(
         server.local_addr(),
-        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 13\r\n\r\n{\"input\":\"b\"}",
+        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 13\r\n\r\n{\"input\":\"b\"}",
     );
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("application/json"), "{answer}");

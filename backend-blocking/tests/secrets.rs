@@ -57,7 +57,7 @@ fn server_types_and_logs_never_show_the_bearer_token() {
         let answer = exchange(
             server.local_addr(),
             format!(
-                "POST /v1/runs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nAuthorization: Bearer {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
             .as_bytes(),

@@ -351,12 +351,12 @@ fn bad_requests_get_json_errors() {
     expect_error(&mut client, 404, "not_found");
     client.send(b"GET /v1/runs HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_error(&mut client, 405, "method_not_allowed");
-    client.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}");
+    client.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
     let (head, _) = client.read_response();
     assert_eq!(head.status, 401);
     assert_eq!(head.header("www-authenticate"), Some("Bearer"));
     client.send(
-        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 5\r\n\r\n{{nope")
+        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{auth}Content-Length: 5\r\n\r\n{{nope")
             .as_bytes(),
     );
     expect_error(&mut client, 400, "invalid_json");
@@ -364,7 +364,7 @@ fn bad_requests_get_json_errors() {
     // Over the limit by Content-Length: refused before the body is read, then closed.
     let mut client = Client::connect(addr);
     client.send(
-        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 1000000\r\n\r\n")
+        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{auth}Content-Length: 1000000\r\n\r\n")
             .as_bytes(),
     );
     expect_error(&mut client, 413, "payload_too_large");
@@ -374,7 +374,7 @@ fn bad_requests_get_json_errors() {
     let mut client = Client::connect(addr);
     let chunk = "a".repeat(40);
     client.send(
-        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\n{auth}Transfer-Encoding: chunked\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n")
+        format!("POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{auth}Transfer-Encoding: chunked\r\n\r\n28\r\n{chunk}\r\n28\r\n{chunk}\r\n")
             .as_bytes(),
     );
     expect_error(&mut client, 413, "payload_too_large");
@@ -394,7 +394,7 @@ fn chunked_request_bodies_and_expect_continue_are_supported() {
     let (a, b) = body.split_at(5);
     client.send(
         format!(
-            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
+            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
             a.len(),
             b.len()
         )
@@ -409,7 +409,7 @@ fn chunked_request_bodies_and_expect_continue_are_supported() {
 
     client.send(
         format!(
-            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -568,7 +568,7 @@ fn http_1_0_clients_get_a_close_delimited_stream() {
     let body = r#"{"input":"hi"}"#;
     write!(
         stream,
-        "POST /v1/runs HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/runs HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -609,7 +609,7 @@ fn a_body_that_stops_midway_gets_408_and_an_idle_connection_is_closed() {
     let server = ThreadServer::bind(scripted_agent("x"), config).unwrap();
     let mut stalled = Client::connect(server.local_addr());
     let sent = Instant::now();
-    stalled.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{\"in");
+    stalled.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"in");
     expect_error(&mut stalled, 408, "request_timeout");
     assert!(
         sent.elapsed() >= Duration::from_millis(300),
@@ -653,7 +653,7 @@ fn a_trickling_body_gets_408_at_the_body_deadline() {
     let started = Instant::now();
     let writer = trickle(
         &client,
-        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n",
+        b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
         b' ',
     );
     expect_error(&mut client, 408, "request_timeout");
@@ -752,7 +752,7 @@ fn transfer_codings_other_than_chunked_are_501() {
     }
     // Both Transfer-Encoding and Content-Length: a head-level 400.
     let mut client = Client::connect(server.local_addr());
-    client.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n");
+    client.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n");
     expect_empty(&mut client, 400);
     server.shutdown();
 }

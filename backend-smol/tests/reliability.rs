@@ -111,7 +111,7 @@ fn payload_too_large_is_answered_early() {
     );
     let answer = exchange(
         server.local_addr(),
-        "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-length: 1048576\r\nexpect: 100-continue\r\n\r\n",
+        "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\nexpect: 100-continue\r\n\r\n",
     );
     let (status, head, body) = split_response(&answer);
     assert_eq!(status, 413, "{answer}");
@@ -121,14 +121,14 @@ fn payload_too_large_is_answered_early() {
     // Without Expect: the answer comes before any of the body is sent; then some of the body
     // may still be sent without losing the answer, and the server closes.
     let mut client = RawClient::connect(server.local_addr());
-    client.send(b"POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-length: 10485760\r\n\r\n");
+    client.send(b"POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 10485760\r\n\r\n");
     client.read_until("payload_too_large", "the 413 before the body");
     let _ = std::io::Write::write_all(&mut client.stream, &vec![b'x'; 32 * 1024]);
     read_until_closed(&mut client.stream);
 
     // Chunked: refused once the decoded body crosses the limit.
     let mut client = RawClient::connect(server.local_addr());
-    client.send(b"POST /v1/runs HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n");
+    client.send(b"POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
     for _ in 0..3 {
         client.send(format!("20\r\n{}\r\n", "y".repeat(32)).as_bytes());
     }
@@ -162,7 +162,7 @@ fn the_concurrent_run_limit_answers_503() {
 
         let answer = exchange(
             server.local_addr(),
-            "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-length: 13\r\nconnection: close\r\n\r\n{\"input\":\"b\"}",
+            "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 13\r\nconnection: close\r\n\r\n{\"input\":\"b\"}",
         );
         let (status, head, body) = split_response(&answer);
         assert_eq!(status, 503, "{name}: {answer}");

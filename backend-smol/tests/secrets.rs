@@ -48,7 +48,7 @@ fn server_types_and_logs_never_show_the_bearer_token() {
         let answer = exchange(
             server.local_addr(),
             &format!(
-                "POST /v1/runs HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\nauthorization: Bearer {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             ),
         );
@@ -58,7 +58,7 @@ fn server_types_and_logs_never_show_the_bearer_token() {
     }
     // Malformed: a header value that is not UTF-8 next to the token.
     let mut raw =
-        format!("POST /v1/runs HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {TOKEN}\r\nx-bad: ")
+        format!("POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\nauthorization: Bearer {TOKEN}\r\nx-bad: ")
             .into_bytes();
     raw.extend_from_slice(b"\xff\xfe\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
     let mut client = common::RawClient::connect(server.local_addr());

@@ -209,7 +209,7 @@ fn bad_requests_get_json_errors() {
         assert_json_error(
             &exchange(
                 addr,
-                "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\nconnection: close\r\n\r\n{oops",
+                "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: 5\r\nconnection: close\r\n\r\n{oops",
             ),
             400,
             "invalid_json",
@@ -220,7 +220,7 @@ fn bad_requests_get_json_errors() {
             &exchange(
                 addr,
                 &format!(
-                    "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{big}",
+                    "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}",
                     big.len()
                 ),
             ),
@@ -232,7 +232,7 @@ fn bad_requests_get_json_errors() {
             &exchange(
                 addr,
                 &format!(
-                    "POST /v1/runs HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+                    "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
                     big.len()
                 ),
             ),
@@ -254,7 +254,7 @@ fn bearer_token_is_required_when_configured() {
     let run = r#"{"input":"hi"}"#;
     let request = |auth: &str| {
         format!(
-            "POST /v1/runs HTTP/1.1\r\nhost: t\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{run}",
+            "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{run}",
             run.len()
         )
     };
@@ -314,7 +314,7 @@ fn expect_100_continue_is_answered() {
     let body = r#"{"input":"hi"}"#;
     client.send(
         format!(
-            "POST /v1/runs HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "POST /v1/runs HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             body.len()
         )
         .as_bytes(),
@@ -445,7 +445,7 @@ fn http_1_0_clients_get_the_stream_until_close() {
     let answer = exchange(
         server.local_addr(),
         &format!(
-            "POST /v1/runs HTTP/1.0\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /v1/runs HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         ),
     );

@@ -109,7 +109,7 @@ fn payload_too_large_answered_before_the_body(flavour: Flavour) {
     let mut client = std::net::TcpStream::connect(server.addr).unwrap();
     client.set_read_timeout(Some(WATCHDOG)).unwrap();
     client
-        .write_all(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Length: 10485760\r\n\r\n")
+        .write_all(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10485760\r\n\r\n")
         .unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];

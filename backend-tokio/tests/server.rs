@@ -203,8 +203,9 @@ fn payload_too_large_chunked(flavour: Flavour) {
     );
     let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
     stream.set_read_timeout(Some(WATCHDOG)).unwrap();
-    let mut request =
-        String::from("POST /v1/runs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let mut request = String::from(
+        "POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
     for _ in 0..4 {
         request.push_str(&format!("20\r\n{}\r\n", "y".repeat(32)));
     }

@@ -83,6 +83,7 @@ macro_rules! suite {
             conformance_server_concurrency_limit => "server_concurrency_limit",
             conformance_server_write_timeout => "server_write_timeout",
             conformance_server_malformed_requests => "server_malformed_requests",
+            conformance_server_cors => "server_cors",
             }
         }
     };

@@ -53,6 +53,12 @@ pub struct ServerConfig {
     /// that stops midway or trickles is answered `408` with a JSON error, and the connection
     /// closes. Default 30 s.
     pub body_read_timeout: Duration,
+    /// Browser origins (`https://app.example`, scheme and host and port as the browser
+    /// sends them in `Origin`) allowed to call the API, with CORS headers on their answers
+    /// and preflights answered; `"*"` allows any origin. A request whose `Origin` is not
+    /// allowed gets `403` before anything else. Default: none (only requests without
+    /// `Origin`, i.e. not from a browser page on another origin).
+    pub allowed_origins: Vec<String>,
 }
 
 /// The smallest [`ServerConfig::max_head_bytes`] a server applies.
@@ -72,6 +78,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_head_bytes: 64 * 1024,
             body_read_timeout: Duration::from_secs(30),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -136,6 +143,23 @@ impl ServerConfig {
     /// [`MIN_HEAD_BYTES`].
     pub fn effective_max_head_bytes(&self) -> usize {
         self.max_head_bytes.max(MIN_HEAD_BYTES)
+    }
+
+    /// Allow browser `origins` (see [`allowed_origins`](Self::allowed_origins)); `"*"`
+    /// allows any.
+    ///
+    /// ```
+    /// use agent_core::server::ServerConfig;
+    /// let config = ServerConfig::default().with_allowed_origins(["http://localhost:5173"]);
+    /// assert_eq!(config.allowed_origins, ["http://localhost:5173"]);
+    /// ```
+    pub fn with_allowed_origins<S: Into<String>>(
+        mut self,
+        origins: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.allowed_origins
+            .extend(origins.into_iter().map(Into::into));
+        self
     }
 
     /// Set the concurrent-run limit.

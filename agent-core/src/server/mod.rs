@@ -21,7 +21,8 @@
 //!     .build()
 //!     .unwrap();
 //! let service = AgentService::new(agent, ServerConfig::default());
-//! let response = block_on(service.handle("POST", "/v1/runs", &[], br#"{"input":"hello"}"#));
+//! let json = [("content-type", "application/json")];
+//! let response = block_on(service.handle("POST", "/v1/runs", &json, br#"{"input":"hello"}"#));
 //! assert_eq!(response.status, 200);
 //! assert!(response.headers.iter().any(|(n, v)| *n == "x-accel-buffering" && v == "no"));
 //! let ApiBody::Stream(body) = response.body else { panic!("expected a stream") };
@@ -33,6 +34,7 @@
 
 mod chat;
 mod config;
+mod cors;
 mod service;
 
 pub use chat::{ChatCompletionRequest, ChatMessage};

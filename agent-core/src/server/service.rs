@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ServerConfig;
 use super::chat::{ChatCompletionRequest, ChunkEncoder};
+use super::{ServerConfig, cors};
 use crate::agent::{Agent, CancelHandle, RunStream, Session};
 use crate::event::{Event, EventKind};
 use crate::runtime::BoxFuture;
@@ -105,7 +105,8 @@ impl ApiError {
         match self.status {
             401 => "authentication_error",
             404 | 405 => "not_found_error",
-            413 | 400 | 408 | 501 => "invalid_request_error",
+            413 | 400 | 408 | 415 | 501 => "invalid_request_error",
+            403 => "permission_error",
             503 => "overloaded_error",
             _ => "server_error",
         }
@@ -288,10 +289,24 @@ impl AgentService {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> BoxFuture<ApiResponse> {
-        match self.route(method, path, headers, body) {
-            Ok(Routed::Ready(response)) => Box::pin(std::future::ready(response)),
-            Ok(Routed::Later(future)) => future,
-            Err(err) => Box::pin(std::future::ready(err.into_response())),
+        let origin = cors::origin(&self.inner.config, headers);
+        if let cors::Origin::Refused(refused) = &origin {
+            return Box::pin(std::future::ready(cors::refused(refused)));
+        }
+        let routed = match self.route(method, path, headers, body, &origin) {
+            Ok(routed) => routed,
+            Err(err) => Routed::Ready(err.into_response()),
+        };
+        match routed {
+            Routed::Ready(mut response) => {
+                cors::decorate(&mut response, &origin);
+                Box::pin(std::future::ready(response))
+            }
+            Routed::Later(future) => Box::pin(async move {
+                let mut response = future.await;
+                cors::decorate(&mut response, &origin);
+                response
+            }),
         }
     }
 
@@ -301,6 +316,7 @@ impl AgentService {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
+        origin: &cors::Origin,
     ) -> Result<Routed, ApiError> {
         let path = path.split('?').next().unwrap_or(path);
         let known = matches!(path, "/healthz" | "/v1/runs" | "/v1/chat/completions");
@@ -316,10 +332,13 @@ impl AgentService {
         // RFC 9110: HEAD is allowed wherever GET is (the transport sends no body for it),
         // and every 405 names the allowed methods in `Allow`.
         let allowed = if path == "/healthz" {
-            "GET, HEAD"
+            "GET, HEAD, OPTIONS"
         } else {
-            "POST"
+            "POST, OPTIONS"
         };
+        if method.eq_ignore_ascii_case("OPTIONS") {
+            return Ok(Routed::Ready(cors::options(origin, headers, allowed)));
+        }
         let accepted = if path == "/healthz" {
             method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
         } else {
@@ -342,6 +361,15 @@ impl AgentService {
             )));
         }
         self.check_auth(headers)?;
+        // A run starts only from a JSON request: a cross-site form post (text/plain,
+        // form-urlencoded: no preflight) cannot start one.
+        if !cors::is_json(headers) {
+            return Err(ApiError {
+                status: 415,
+                code: "unsupported_media_type",
+                message: format!("{path} takes a JSON body: send Content-Type: application/json"),
+            });
+        }
         if body.len() > self.inner.config.max_body_bytes {
             return Err(ApiError::payload_too_large(
                 self.inner.config.max_body_bytes,
@@ -356,12 +384,15 @@ impl AgentService {
                     None => self.inner.agent.run(request.input),
                 };
                 let permit = self.admit(&run)?;
-                Ok(Routed::Ready(ApiResponse::sse(ResponseBody::new(
+                let run_id = run.run_id().to_string();
+                let mut response = ApiResponse::sse(ResponseBody::new(
                     run,
                     Encoding::Events,
                     permit,
                     &self.inner,
-                ))))
+                ));
+                response.headers.push(("x-run-id", run_id));
+                Ok(Routed::Ready(response))
             }
             _ => {
                 let request = ChatCompletionRequest::parse(body)?;

@@ -165,6 +165,14 @@ impl RawClient {
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
+        // The API's POSTs are JSON (a run-starting request without it gets 415).
+        if method == "POST"
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            request.push_str("content-type: application/json\r\n");
+        }
         request.push_str("\r\n");
         stream.write_all(request.as_bytes())?;
         // A peer that answers early (413) may close before the whole body is written.

@@ -152,7 +152,7 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
     json_error("GET /v1/runs", &wrong_method, 405);
     assert_eq!(
         wrong_method.header("allow"),
-        Some("POST"),
+        Some("POST, OPTIONS"),
         "server requests: a 405 must name the allowed methods in `Allow` (RFC 9110)"
     );
 
@@ -168,7 +168,7 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
     json_error("POST /healthz", &post_health, 405);
     assert_eq!(
         post_health.header("allow"),
-        Some("GET, HEAD"),
+        Some("GET, HEAD, OPTIONS"),
         "server requests: a 405 must name the allowed methods in `Allow` (RFC 9110)"
     );
 
@@ -208,8 +208,15 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
     json_error("POST /v1/runs without a token", &anonymous, 401);
 
     step("POST /v1/runs with invalid JSON");
-    let bad_json =
-        http_request(addr, "POST", "/v1/runs", &auth, b"{nope", timeout).expect("bad JSON");
+    let bad_json = http_request(
+        addr,
+        "POST",
+        "/v1/runs",
+        &[auth[0], ("content-type", "application/json")],
+        b"{nope",
+        timeout,
+    )
+    .expect("bad JSON");
     json_error("POST /v1/runs with invalid JSON", &bad_json, 400);
 
     step("POST /v1/runs with a body over the limit (declared 64 KiB, 2 KiB sent)");
@@ -281,5 +288,112 @@ pub fn server_requests(backend: &dyn Backend) -> Outcome {
         "server requests: a non-streamed chat completion must carry the whole answer in \
          choices[0].message.content; got {body}"
     );
+    Outcome::passed()
+}
+
+/// Browsers: with `allowed_origins = ["https://app.example"]`, a preflight from that origin
+/// is answered per the Fetch spec and its requests carry the CORS headers; a request from
+/// any other origin gets `403` before a run starts; a run-starting request that is not
+/// `application/json` (a cross-site form post needs no preflight) gets `415`.
+pub fn server_cors(backend: &dyn Backend) -> Outcome {
+    let config = server_config().with_allowed_origins(["https://app.example"]);
+    let server = Server::start_with(backend, contract_agent(backend), config);
+    let addr = server.addr();
+    let timeout = Duration::from_secs(5);
+
+    step("OPTIONS /v1/runs: a preflight from the allowed origin");
+    let preflight = http_request(
+        addr,
+        "OPTIONS",
+        "/v1/runs",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+        b"",
+        timeout,
+    )
+    .expect("OPTIONS /v1/runs");
+    assert_eq!(
+        (
+            preflight.status,
+            preflight.header("access-control-allow-origin")
+        ),
+        (204, Some("https://app.example")),
+        "cors: a preflight from an allowed origin must be answered 204 with Access-Control-Allow-Origin; headers {:?}",
+        preflight.headers
+    );
+    assert!(
+        preflight
+            .header("access-control-allow-headers")
+            .is_some_and(|h| h.contains("content-type")),
+        "cors: the preflight must allow the content-type header; headers {:?}",
+        preflight.headers
+    );
+
+    step("POST /v1/runs from the allowed origin");
+    let allowed = http_request(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            ("origin", "https://app.example"),
+            ("content-type", "application/json"),
+        ],
+        json!({"messages": [{"role": "user", "content": "hello"}]})
+            .to_string()
+            .as_bytes(),
+        WAIT,
+    )
+    .expect("POST from the allowed origin");
+    assert_eq!(
+        (
+            allowed.status,
+            allowed.header("access-control-allow-origin")
+        ),
+        (200, Some("https://app.example")),
+        "cors: an allowed origin's request must succeed with Access-Control-Allow-Origin; headers {:?}",
+        allowed.headers
+    );
+
+    step("POST /v1/runs from another origin");
+    let refused = http_request(
+        addr,
+        "POST",
+        "/v1/runs",
+        &[
+            ("origin", "https://evil.example"),
+            ("content-type", "application/json"),
+        ],
+        br#"{"input":"hi"}"#,
+        timeout,
+    )
+    .expect("POST from another origin");
+    assert_eq!(
+        refused.status, 403,
+        "cors: a request from an origin that is not allowed must get 403 before a run starts"
+    );
+
+    step("POST /v1/runs as text/plain (a form post needs no preflight)");
+    let plain = http_request(
+        addr,
+        "POST",
+        "/v1/runs",
+        &[("content-type", "text/plain")],
+        br#"{"input":"hi"}"#,
+        timeout,
+    )
+    .expect("POST text/plain");
+    assert_eq!(
+        plain.status, 415,
+        "cors: a run-starting request that is not application/json must get 415"
+    );
+    if let Some(running) = server.running_streams() {
+        assert_eq!(
+            running, 0,
+            "cors: no run may have started for the refused requests"
+        );
+    }
     Outcome::passed()
 }

@@ -201,6 +201,7 @@ cases! {
     "soak_concurrent", "13 soak", "200 concurrent server runs with random disconnects: no panic, 503 past the limit, back to baseline", soak::concurrent, exclusive;
     "server_concurrency_limit", "14 hardening", "max_concurrent_runs: 503 beyond, admitted again once a run ends", hardening::concurrency_limit;
     "server_write_timeout", "14 hardening", "a client that stops reading is disconnected after write_timeout, its run cancelled", hardening::write_timeout;
+    "server_cors", "14 hardening", "browsers: preflight and CORS headers for an allowed origin, 403 for others, 415 for non-JSON run requests", contract::server_cors;
     "server_malformed_requests", "14 hardening", "identical answers to malformed and over-limit requests (framing, header limits, head and body timeouts)", framing::malformed_requests;
 }
 
