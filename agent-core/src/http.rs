@@ -22,6 +22,8 @@ use futures_core::Stream;
 
 use crate::runtime::BoxFuture;
 
+pub mod proxy;
+
 /// HTTP method of an [`HttpRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {

@@ -86,7 +86,7 @@ pub enum HeadError {
     /// The start line or a header field is not valid HTTP/1.x; the text names the part.
     Malformed(&'static str),
     /// The request target is neither origin-form (`/path?query`), absolute-form
-    /// (`http://host/path`) nor `*`.
+    /// (`http://host/path`) nor `*` (for `CONNECT`: not authority-form, `host:port`).
     InvalidTarget,
     /// More header fields than [`HeadLimits::max_headers`].
     TooManyHeaders {
@@ -142,10 +142,12 @@ impl std::error::Error for HeadError {}
 pub struct RequestHead {
     /// The method, e.g. `POST`.
     pub method: String,
-    /// The request target exactly as sent (origin-form, absolute-form or `*`).
+    /// The request target exactly as sent (origin-form, absolute-form, `*`, or
+    /// authority-form `host:port` for `CONNECT`).
     pub target: String,
     /// The path and query to serve: the target in origin-form (`/v1/runs?x=1`); for an
-    /// absolute-form target, its path and query (`/` when it has no path); `*` for `*`.
+    /// absolute-form target, its path and query (`/` when it has no path); `*` for `*`; for
+    /// `CONNECT`, the authority-form target itself (`host:port`).
     pub path: String,
     /// The protocol version.
     pub version: Version,
@@ -310,9 +312,15 @@ impl HeadParser {
         let used = self.settle(status, buf.len())?;
         let Some(used) = used else { return Ok(None) };
         let target = request.path.unwrap_or_default().to_owned();
+        let method = request.method.unwrap_or_default();
+        let path = if method.eq_ignore_ascii_case("CONNECT") {
+            authority_form(&target)?
+        } else {
+            origin_path(&target)?
+        };
         let head = RequestHead {
-            method: request.method.unwrap_or_default().to_owned(),
-            path: origin_path(&target)?,
+            method: method.to_owned(),
+            path,
             target,
             version: version(request.version),
             headers: owned_headers(request.headers),
@@ -433,6 +441,18 @@ fn owned_headers(fields: &[httparse::Header<'_>]) -> Vec<(String, String)> {
 }
 
 /// The path and query of a request target (RFC 9112 §3.2).
+/// The target of a `CONNECT` (RFC 9112 §3.2.3): `host:port`, with the port.
+fn authority_form(target: &str) -> Result<String, HeadError> {
+    let (host, port) = target.rsplit_once(':').ok_or(HeadError::InvalidTarget)?;
+    let host_ok = !host.is_empty()
+        && !host.contains(['/', '?', '#', '@'])
+        && (host.starts_with('[') == host.ends_with(']'));
+    if !host_ok || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HeadError::InvalidTarget);
+    }
+    Ok(target.to_owned())
+}
+
 fn origin_path(target: &str) -> Result<String, HeadError> {
     if target.starts_with('/') || target == "*" {
         return Ok(target.to_owned());
@@ -523,6 +543,31 @@ mod tests {
         }
         let (head, _) = parse_whole(b"OPTIONS * HTTP/1.1\r\n\r\n").unwrap().unwrap();
         assert_eq!(head.path, "*");
+    }
+
+    #[test]
+    fn connect_takes_an_authority_form_target() {
+        for target in ["example.com:443", "127.0.0.1:8443", "[::1]:443"] {
+            let wire = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+            let (head, _) = parse_whole(wire.as_bytes()).unwrap().unwrap();
+            assert_eq!((head.target.as_str(), head.path.as_str()), (target, target));
+        }
+        for target in [
+            "example.com",
+            "/path",
+            "http://x/",
+            "x:",
+            "x:y",
+            "u@x:1",
+            "[::1:1",
+        ] {
+            let wire = format!("CONNECT {target} HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                parse_whole(wire.as_bytes()),
+                Err(HeadError::InvalidTarget),
+                "{target}"
+            );
+        }
     }
 
     #[test]

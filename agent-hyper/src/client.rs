@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use agent_core::http::proxy::{ProxyConfig, ProxyRoute};
 use agent_core::http::{
     BodyStream, HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, Method,
 };
@@ -21,8 +22,8 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::rt::{Read, Write};
 use hyper::{Request, Uri};
 
-use crate::AgentBody;
 use crate::pool::{Pool, PooledConnection};
+use crate::{AgentBody, Tunnel};
 
 /// Most header fields accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -42,6 +43,12 @@ pub struct Target {
 
 /// Opens connections for a [`HyperClient`]: TCP, then TLS for `https://` targets. This is
 /// the only part of the client a backend writes.
+///
+/// Two steps, so that proxies work with every connector: [`connect`](Self::connect) opens
+/// a connection to a target (TCP, plus TLS when `target.https`); through a proxy it is
+/// called with the proxy's plain target. [`handshake_tls`](Self::handshake_tls) is the TLS
+/// step on its own, run inside the `CONNECT` tunnel the client opened through a proxy for
+/// an `https://` upstream; a connector without TLS keeps its default (an error).
 ///
 /// ```
 /// use agent_core::http::HttpError;
@@ -67,6 +74,24 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
     /// [`HttpErrorKind::InvalidRequest`] (a host that cannot be a TLS name); the connect
     /// timeout is applied by the client around this future.
     fn connect(&self, target: &Target) -> impl Future<Output = Result<Self::Io, HttpError>> + Send;
+
+    /// TLS with `target` (an `https://` upstream) inside `tunnel`, a `CONNECT` tunnel through
+    /// a proxy: the certificate must be verified for `target.host`. Errors as for
+    /// [`connect`](Self::connect); the connect timeout covers this step too.
+    ///
+    /// The default fails with [`HttpErrorKind::Connect`] (for connectors without TLS).
+    fn handshake_tls(
+        &self,
+        tunnel: Tunnel,
+        target: &Target,
+    ) -> impl Future<Output = Result<Self::Io, HttpError>> + Send {
+        let _ = tunnel;
+        let message = format!(
+            "no TLS for {}:{} through the proxy: this connector does not speak TLS",
+            target.host, target.port
+        );
+        async move { Err(HttpError::new(HttpErrorKind::Connect, message)) }
+    }
 }
 
 /// The core's [`HttpClient`] on hyper's HTTP/1.1 client: a backend supplies the
@@ -78,10 +103,20 @@ pub trait Connector: Send + Sync + fmt::Debug + 'static {
 ///   was read to the end; a body dropped early, or a failed exchange, closes its connection
 ///   at once, so an unread body is never reused.
 /// * No task is spawned: the connection is driven by whoever polls the request and the body.
-/// * [`HttpRequest::connect_timeout`] bounds the connector (DNS, TCP and TLS together).
-/// * Errors have the same wording whatever the connector, and never carry header values.
+/// * [`HttpRequest::connect_timeout`] bounds the connector (DNS, TCP and TLS together, and
+///   the `CONNECT` exchange with a proxy).
+/// * Proxies come from a [`ProxyConfig`] ([`ProxyConfig::from_env`] unless
+///   [`with_proxy`](Self::with_proxy) says otherwise): an `http://` URL is sent to its
+///   proxy as an absolute-form request (`POST http://host:port/path HTTP/1.1`, with
+///   `Proxy-Authorization` when the proxy has credentials); an `https://` URL goes through a
+///   `CONNECT host:port` tunnel, inside which [`Connector::handshake_tls`] speaks TLS with
+///   the upstream. A proxy that refuses the tunnel is an [`HttpErrorKind::Connect`] error
+///   naming its status. Connections are pooled per origin *and* route.
+/// * Errors have the same wording whatever the connector, and never carry header values
+///   or proxy credentials.
 pub struct HyperClient<C: Connector> {
     inner: Arc<Inner<C>>,
+    proxy: Arc<ProxyConfig>,
 }
 
 struct Inner<C: Connector> {
@@ -94,6 +129,7 @@ impl<C: Connector> Clone for HyperClient<C> {
     fn clone(&self) -> Self {
         HyperClient {
             inner: self.inner.clone(),
+            proxy: self.proxy.clone(),
         }
     }
 }
@@ -103,13 +139,15 @@ impl<C: Connector> fmt::Debug for HyperClient<C> {
         f.debug_struct("HyperClient")
             .field("connector", &self.inner.connector)
             .field("runtime", &self.inner.runtime.name())
+            .field("proxy", &self.proxy)
             .field("idle_connections", &self.inner.pool.idle_count())
             .finish()
     }
 }
 
 impl<C: Connector> HyperClient<C> {
-    /// A client opening connections with `connector`, timing connects on `runtime`.
+    /// A client opening connections with `connector`, timing connects on `runtime`, with
+    /// the proxies of the environment ([`ProxyConfig::from_env`]).
     pub fn new(connector: C, runtime: SharedRuntime) -> Self {
         HyperClient {
             inner: Arc::new(Inner {
@@ -117,7 +155,20 @@ impl<C: Connector> HyperClient<C> {
                 runtime,
                 pool: Pool::default(),
             }),
+            proxy: Arc::new(ProxyConfig::from_env()),
         }
+    }
+
+    /// The same client (sharing its pool) with the proxies of `config` instead
+    /// ([`ProxyConfig::none`] for none).
+    pub fn with_proxy(mut self, config: ProxyConfig) -> Self {
+        self.proxy = Arc::new(config);
+        self
+    }
+
+    /// The proxies it uses.
+    pub fn proxy_config(&self) -> &ProxyConfig {
+        &self.proxy
     }
 
     /// The connector.
@@ -134,7 +185,8 @@ impl<C: Connector> HyperClient<C> {
 impl<C: Connector> HttpClient for HyperClient<C> {
     fn send(&self, request: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
         let inner = self.inner.clone();
-        Box::pin(async move { send(inner, request).await })
+        let route = self.proxy.proxy_for(&request.url).cloned();
+        Box::pin(async move { send(inner, request, route).await })
     }
 }
 
@@ -142,8 +194,32 @@ fn invalid(message: impl Into<String>) -> HttpError {
     HttpError::new(HttpErrorKind::InvalidRequest, message)
 }
 
-/// The target of `url` and the hyper request for it.
-fn build(request: &HttpRequest) -> Result<(Target, Request<AgentBody>), HttpError> {
+/// Where a pooled connection goes: the origin, and the proxy it goes through (with the
+/// `Proxy-Authorization` value of a tunnel, which was sent once, when it was opened).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    target: Target,
+    proxy: Option<(String, u16, Option<String>)>,
+}
+
+impl PoolKey {
+    fn new(target: &Target, route: Option<&ProxyRoute>) -> Self {
+        PoolKey {
+            target: target.clone(),
+            proxy: route.map(|r| {
+                let auth = r.basic_authorization().map(|a| a.expose().to_string());
+                (r.host().to_string(), r.port(), auth)
+            }),
+        }
+    }
+}
+
+/// The target of `url` and the hyper request for it: origin-form, or absolute-form with
+/// `Proxy-Authorization` for an `http://` URL sent through `route`.
+fn build(
+    request: &HttpRequest,
+    route: Option<&ProxyRoute>,
+) -> Result<(Target, Request<AgentBody>), HttpError> {
     let uri: Uri = request
         .url
         .parse()
@@ -197,9 +273,16 @@ fn build(request: &HttpRequest) -> Result<(Target, Request<AgentBody>), HttpErro
         Method::Get => hyper::Method::GET,
         Method::Post => hyper::Method::POST,
     };
+    let forward = route.filter(|_| !https);
+    // hyper writes the request target as given: absolute-form for a forward proxy
+    // (RFC 9112 §3.2.2), origin-form otherwise.
+    let request_target = match forward {
+        Some(_) => format!("http://{}{path}", authority.as_str()),
+        None => path.to_string(),
+    };
     let mut built = Request::builder()
         .method(method)
-        .uri(path)
+        .uri(request_target)
         .body(AgentBody::full(request.body.clone()))
         .map_err(|_| invalid("the request could not be built"))?;
     let headers = built.headers_mut();
@@ -212,10 +295,11 @@ fn build(request: &HttpRequest) -> Result<(Target, Request<AgentBody>), HttpErro
                 "the value of header {name:?} contains CR, LF, NUL or non-visible bytes"
             ))
         })?;
-        // The client owns the framing of the message.
+        // The client owns the framing of the message (and the proxy's credentials).
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
+            || name == header::PROXY_AUTHORIZATION
         {
             continue;
         }
@@ -229,6 +313,12 @@ fn build(request: &HttpRequest) -> Result<(Target, Request<AgentBody>), HttpErro
             .map_err(|_| invalid("the URL's host is not a valid Host header"))?;
         headers.insert(header::HOST, host);
     }
+    if let Some(auth) = forward.and_then(ProxyRoute::basic_authorization) {
+        let mut value = HeaderValue::from_str(auth.expose())
+            .map_err(|_| invalid("the proxy credentials are not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(header::PROXY_AUTHORIZATION, value);
+    }
     if !request.body.is_empty() || request.method == Method::Post {
         headers.insert(
             header::CONTENT_LENGTH,
@@ -241,14 +331,16 @@ fn build(request: &HttpRequest) -> Result<(Target, Request<AgentBody>), HttpErro
 async fn send<C: Connector>(
     inner: Arc<Inner<C>>,
     request: HttpRequest,
+    route: Option<ProxyRoute>,
 ) -> Result<HttpResponse, HttpError> {
-    let (target, mut hyper_request) = build(&request)?;
+    let (target, mut hyper_request) = build(&request, route.as_ref())?;
+    let key = PoolKey::new(&target, route.as_ref());
     // One retry, only for a request that a stale kept-alive connection never sent.
     for _ in 0..2 {
-        let reused = std::future::poll_fn(|cx| Poll::Ready(inner.pool.checkout(&target, cx))).await;
+        let reused = std::future::poll_fn(|cx| Poll::Ready(inner.pool.checkout(&key, cx))).await;
         let mut connection = match reused {
             Some(connection) => connection,
-            None => connect(&inner, &target, request.connect_timeout).await?,
+            None => connect(&inner, &target, route.as_ref(), request.connect_timeout).await?,
         };
         let response = connection.sender.try_send_request(hyper_request);
         let mut response = std::pin::pin!(response);
@@ -278,7 +370,7 @@ async fn send<C: Connector>(
                 let body = ResponseBody {
                     body,
                     connection: Some(connection),
-                    target: target.clone(),
+                    key: key.clone(),
                     pool: Arc::downgrade(&inner),
                 };
                 return Ok(HttpResponse {
@@ -309,9 +401,10 @@ async fn send<C: Connector>(
 async fn connect<C: Connector>(
     inner: &Inner<C>,
     target: &Target,
+    route: Option<&ProxyRoute>,
     timeout: Option<Duration>,
 ) -> Result<PooledConnection<C::Io>, HttpError> {
-    let connect = inner.connector.connect(target);
+    let connect = open(&inner.connector, target, route);
     let io = match timeout {
         None => connect.await?,
         Some(limit) => {
@@ -344,6 +437,112 @@ async fn connect<C: Connector>(
         driver: Some(Box::pin(driver)),
         reused: false,
     })
+}
+
+/// Open the connection a request to `target` runs over: directly, to the proxy (for
+/// `http://`), or TLS inside a `CONNECT` tunnel through the proxy (for `https://`).
+async fn open<C: Connector>(
+    connector: &C,
+    target: &Target,
+    route: Option<&ProxyRoute>,
+) -> Result<C::Io, HttpError> {
+    let Some(route) = route else {
+        return connector.connect(target).await;
+    };
+    let proxy = Target {
+        https: false,
+        host: route.host().to_string(),
+        port: route.port(),
+    };
+    let io = connector.connect(&proxy).await?;
+    if !target.https {
+        return Ok(io);
+    }
+    let tunnel = open_tunnel(io, target, route).await?;
+    connector.handshake_tls(tunnel, target).await
+}
+
+/// `CONNECT host:port` on `io` (a connection to the proxy of `route`), with hyper: the
+/// tunnel once the proxy answered 2xx.
+async fn open_tunnel<I: crate::pool::Io>(
+    io: I,
+    target: &Target,
+    route: &ProxyRoute,
+) -> Result<Tunnel, HttpError> {
+    let proxy = route.authority();
+    let failed = |what: &str| {
+        HttpError::new(
+            HttpErrorKind::Connect,
+            format!(
+                "the proxy {proxy} {what} (CONNECT to {}:{})",
+                target.host, target.port
+            ),
+        )
+    };
+    let authority = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let mut request = Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(authority.as_str())
+        .header(header::HOST, authority.as_str())
+        .body(AgentBody::empty())
+        .map_err(|_| invalid("the CONNECT request could not be built"))?;
+    if let Some(auth) = route.basic_authorization() {
+        let mut value = HeaderValue::from_str(auth.expose())
+            .map_err(|_| invalid("the proxy credentials are not a valid header value"))?;
+        value.set_sensitive(true);
+        request
+            .headers_mut()
+            .insert(header::PROXY_AUTHORIZATION, value);
+    }
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_headers(MAX_RESPONSE_HEADERS)
+        .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
+        .handshake::<_, AgentBody>(io)
+        .await
+        .map_err(|err| {
+            tracing::debug!(%err, "HTTP handshake with the proxy failed");
+            failed("could not be spoken to")
+        })?;
+    let mut connection = std::pin::pin!(connection.with_upgrades());
+    let mut driver_done = false;
+    let response = sender.send_request(request);
+    let mut response = std::pin::pin!(response);
+    let response = std::future::poll_fn(|cx| {
+        if !driver_done && let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            driver_done = true;
+            if let Err(err) = result {
+                tracing::debug!(%err, "the proxy connection failed");
+            }
+        }
+        response.as_mut().poll(cx)
+    })
+    .await
+    .map_err(|err| {
+        tracing::debug!(%err, "CONNECT failed before the proxy's answer");
+        failed("closed the connection before answering")
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let reason = status.canonical_reason().unwrap_or("");
+        return Err(failed(&format!(
+            "refused the tunnel: {} {reason}",
+            status.as_u16()
+        )));
+    }
+    // The connection hands its socket over to the upgrade once it has seen the 2xx.
+    if !driver_done && let Err(err) = connection.as_mut().await {
+        tracing::debug!(%err, "the proxy connection failed");
+        return Err(failed("closed the tunnel"));
+    }
+    let upgraded = hyper::upgrade::on(response).await.map_err(|err| {
+        tracing::debug!(%err, "the CONNECT tunnel could not be taken over");
+        failed("closed the tunnel")
+    })?;
+    Ok(Tunnel::new(upgraded))
 }
 
 /// The error for a failure before the response head, in the same words on every backend.
@@ -379,7 +578,7 @@ struct ResponseBody<C: Connector> {
     body: Incoming,
     /// `None` once the body ended (the connection then went back to the pool or closed).
     connection: Option<PooledConnection<C::Io>>,
-    target: Target,
+    key: PoolKey,
     pool: Weak<Inner<C>>,
 }
 
@@ -407,7 +606,7 @@ impl<C: Connector> Stream for ResponseBody<C> {
                     if let (Some(connection), Some(inner)) =
                         (this.connection.take(), this.pool.upgrade())
                     {
-                        inner.pool.checkin(this.target.clone(), connection);
+                        inner.pool.checkin(this.key.clone(), connection);
                     }
                     Poll::Ready(None)
                 }
@@ -422,7 +621,7 @@ mod tests {
 
     fn target(url: &str) -> Result<(Target, String), HttpError> {
         let request = HttpRequest::new(Method::Get, url);
-        build(&request).map(|(target, request)| (target, request.uri().to_string()))
+        build(&request, None).map(|(target, request)| (target, request.uri().to_string()))
     }
 
     #[test]
@@ -463,7 +662,7 @@ mod tests {
     fn header_errors_never_contain_values() {
         let request = HttpRequest::new(Method::Get, "http://h/")
             .header("authorization", "Bearer sk-secret\r\nx: y");
-        let err = build(&request).expect_err("a header value with CR LF is refused");
+        let err = build(&request, None).expect_err("a header value with CR LF is refused");
         assert_eq!(err.kind, HttpErrorKind::InvalidRequest);
         assert!(!err.to_string().contains("sk-secret"), "{err}");
     }
@@ -475,11 +674,30 @@ mod tests {
             .header("Content-Length", "999")
             .header("Connection", "close")
             .body(b"{}".to_vec());
-        let (_, built) = build(&request).unwrap();
+        let (_, built) = build(&request, None).unwrap();
         let headers = built.headers();
         assert_eq!(headers["content-length"], "2");
         assert_eq!(headers["host"], "h:81");
         assert_eq!(headers["content-type"], "application/json");
         assert!(headers.get("connection").is_none(), "{headers:?}");
+    }
+
+    #[test]
+    fn through_a_forward_proxy_the_request_is_absolute_form() {
+        let route = ProxyRoute::parse("http://u:pw@127.0.0.1:3128").unwrap();
+        let request = HttpRequest::new(Method::Post, "http://h:81/v1/x?y=1")
+            .header("proxy-authorization", "Basic forged");
+        let (target, built) = build(&request, Some(&route)).unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("h", 81));
+        assert_eq!(built.uri().to_string(), "http://h:81/v1/x?y=1");
+        assert_eq!(built.headers()["host"], "h:81");
+        let auth = &built.headers()["proxy-authorization"];
+        assert_eq!(auth, "Basic dTpwdw==");
+        assert!(auth.is_sensitive());
+        // https:// goes through a tunnel: the request itself is origin-form, no credentials.
+        let request = HttpRequest::new(Method::Get, "https://h/v1");
+        let (_, built) = build(&request, Some(&route)).unwrap();
+        assert_eq!(built.uri().to_string(), "/v1");
+        assert!(built.headers().get("proxy-authorization").is_none());
     }
 }

@@ -13,8 +13,9 @@
 //!   limit and timeout of `ServerConfig` (head read timeout, header count and bytes, body
 //!   read timeout, write timeout), with graceful shutdown.
 //! * [`HyperClient`]: the core's [`HttpClient`](agent_core::http::HttpClient) over any
-//!   [`Connector`] (TCP and TLS are the backend's), with a keep-alive pool and a connect
-//!   timeout.
+//!   [`Connector`] (TCP and TLS are the backend's), with a keep-alive pool, a connect
+//!   timeout and the proxies of [`ProxyConfig`](agent_core::http::proxy::ProxyConfig)
+//!   (absolute-form requests for `http://`, a `CONNECT` [`Tunnel`] for `https://`).
 //! * [`FuturesIo`] (a `futures-io` stream as hyper I/O), [`RuntimeTimer`] (hyper's timer from
 //!   the core's [`Runtime`](agent_core::runtime::Runtime)) and [`WriteTimeout`].
 //!
@@ -60,6 +61,7 @@ mod pool;
 mod server;
 mod signal;
 mod timer;
+mod tunnel;
 mod write_timeout;
 
 pub use body::AgentBody;
@@ -69,6 +71,7 @@ pub use handler::handle_request;
 pub use io::FuturesIo;
 pub use server::{Listener, Server, serve_connection};
 pub use timer::RuntimeTimer;
+pub use tunnel::Tunnel;
 pub use write_timeout::WriteTimeout;
 
 /// The hyper this crate is built on, re-exported so that versions always match.

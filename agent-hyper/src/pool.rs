@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http1::{Connection, SendRequest};
 
 use crate::AgentBody;
-use crate::client::Target;
+use crate::client::PoolKey;
 
 /// Idle connections kept per origin.
 const MAX_IDLE_PER_ORIGIN: usize = 8;
@@ -59,7 +59,7 @@ struct Idle<I: Io> {
 
 /// Idle connections by origin.
 pub(crate) struct Pool<I: Io> {
-    idle: Mutex<HashMap<Target, Vec<Idle<I>>>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle<I>>>>,
 }
 
 impl<I: Io> Default for Pool<I> {
@@ -74,7 +74,7 @@ impl<I: Io> Pool<I> {
     /// An idle connection to `origin` that is still open and ready for a request.
     pub(crate) fn checkout(
         &self,
-        origin: &Target,
+        origin: &PoolKey,
         cx: &mut Context<'_>,
     ) -> Option<PooledConnection<I>> {
         loop {
@@ -105,7 +105,7 @@ impl<I: Io> Pool<I> {
 
     /// Keep `connection` for the next request to `origin` (its response was read to the
     /// end).
-    pub(crate) fn checkin(&self, origin: Target, connection: PooledConnection<I>) {
+    pub(crate) fn checkin(&self, origin: PoolKey, connection: PooledConnection<I>) {
         if connection.driver.is_none() || connection.sender.is_closed() {
             return;
         }

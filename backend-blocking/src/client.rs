@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use agent_core::http::proxy::{ProxyConfig, ProxyRoute};
 use agent_core::http::{
     BodyStream, HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, Method,
 };
@@ -19,7 +20,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use ureq::config::Config;
 use ureq::http;
-use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, NextTimeout, RustlsConnector,
     ShutdownHandle, TcpConnector, Transport,
@@ -87,6 +88,7 @@ pub const READ_BUFFER_SIZE: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct UreqClient {
     agent: ureq::Agent,
+    proxy: Arc<ProxyConfig>,
 }
 
 impl fmt::Debug for UreqClient {
@@ -96,6 +98,7 @@ impl fmt::Debug for UreqClient {
                 "danger_accept_invalid_certs",
                 &self.agent.config().tls_config().disable_verification(),
             )
+            .field("proxy", &self.proxy)
             .finish_non_exhaustive()
     }
 }
@@ -107,8 +110,10 @@ impl Default for UreqClient {
 }
 
 impl UreqClient {
-    /// A client with ureq's defaults (rustls, pooled connections, proxy from the
-    /// environment), statuses as responses and no redirects.
+    /// A client with ureq's defaults (rustls, pooled connections), the proxies of the
+    /// environment ([`ProxyConfig::from_env`]: `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`,
+    /// `NO_PROXY`, read as every backend's client reads them), statuses as responses and no
+    /// redirects.
     pub fn new() -> Self {
         UreqClient::with_config(
             ureq::Agent::config_builder()
@@ -156,7 +161,9 @@ impl UreqClient {
     /// redirects, …).
     ///
     /// Whatever `config` says, each request is sent with `http_status_as_error(false)` (the
-    /// contract wants statuses as responses) and with the request's `connect_timeout`. The
+    /// contract wants statuses as responses), with the request's `connect_timeout`, and
+    /// with the proxy of the client's [`ProxyConfig`] (the environment's; see
+    /// [`with_proxy`](Self::with_proxy)) in place of `config`'s. The
     /// client builds its ureq agent with its own connector chain (ureq's CONNECT-proxy, TCP
     /// and rustls connectors, plus a layer that lets a dropped body shut its socket down).
     ///
@@ -176,10 +183,39 @@ impl UreqClient {
             .chain(ConnectProxyConnector::default())
             .chain(Capture(TcpConnector::default()))
             .chain(RustlsConnector::default())
+            .chain(Forward)
             .chain(Track);
         UreqClient {
-            agent: ureq::Agent::with_parts(config, connector, DefaultResolver::default()),
+            agent: ureq::Agent::with_parts(config, connector, ForwardResolver::default()),
+            proxy: Arc::new(ProxyConfig::from_env()),
         }
+    }
+
+    /// The same client (sharing its pool) with the proxies of `config` instead of the
+    /// environment's ([`ProxyConfig::none`] for none).
+    ///
+    /// An `https://` URL goes through a `CONNECT` tunnel (ureq's CONNECT proxy, set per
+    /// request), with TLS to the upstream inside. An `http://` URL is sent to the proxy as
+    /// an absolute-form request (`POST http://host:port/path HTTP/1.1`, with
+    /// `Proxy-Authorization` when the proxy has credentials): ureq 3 only knows CONNECT
+    /// proxies and writes origin-form targets, so this client resolves the upstream's name
+    /// to the proxy's addresses and rewrites the request line on that connection, which is
+    /// never pooled.
+    ///
+    /// ```
+    /// use agent_core::http::proxy::{ProxyConfig, ProxyRoute};
+    /// let proxy = ProxyConfig::none().with_https(Some(ProxyRoute::new("127.0.0.1", 3128)));
+    /// let client = backend_blocking::UreqClient::new().with_proxy(proxy);
+    /// # let _ = client;
+    /// ```
+    pub fn with_proxy(mut self, config: ProxyConfig) -> Self {
+        self.proxy = Arc::new(config);
+        self
+    }
+
+    /// The proxies it uses.
+    pub fn proxy_config(&self) -> &ProxyConfig {
+        &self.proxy
     }
 
     /// The underlying ureq agent (for requests outside the [`HttpClient`] trait).
@@ -191,6 +227,7 @@ impl UreqClient {
 impl HttpClient for UreqClient {
     fn send(&self, request: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
         let agent = self.agent.clone();
+        let route = self.proxy.proxy_for(&request.url).cloned();
         Box::pin(async move {
             let exchange = Arc::new(Exchange::new());
             // Aborts the exchange if this future is dropped before the head arrives.
@@ -199,7 +236,7 @@ impl HttpClient for UreqClient {
             let (body_tx, body_rx) = mpsc::channel(BODY_CHANNEL_CAPACITY.saturating_sub(1));
             let spawned = std::thread::Builder::new()
                 .name("ureq-exchange".into())
-                .spawn(move || run_exchange(&agent, request, &exchange, head_tx, body_tx));
+                .spawn(move || run_exchange(&agent, request, route, &exchange, head_tx, body_tx));
             if let Err(err) = spawned {
                 return Err(HttpError::new(
                     HttpErrorKind::Io,
@@ -259,12 +296,13 @@ impl Stream for UreqBody {
 fn run_exchange(
     agent: &ureq::Agent,
     request: HttpRequest,
+    route: Option<ProxyRoute>,
     exchange: &Arc<Exchange>,
     head_tx: oneshot::Sender<Result<Head, HttpError>>,
     mut body_tx: mpsc::Sender<Chunk>,
 ) {
     CURRENT_EXCHANGE.with(|current| *current.borrow_mut() = Some(exchange.clone()));
-    let response = match send_request(agent, request) {
+    let response = match send_request(agent, request, route.as_ref()) {
         Ok(response) => response,
         Err(err) => {
             let _ = head_tx.send(Err(map_error(err, exchange)));
@@ -345,6 +383,7 @@ fn forward_body(mut reader: impl Read, exchange: &Exchange, body_tx: &mut mpsc::
 fn send_request(
     agent: &ureq::Agent,
     request: HttpRequest,
+    route: Option<&ProxyRoute>,
 ) -> Result<http::Response<ureq::Body>, SendError> {
     let method = match request.method {
         Method::Get => http::Method::GET,
@@ -354,6 +393,10 @@ fn send_request(
     for (name, value) in &request.headers {
         let name = http::HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| SendError::Invalid(format!("invalid header name {name:?}")))?;
+        // The proxy's credentials are the client's to send.
+        if name == http::header::PROXY_AUTHORIZATION {
+            continue;
+        }
         // The value may be a secret: the message names the header only.
         let value = http::HeaderValue::from_str(value).map_err(|_| {
             SendError::Invalid(format!(
@@ -367,27 +410,67 @@ fn send_request(
         .url
         .parse()
         .map_err(|_| SendError::Invalid("invalid URL".into()))?;
+    let https = uri
+        .scheme()
+        .is_some_and(|s| s.as_str().eq_ignore_ascii_case("https"));
+    // https:// through ureq's CONNECT proxy; http:// forwarded in absolute-form (see
+    // `Forward`), with the credentials on the request itself.
+    let mut proxy = None;
+    match route {
+        Some(route) if https => proxy = Some(connect_proxy(route)?),
+        Some(route) => {
+            if let Some(auth) = route.basic_authorization() {
+                let mut value = http::HeaderValue::from_str(auth.expose()).map_err(|_| {
+                    SendError::Invalid("the proxy credentials are not a valid header value".into())
+                })?;
+                value.set_sensitive(true);
+                builder = builder.header(http::header::PROXY_AUTHORIZATION, value);
+            }
+            FORWARD_PROXY.with(|f| *f.borrow_mut() = Some(route.clone()));
+        }
+        None => {}
+    }
     let builder = builder.uri(uri);
     let connect_timeout = request.connect_timeout;
     if request.body.is_empty() && request.method == Method::Get {
         let request = builder
             .body(())
             .map_err(|_| SendError::Invalid("the request could not be built".into()))?;
-        run(agent, request, connect_timeout)
+        run(agent, request, connect_timeout, proxy)
     } else {
         let request = builder
             .body(request.body)
             .map_err(|_| SendError::Invalid("the request could not be built".into()))?;
-        run(agent, request, connect_timeout)
+        run(agent, request, connect_timeout, proxy)
     }
+}
+
+/// ureq's CONNECT proxy for `route`.
+fn connect_proxy(route: &ProxyRoute) -> Result<ureq::Proxy, SendError> {
+    let mut builder = ureq::Proxy::builder(ureq::ProxyProtocol::Http)
+        .host(route.host())
+        .port(route.port());
+    if let Some(credentials) = route.credentials() {
+        builder = builder
+            .username(credentials.username().expose())
+            .password(credentials.password().expose());
+    }
+    // The message never names the proxy's URL (it would carry the credentials).
+    builder
+        .build()
+        .map_err(|_| SendError::Invalid("the proxy address is not usable".into()))
 }
 
 fn run<B: ureq::AsSendBody>(
     agent: &ureq::Agent,
     request: http::Request<B>,
     connect_timeout: Option<Duration>,
+    proxy: Option<ureq::Proxy>,
 ) -> Result<http::Response<ureq::Body>, SendError> {
-    let mut config = agent.configure_request(request).http_status_as_error(false);
+    let mut config = agent
+        .configure_request(request)
+        .http_status_as_error(false)
+        .proxy(proxy);
     if connect_timeout.is_some() {
         config = config.timeout_connect(connect_timeout);
     }
@@ -422,7 +505,8 @@ fn map_error(err: SendError, exchange: &Exchange) -> HttpError {
         | ureq::Error::Tls(_)
         | ureq::Error::Pem(_)
         | ureq::Error::Rustls(_)
-        | ureq::Error::TlsRequired => HttpErrorKind::Connect,
+        | ureq::Error::TlsRequired
+        | ureq::Error::ConnectProxyFailed(_) => HttpErrorKind::Connect,
         ureq::Error::Io(io) if !exchange.is_connected() => match io.kind() {
             io::ErrorKind::TimedOut => HttpErrorKind::ConnectTimeout,
             _ => HttpErrorKind::Connect,
@@ -464,6 +548,8 @@ static NEXT_EXCHANGE_ID: AtomicU64 = AtomicU64::new(1);
 thread_local! {
     /// The exchange the current thread is running (set once on each exchange thread).
     static CURRENT_EXCHANGE: RefCell<Option<Arc<Exchange>>> = const { RefCell::new(None) };
+    /// The proxy this thread's `http://` request is forwarded to (absolute-form).
+    static FORWARD_PROXY: RefCell<Option<ProxyRoute>> = const { RefCell::new(None) };
     /// The socket most recently opened by this thread's connector chain.
     static LAST_SOCKET: RefCell<Option<Weak<dyn ShutdownHandle>>> = const { RefCell::new(None) };
 }
@@ -709,6 +795,133 @@ impl<T: Transport> Transport for Tracked<T> {
         // Called when a connection goes back to the pool and when it is taken out again: the
         // taker becomes the owner, so a late abort of the previous exchange spares it.
         self.conn.claim() && self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forwarding http:// through a proxy in absolute-form.
+//
+// ureq 3 has CONNECT proxies only, and writes an origin-form request target. For an
+// `http://` URL with a forward proxy, the exchange thread records the route in
+// `FORWARD_PROXY` (with ureq's own proxy off for that request); `ForwardResolver` then
+// resolves the upstream's name to the proxy's addresses (so ureq's TCP connector opens the
+// connection to the proxy, and the upstream's name never needs resolving here), and
+// `Forward` wraps that connection in `AbsoluteForm`, which turns the first request line into
+// absolute-form (`POST http://host:port/path HTTP/1.1`; ureq already wrote `Host` for the
+// upstream) and never lets the connection go back to the pool, whose key is the upstream's.
+// ---------------------------------------------------------------------------------------
+
+/// The proxy of this thread's forwarded `http://` request, if `uri` is it.
+fn forward_route(uri: &http::Uri) -> Option<ProxyRoute> {
+    if !uri
+        .scheme()
+        .is_some_and(|s| s.as_str().eq_ignore_ascii_case("http"))
+    {
+        return None;
+    }
+    FORWARD_PROXY.with(|f| f.borrow().clone())
+}
+
+/// ureq's resolver, except that the upstream of a forwarded `http://` request resolves to
+/// its proxy.
+#[derive(Debug, Default)]
+struct ForwardResolver(DefaultResolver);
+
+impl Resolver for ForwardResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let Some(route) = forward_route(uri) else {
+            return self.0.resolve(uri, config, timeout);
+        };
+        let proxy: http::Uri = format!("{}/", route.url())
+            .parse()
+            .map_err(|_| ureq::Error::InvalidProxyUrl)?;
+        self.0.resolve(&proxy, config, timeout)
+    }
+}
+
+/// Wraps the connection of a forwarded `http://` request in [`AbsoluteForm`].
+#[derive(Debug)]
+struct Forward;
+
+impl<In: Transport> Connector<In> for Forward {
+    type Out = AbsoluteForm<In>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<AbsoluteForm<In>>, ureq::Error> {
+        let Some(inner) = chained else {
+            return Ok(None);
+        };
+        let prefix = forward_route(details.uri).and_then(|_| {
+            let authority = details.uri.authority()?;
+            Some(format!("http://{authority}"))
+        });
+        Ok(Some(AbsoluteForm {
+            inner,
+            forwarded: prefix.is_some(),
+            prefix,
+        }))
+    }
+}
+
+/// A transport that writes the first request line in absolute-form (when `prefix` is set)
+/// and is then never reused.
+#[derive(Debug)]
+struct AbsoluteForm<T> {
+    inner: T,
+    /// `http://host:port`, put before the origin-form target of the first request line.
+    prefix: Option<String>,
+    /// A forwarded connection: never pooled.
+    forwarded: bool,
+}
+
+impl<T: Transport> Transport for AbsoluteForm<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let Some(prefix) = self.prefix.take() else {
+            return self.inner.transmit_output(amount, timeout);
+        };
+        let written = self.inner.buffers().output()[..amount].to_vec();
+        // `METHOD /target HTTP/1.1`: the prefix goes right after the first space.
+        let Some(space) = written.iter().position(|&b| b == b' ') else {
+            return self.inner.transmit_output(amount, timeout);
+        };
+        if written.get(space + 1) != Some(&b'/') {
+            return self.inner.transmit_output(amount, timeout);
+        }
+        let mut line = Vec::with_capacity(amount + prefix.len());
+        line.extend_from_slice(&written[..=space]);
+        line.extend_from_slice(prefix.as_bytes());
+        line.extend_from_slice(&written[space + 1..]);
+        // The output buffer holds `amount` bytes at least: send the longer head in pieces.
+        let room = self.inner.buffers().output().len().max(1);
+        for piece in line.chunks(room) {
+            self.inner.buffers().output()[..piece.len()].copy_from_slice(piece);
+            self.inner.transmit_output(piece.len(), timeout)?;
+        }
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        !self.forwarded && self.inner.is_open()
     }
 
     fn is_tls(&self) -> bool {

@@ -409,3 +409,189 @@ fn dropping_the_client_closes_its_pooled_connections() {
         .expect("the pooled connection was not closed after the client was dropped");
     server.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxies: the one `ProxyConfig` of agent-core, against the kit's `TestProxy`.
+
+mod proxies {
+    use super::*;
+    use agent_core::http::HttpError;
+    use agent_core::http::proxy::ProxyConfig;
+    use conformance::kit::proxy::TestProxy;
+    use conformance::kit::upstream::{GatedUpstream, openai};
+    use test_support::reliability::TlsServer;
+
+    fn vars(pairs: &[(&str, &str)]) -> ProxyConfig {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        ProxyConfig::from_vars(move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    /// Send `request` and read the whole body, on a thread bounded by the watchdog.
+    fn exchange(client: &UreqClient, request: HttpRequest) -> Result<(u16, String), HttpError> {
+        let client = client.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let result = block_on(async {
+                let response = client.send(request).await?;
+                let status = response.status;
+                let mut body = Vec::new();
+                let mut stream = response.body;
+                while let Some(chunk) = stream.next().await {
+                    body.extend_from_slice(&chunk?);
+                }
+                Ok((status, String::from_utf8_lossy(&body).into_owned()))
+            });
+            let _ = tx.send(result);
+        });
+        rx.recv_timeout(WATCHDOG)
+            .expect("watchdog: the exchange did not finish")
+    }
+
+    fn chat(upstream: &GatedUpstream) -> HttpRequest {
+        HttpRequest::new(
+            Method::Post,
+            format!("{}/chat/completions", upstream.base_url()),
+        )
+        .header("content-type", "application/json")
+        .body(br#"{"stream":true}"#.to_vec())
+    }
+
+    #[test]
+    fn http_goes_to_the_proxy_in_absolute_form() {
+        let upstream = GatedUpstream::start([
+            openai::answer(&["Hello", " there"]),
+            openai::answer(&["again"]),
+        ])
+        .unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let client = UreqClient::new().with_proxy(vars(&[("HTTP_PROXY", &proxy.url())]));
+        let (status, body) = exchange(&client, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains(r#""content":" there""#), "{body}");
+        // A second request opens a new connection, in absolute-form again.
+        let (status, body) = exchange(&client, chat(&upstream)).unwrap();
+        assert_eq!((status, body.contains("again")), (200, true), "{body}");
+        let line = format!(
+            "POST http://{}/v1/chat/completions HTTP/1.1",
+            upstream.addr()
+        );
+        assert_eq!(proxy.request_lines(), [line.clone(), line]);
+        let received = upstream.requests();
+        assert_eq!(received[0].path, "/v1/chat/completions");
+        assert_eq!(
+            received[0].header("host"),
+            Some(upstream.addr().to_string().as_str())
+        );
+        assert_eq!(received[0].body, br#"{"stream":true}"#);
+    }
+
+    #[test]
+    fn no_proxy_bypasses_the_proxy() {
+        let upstream = GatedUpstream::start([openai::answer(&["direct"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let config = vars(&[
+            ("http_proxy", &proxy.url()),
+            ("NO_PROXY", " example.com, 127.0.0.1 "),
+        ]);
+        let (status, body) =
+            exchange(&UreqClient::new().with_proxy(config), chat(&upstream)).unwrap();
+        assert_eq!((status, body.contains("direct")), (200, true), "{body}");
+        assert_eq!(upstream.request_count(), 1);
+        assert_eq!(proxy.request_count(), 0, "{:?}", proxy.request_lines());
+    }
+
+    #[test]
+    fn all_proxy_serves_a_scheme_without_its_variable() {
+        let upstream = GatedUpstream::start([openai::answer(&["via all"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let config = vars(&[
+            ("ALL_PROXY", &proxy.url()),
+            ("HTTPS_PROXY", "http://127.0.0.1:1"),
+        ]);
+        let (status, _) = exchange(&UreqClient::new().with_proxy(config), chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        assert!(proxy.wait_for_requests(1, WATCHDOG));
+        assert!(proxy.request_lines()[0].starts_with("POST http://127.0.0.1:"));
+    }
+
+    #[test]
+    fn credentials_reach_the_proxy_and_never_show() {
+        let upstream = GatedUpstream::start([openai::answer(&["authed"])]).unwrap();
+        let proxy = TestProxy::with_credentials("alice", "s3cret-pw").unwrap();
+        let config = vars(&[(
+            "HTTP_PROXY",
+            &proxy.url_with_credentials("alice", "s3cret-pw"),
+        )]);
+        let client = UreqClient::new().with_proxy(config);
+        let (status, _) = exchange(&client, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        let seen = proxy.requests();
+        assert!(
+            seen[0]
+                .header("proxy-authorization")
+                .is_some_and(|v| v.starts_with("Basic ")),
+            "{seen:?}"
+        );
+        assert!(
+            upstream.requests()[0]
+                .header("proxy-authorization")
+                .is_none()
+        );
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn https_goes_through_connect_with_tls_inside() {
+        let server = TlsServer::start(1, &["tunnelled"]);
+        let proxy = TestProxy::start().unwrap();
+        let client = UreqClient::danger_accept_invalid_certs()
+            .with_proxy(vars(&[("HTTPS_PROXY", &proxy.url())]));
+        let url = format!("https://127.0.0.1:{}/", server.addr.port());
+        let (status, body) = exchange(&client, HttpRequest::new(Method::Get, url)).unwrap();
+        assert_eq!((status, body.as_str()), (200, "tunnelled"));
+        assert_eq!(
+            proxy.request_lines(),
+            [format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.addr.port())]
+        );
+        assert_eq!(server.outcomes(), ["served"]);
+    }
+
+    #[test]
+    fn a_refused_connect_is_a_connect_error_without_credentials() {
+        let proxy = TestProxy::with_credentials("alice", "right").unwrap();
+        let config = vars(&[(
+            "HTTPS_PROXY",
+            &proxy.url_with_credentials("alice", "wrong-pw"),
+        )]);
+        let client = UreqClient::new().with_proxy(config);
+        let err = exchange(
+            &client,
+            HttpRequest::new(Method::Get, "https://127.0.0.1:9/"),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
+        assert!(err.message.contains("407"), "{err}");
+        assert_eq!(
+            proxy.request_lines(),
+            ["CONNECT 127.0.0.1:9 HTTP/1.1".to_string()]
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("wrong-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(!shown.contains("YWxpY2U6d3Jvbmct"), "{shown}");
+    }
+}

@@ -31,9 +31,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use agent_core::http::proxy::ProxyConfig;
 use agent_core::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
 use agent_core::runtime::BoxFuture;
-use agent_hyper::{Connector, FuturesIo, HyperClient, Target};
+use agent_hyper::{Connector, FuturesIo, HyperClient, Target, Tunnel};
 use async_net::TcpStream;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_rustls::TlsConnector;
@@ -53,8 +54,14 @@ use crate::SmolRuntime;
 ///
 /// It keeps every promise of the [`HttpClient`] contract: `send` resolves on the response
 /// head; body chunks are delivered as they are read; dropping the body closes the
-/// connection; [`HttpRequest::connect_timeout`] bounds DNS, TCP and TLS together; errors
-/// carry no header values. Clones share one keep-alive pool.
+/// connection; [`HttpRequest::connect_timeout`] bounds DNS, TCP, a proxy's `CONNECT` and
+/// TLS together; errors carry no header values. Clones share one keep-alive pool.
+///
+/// Proxies come from the environment ([`ProxyConfig::from_env`]: `HTTP_PROXY`,
+/// `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, read as every backend's client reads them) or
+/// from [`with_proxy`](Self::with_proxy): `http://` URLs go to the proxy as absolute-form
+/// requests, `https://` URLs through a `CONNECT` tunnel with TLS to the upstream inside
+/// (its certificate verified for the upstream's name).
 ///
 /// It needs no executor of its own: its futures can be polled by any executor, or by
 /// `smol::block_on`, since socket readiness and timers come from async-io's reactor.
@@ -110,6 +117,21 @@ impl SmolClient {
         })
     }
 
+    /// The same client (sharing its pool) with the proxies of `config` instead of the
+    /// environment's ([`ProxyConfig::none`] for none).
+    ///
+    /// ```
+    /// use agent_core::http::proxy::{ProxyConfig, ProxyRoute};
+    /// let proxy = ProxyConfig::none().with_https(Some(ProxyRoute::new("127.0.0.1", 3128)));
+    /// let client = backend_smol::SmolClient::new().with_proxy(proxy);
+    /// # let _ = client;
+    /// ```
+    pub fn with_proxy(self, config: ProxyConfig) -> Self {
+        SmolClient {
+            client: self.client.with_proxy(config),
+        }
+    }
+
     fn with_connector(connector: SmolConnector) -> Self {
         SmolClient {
             client: HyperClient::new(connector, SmolRuntime::global().shared()),
@@ -130,6 +152,7 @@ impl fmt::Debug for SmolClient {
                 "danger_accept_invalid_certs",
                 &self.client.connector().danger_accept_invalid_certs,
             )
+            .field("proxy", self.client.proxy_config())
             .finish_non_exhaustive()
     }
 }
@@ -165,12 +188,20 @@ impl Connector for SmolConnector {
     async fn connect(&self, target: &Target) -> Result<Self::Io, HttpError> {
         connect(&self.tls, target).await.map(FuturesIo::new)
     }
+
+    async fn handshake_tls(&self, tunnel: Tunnel, target: &Target) -> Result<Self::Io, HttpError> {
+        tls_handshake(&self.tls, tunnel, target)
+            .await
+            .map(|stream| FuturesIo::new(Conn::Tunnelled(Box::new(stream))))
+    }
 }
 
 /// A client connection, plain or TLS.
 pub(crate) enum Conn {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// TLS inside a proxy's `CONNECT` tunnel.
+    Tunnelled(Box<TlsStream<Tunnel>>),
 }
 
 impl AsyncRead for Conn {
@@ -182,6 +213,7 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            Conn::Tunnelled(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -195,6 +227,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            Conn::Tunnelled(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -202,6 +235,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            Conn::Tunnelled(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -209,6 +243,7 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_close(cx),
             Conn::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            Conn::Tunnelled(s) => Pin::new(&mut **s).poll_close(cx),
         }
     }
 }
@@ -225,6 +260,18 @@ async fn connect(tls: &Result<TlsConnector, Arc<str>>, target: &Target) -> Resul
     if !target.https {
         return Ok(Conn::Plain(tcp));
     }
+    tls_handshake(tls, tcp, target)
+        .await
+        .map(|stream| Conn::Tls(Box::new(stream)))
+}
+
+/// TLS with `target` over `io` (a TCP stream, or a proxy tunnel), verified for its host.
+async fn tls_handshake<IO: AsyncRead + AsyncWrite + Unpin>(
+    tls: &Result<TlsConnector, Arc<str>>,
+    io: IO,
+    target: &Target,
+) -> Result<TlsStream<IO>, HttpError> {
+    let where_ = format!("{}:{}", target.host, target.port);
     let name = ServerName::try_from(target.host.clone()).map_err(|_| {
         HttpError::new(
             HttpErrorKind::InvalidRequest,
@@ -234,11 +281,10 @@ async fn connect(tls: &Result<TlsConnector, Arc<str>>, target: &Target) -> Resul
     let tls = tls
         .as_ref()
         .map_err(|why| HttpError::new(HttpErrorKind::Connect, why.to_string()))?;
-    let stream = tls.connect(name, tcp).await.map_err(|err| {
+    tls.connect(name, io).await.map_err(|err| {
         HttpError::new(
             HttpErrorKind::Connect,
             format!("TLS handshake with {where_}: {err}"),
         )
-    })?;
-    Ok(Conn::Tls(Box::new(stream)))
+    })
 }

@@ -392,3 +392,205 @@ fn a_reset_mid_body_is_an_io_error() {
     });
     server.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxies: the one `ProxyConfig` of agent-core, against the kit's `TestProxy`.
+
+mod proxies {
+    use super::*;
+    use agent_core::http::proxy::ProxyConfig;
+    use conformance::kit::proxy::TestProxy;
+    use conformance::kit::upstream::{GatedUpstream, openai};
+    use test_support::reliability::TlsServer;
+
+    fn vars(pairs: &[(&str, &str)]) -> ProxyConfig {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        ProxyConfig::from_vars(move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    fn exchange(client: &SmolClient, request: HttpRequest) -> Result<(u16, String), HttpError> {
+        smol::block_on(async {
+            let mut response = futures_lite::future::or(client.send(request), async {
+                async_io::Timer::after(WATCHDOG).await;
+                panic!("watchdog: the response head never arrived");
+            })
+            .await?;
+            let body = read_body(&mut response).await?;
+            Ok((response.status, String::from_utf8_lossy(&body).into_owned()))
+        })
+    }
+
+    fn chat(upstream: &GatedUpstream) -> HttpRequest {
+        HttpRequest::new(
+            Method::Post,
+            format!("{}/chat/completions", upstream.base_url()),
+        )
+        .header("content-type", "application/json")
+        .body(br#"{"stream":true}"#.to_vec())
+    }
+
+    #[test]
+    fn http_goes_to_the_proxy_in_absolute_form() {
+        let upstream = GatedUpstream::start([openai::answer(&["Hello", " there"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let client = SmolClient::new().with_proxy(vars(&[("HTTP_PROXY", &proxy.url())]));
+        let (status, body) = exchange(&client, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains(r#""content":" there""#), "{body}");
+        assert_eq!(
+            proxy.request_lines(),
+            [format!(
+                "POST http://{}/v1/chat/completions HTTP/1.1",
+                upstream.addr()
+            )]
+        );
+        let received = upstream.requests();
+        assert_eq!(received[0].path, "/v1/chat/completions");
+        assert_eq!(
+            received[0].header("host"),
+            Some(upstream.addr().to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn no_proxy_bypasses_the_proxy() {
+        let upstream = GatedUpstream::start([openai::answer(&["direct"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let config = vars(&[
+            ("http_proxy", &proxy.url()),
+            ("NO_PROXY", " example.com, 127.0.0.1 "),
+        ]);
+        let (status, body) =
+            exchange(&SmolClient::new().with_proxy(config), chat(&upstream)).unwrap();
+        assert_eq!((status, body.contains("direct")), (200, true), "{body}");
+        assert_eq!(upstream.request_count(), 1);
+        assert_eq!(proxy.request_count(), 0, "{:?}", proxy.request_lines());
+    }
+
+    #[test]
+    fn all_proxy_serves_a_scheme_without_its_variable() {
+        let upstream = GatedUpstream::start([openai::answer(&["via all"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let config = vars(&[
+            ("ALL_PROXY", &proxy.url()),
+            ("HTTPS_PROXY", "http://127.0.0.1:1"),
+        ]);
+        let (status, _) = exchange(&SmolClient::new().with_proxy(config), chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        assert!(proxy.wait_for_requests(1, WATCHDOG));
+        assert!(proxy.request_lines()[0].starts_with("POST http://127.0.0.1:"));
+    }
+
+    #[test]
+    fn credentials_reach_the_proxy_and_never_show() {
+        let upstream = GatedUpstream::start([openai::answer(&["authed"])]).unwrap();
+        let proxy = TestProxy::with_credentials("alice", "s3cret-pw").unwrap();
+        let config = vars(&[(
+            "HTTP_PROXY",
+            &proxy.url_with_credentials("alice", "s3cret-pw"),
+        )]);
+        let client = SmolClient::new().with_proxy(config);
+        let (status, _) = exchange(&client, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        let seen = proxy.requests();
+        assert!(
+            seen[0]
+                .header("proxy-authorization")
+                .is_some_and(|v| v.starts_with("Basic ")),
+            "{seen:?}"
+        );
+        assert!(
+            upstream.requests()[0]
+                .header("proxy-authorization")
+                .is_none()
+        );
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn https_goes_through_connect_with_tls_inside() {
+        let server = TlsServer::start(1, &["tunnelled"]);
+        let proxy = TestProxy::start().unwrap();
+        let client = SmolClient::danger_accept_invalid_certs()
+            .with_proxy(vars(&[("HTTPS_PROXY", &proxy.url())]));
+        let url = format!("https://127.0.0.1:{}/", server.addr.port());
+        let (status, body) = exchange(&client, HttpRequest::new(Method::Get, url)).unwrap();
+        assert_eq!((status, body.as_str()), (200, "tunnelled"));
+        assert_eq!(
+            proxy.request_lines(),
+            [format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.addr.port())]
+        );
+        assert_eq!(server.outcomes(), ["served"]);
+    }
+
+    #[test]
+    fn the_upstream_certificate_is_verified_inside_the_tunnel() {
+        let server = TlsServer::start(1, &["never"]);
+        let proxy = TestProxy::start().unwrap();
+        let client = SmolClient::new().with_proxy(vars(&[("HTTPS_PROXY", &proxy.url())]));
+        let url = format!("https://127.0.0.1:{}/", server.addr.port());
+        let err = exchange(&client, HttpRequest::new(Method::Get, url)).unwrap_err();
+        assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
+        assert!(err.message.contains("TLS handshake"), "{err}");
+        assert_eq!(proxy.request_count(), 1);
+    }
+
+    #[test]
+    fn a_refused_connect_is_a_connect_error_without_credentials() {
+        let proxy = TestProxy::with_credentials("alice", "right").unwrap();
+        let config = vars(&[(
+            "HTTPS_PROXY",
+            &proxy.url_with_credentials("alice", "wrong-pw"),
+        )]);
+        let client = SmolClient::new().with_proxy(config);
+        let err = exchange(
+            &client,
+            HttpRequest::new(Method::Get, "https://127.0.0.1:9/"),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
+        assert!(err.message.contains("407"), "{err}");
+        assert_eq!(
+            proxy.request_lines(),
+            ["CONNECT 127.0.0.1:9 HTTP/1.1".to_string()]
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("wrong-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(!shown.contains("YWxpY2U6d3Jvbmct"), "{shown}");
+    }
+
+    /// A proxy that accepts and never answers the CONNECT: the connect timeout covers it.
+    #[test]
+    fn the_connect_timeout_covers_the_connect_exchange() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let silent = std::thread::spawn(move || {
+            let (_stream, _) = listener.accept().unwrap();
+            let _ = done_rx.recv_timeout(WATCHDOG);
+        });
+        let client =
+            SmolClient::new().with_proxy(vars(&[("HTTPS_PROXY", &format!("http://{addr}"))]));
+        let request = HttpRequest::new(Method::Get, "https://127.0.0.1:9/")
+            .connect_timeout(Some(Duration::from_millis(200)));
+        let err = exchange(&client, request).unwrap_err();
+        assert_eq!(err.kind, HttpErrorKind::ConnectTimeout, "{err}");
+        done_tx.send(()).unwrap();
+        silent.join().unwrap();
+    }
+}

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use agent_core::http::proxy::ProxyConfig;
 use agent_core::http::{
     BodyStream, HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, Method,
 };
@@ -78,11 +79,13 @@ pub struct ReqwestClient {
 
 struct Inner {
     source: Source,
+    /// The proxies of clients built from a builder (a given client keeps its own).
+    proxy: Arc<ProxyConfig>,
     clients: Mutex<HashMap<Option<Duration>, reqwest::Client>>,
 }
 
 enum Source {
-    Builder(Box<BuilderFactory>),
+    Builder(Arc<BuilderFactory>),
     Client(reqwest::Client),
 }
 
@@ -94,6 +97,7 @@ impl fmt::Debug for ReqwestClient {
         };
         f.debug_struct("ReqwestClient")
             .field("source", &source)
+            .field("proxy", &self.inner.proxy)
             .field("has_runtime_handle", &self.handle.is_some())
             .field(
                 "danger_accept_invalid_certs",
@@ -110,16 +114,20 @@ impl Default for ReqwestClient {
 }
 
 impl ReqwestClient {
-    /// A client with reqwest's defaults (rustls, HTTP/1.1, system proxy variables honoured),
-    /// on the tokio runtime this is called in, if any.
+    /// A client with reqwest's defaults (rustls, HTTP/1.1), the proxies of the environment
+    /// ([`ProxyConfig::from_env`]: `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, read
+    /// the same way by every backend's client), on the tokio runtime this is called in, if
+    /// any.
     ///
     /// Cheap: the underlying reqwest clients are built on first use.
     pub fn new() -> Self {
         ReqwestClient::with_builder(reqwest::Client::builder)
     }
 
-    /// A client whose reqwest clients come from `builder` (custom root certificates,
-    /// proxies, user agent, …); a request's connect timeout is set on top of it.
+    /// A client whose reqwest clients come from `builder` (custom root certificates, user
+    /// agent, …); a request's connect timeout is set on top of it. Proxies are the client's
+    /// [`ProxyConfig`] (the environment's; see [`with_proxy`](Self::with_proxy)): a proxy set
+    /// on `builder` is replaced.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -133,7 +141,7 @@ impl ReqwestClient {
     pub fn with_builder(
         builder: impl Fn() -> reqwest::ClientBuilder + Send + Sync + 'static,
     ) -> Self {
-        ReqwestClient::from_source(Source::Builder(Box::new(builder)))
+        ReqwestClient::from_source(Source::Builder(Arc::new(builder)))
     }
 
     /// A client like [`new`](Self::new) that accepts **any** TLS certificate: self-signed,
@@ -167,7 +175,8 @@ impl ReqwestClient {
     }
 
     /// A client that sends every request through `client`, as configured: its connect
-    /// timeout applies, a request's [`HttpRequest::connect_timeout`] is ignored.
+    /// timeout and its proxies apply (reqwest's own; [`with_proxy`](Self::with_proxy) has no
+    /// effect on it), a request's [`HttpRequest::connect_timeout`] is ignored.
     pub fn with_client(client: reqwest::Client) -> Self {
         ReqwestClient::from_source(Source::Client(client))
     }
@@ -176,11 +185,43 @@ impl ReqwestClient {
         ReqwestClient {
             inner: Arc::new(Inner {
                 source,
+                proxy: Arc::new(ProxyConfig::from_env()),
                 clients: Mutex::new(HashMap::new()),
             }),
             handle: Handle::try_current().ok(),
             danger_accept_invalid_certs: false,
         }
+    }
+
+    /// The same client with the proxies of `config` instead of the environment's
+    /// ([`ProxyConfig::none`] for none): an `http://` URL is sent to its proxy as an
+    /// absolute-form request, an `https://` URL through a `CONNECT` tunnel.
+    ///
+    /// ```
+    /// use agent_core::http::proxy::{ProxyConfig, ProxyRoute};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let proxy = ProxyConfig::none().with_https(Some(ProxyRoute::new("127.0.0.1", 3128)));
+    /// let client = backend_tokio::ReqwestClient::new().with_proxy(proxy);
+    /// # let _ = client;
+    /// # }
+    /// ```
+    pub fn with_proxy(mut self, config: ProxyConfig) -> Self {
+        let source = match &self.inner.source {
+            Source::Builder(factory) => Source::Builder(factory.clone()),
+            Source::Client(client) => Source::Client(client.clone()),
+        };
+        self.inner = Arc::new(Inner {
+            source,
+            proxy: Arc::new(config),
+            clients: Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    /// The proxies of clients built from a builder.
+    pub fn proxy_config(&self) -> &ProxyConfig {
+        &self.inner.proxy
     }
 
     /// Run reqwest's connections on the runtime of `handle` (see the type docs).
@@ -207,7 +248,16 @@ impl Inner {
         if let Some(client) = clients.get(&connect_timeout) {
             return Ok(client.clone());
         }
-        let mut builder = factory();
+        // reqwest's own reading of the environment is off: the one ProxyConfig decides.
+        let mut builder = factory().no_proxy();
+        if !self.proxy.is_none() {
+            let config = self.proxy.clone();
+            builder = builder.proxy(reqwest::Proxy::custom(move |url| {
+                config
+                    .proxy_for(url.as_str())
+                    .map(|route| route.url_with_credentials().expose().to_string())
+            }));
+        }
         if let Some(timeout) = connect_timeout {
             builder = builder.connect_timeout(timeout);
         }

@@ -365,3 +365,199 @@ fn no_runtime_is_an_error_not_a_panic() {
     assert_eq!(err.kind, HttpErrorKind::Connect);
     assert!(err.message.contains("no tokio runtime"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Proxies: the one `ProxyConfig` of agent-core, against the kit's `TestProxy`.
+
+mod proxies {
+    use super::*;
+    use agent_core::http::proxy::ProxyConfig;
+    use conformance::kit::proxy::TestProxy;
+    use conformance::kit::upstream::{GatedUpstream, openai};
+    use test_support::reliability::TlsServer;
+
+    fn vars(pairs: &[(&str, &str)]) -> ProxyConfig {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        ProxyConfig::from_vars(move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    fn send(
+        client: &ReqwestClient,
+        rt: &tokio::runtime::Runtime,
+        request: HttpRequest,
+    ) -> Result<(u16, String), agent_core::http::HttpError> {
+        rt.block_on(async {
+            tokio::time::timeout(WATCHDOG, async {
+                let response = client.send(request).await?;
+                let status = response.status;
+                let mut body = Vec::new();
+                let mut stream = response.body;
+                while let Some(chunk) = stream.next().await {
+                    body.extend_from_slice(&chunk?);
+                }
+                Ok((status, String::from_utf8_lossy(&body).into_owned()))
+            })
+            .await
+            .expect("the exchange outlived the watchdog")
+        })
+    }
+
+    fn chat(upstream: &GatedUpstream) -> HttpRequest {
+        HttpRequest::new(
+            Method::Post,
+            format!("{}/chat/completions", upstream.base_url()),
+        )
+        .header("content-type", "application/json")
+        .body(br#"{"stream":true}"#.to_vec())
+    }
+
+    fn proxied_client(rt: &tokio::runtime::Runtime, config: ProxyConfig) -> ReqwestClient {
+        client_for(rt).with_proxy(config)
+    }
+
+    #[test]
+    fn http_goes_to_the_proxy_in_absolute_form() {
+        let rt = common::runtime(Flavour::MultiThread);
+        let upstream = GatedUpstream::start([openai::answer(&["Hello", " there"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let client = proxied_client(&rt, vars(&[("HTTP_PROXY", &proxy.url())]));
+        let (status, body) = send(&client, &rt, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains(r#""content":" there""#), "{body}");
+        assert_eq!(
+            proxy.request_lines(),
+            [format!(
+                "POST http://{}/v1/chat/completions HTTP/1.1",
+                upstream.addr()
+            )]
+        );
+        let received = upstream.requests();
+        assert_eq!(received[0].path, "/v1/chat/completions");
+        assert_eq!(
+            received[0].header("host"),
+            Some(upstream.addr().to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn no_proxy_bypasses_the_proxy() {
+        let rt = common::runtime(Flavour::MultiThread);
+        let upstream = GatedUpstream::start([openai::answer(&["direct"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        let config = vars(&[
+            ("http_proxy", &proxy.url()),
+            ("NO_PROXY", " example.com, 127.0.0.1 "),
+        ]);
+        let (status, body) = send(&proxied_client(&rt, config), &rt, chat(&upstream)).unwrap();
+        assert_eq!((status, body.contains("direct")), (200, true), "{body}");
+        assert_eq!(upstream.request_count(), 1);
+        assert_eq!(proxy.request_count(), 0, "{:?}", proxy.request_lines());
+    }
+
+    #[test]
+    fn all_proxy_serves_a_scheme_without_its_variable() {
+        let rt = common::runtime(Flavour::MultiThread);
+        let upstream = GatedUpstream::start([openai::answer(&["via all"])]).unwrap();
+        let proxy = TestProxy::start().unwrap();
+        // HTTPS_PROXY (unusable here) is for https:// only; ALL_PROXY serves http://.
+        let config = vars(&[
+            ("ALL_PROXY", &proxy.url()),
+            ("HTTPS_PROXY", "http://127.0.0.1:1"),
+        ]);
+        let (status, _) = send(&proxied_client(&rt, config), &rt, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        assert!(proxy.wait_for_requests(1, WATCHDOG));
+        assert!(proxy.request_lines()[0].starts_with("POST http://127.0.0.1:"));
+    }
+
+    #[test]
+    fn credentials_reach_the_proxy_and_never_show() {
+        let rt = common::runtime(Flavour::MultiThread);
+        let upstream = GatedUpstream::start([openai::answer(&["authed"])]).unwrap();
+        let proxy = TestProxy::with_credentials("alice", "s3cret-pw").unwrap();
+        let config = vars(&[(
+            "HTTP_PROXY",
+            &proxy.url_with_credentials("alice", "s3cret-pw"),
+        )]);
+        let client = proxied_client(&rt, config);
+        let (status, _) = send(&client, &rt, chat(&upstream)).unwrap();
+        assert_eq!(status, 200);
+        let seen = proxy.requests();
+        assert!(
+            seen[0]
+                .header("proxy-authorization")
+                .is_some_and(|v| v.starts_with("Basic ")),
+            "{seen:?}"
+        );
+        // The upstream never sees the proxy's credentials.
+        assert!(
+            upstream.requests()[0]
+                .header("proxy-authorization")
+                .is_none()
+        );
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("s3cret-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn https_goes_through_connect() {
+        let rt = common::runtime(Flavour::MultiThread);
+        let server = TlsServer::start(1, &["tunnelled"]);
+        let proxy = TestProxy::start().unwrap();
+        let client = ReqwestClient::danger_accept_invalid_certs()
+            .runtime_handle(rt.handle().clone())
+            .with_proxy(vars(&[("HTTPS_PROXY", &proxy.url())]));
+        let url = format!("https://127.0.0.1:{}/", server.addr.port());
+        let (status, body) = send(&client, &rt, HttpRequest::new(Method::Get, url)).unwrap();
+        assert_eq!((status, body.as_str()), (200, "tunnelled"));
+        assert_eq!(
+            proxy.request_lines(),
+            [format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.addr.port())]
+        );
+        assert_eq!(server.outcomes(), ["served"]);
+    }
+
+    #[test]
+    fn a_refused_connect_is_a_connect_error_without_credentials() {
+        let rt = common::runtime(Flavour::MultiThread);
+        let proxy = TestProxy::with_credentials("alice", "right").unwrap();
+        let config = vars(&[(
+            "HTTPS_PROXY",
+            &proxy.url_with_credentials("alice", "wrong-pw"),
+        )]);
+        let client = proxied_client(&rt, config);
+        let err = send(
+            &client,
+            &rt,
+            HttpRequest::new(Method::Get, "https://127.0.0.1:9/"),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, HttpErrorKind::Connect, "{err}");
+        assert_eq!(
+            proxy.request_lines(),
+            ["CONNECT 127.0.0.1:9 HTTP/1.1".to_string()]
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("wrong-pw") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(!shown.contains("YWxpY2U6d3Jvbmct"), "{shown}");
+        // reqwest (hyper-util) names a 407 this way; other statuses are "unsuccessful".
+        assert!(
+            err.message.contains("proxy authorization required"),
+            "{err}"
+        );
+    }
+}

@@ -29,6 +29,7 @@ mod gated_model;
 pub mod http;
 pub mod panics;
 mod probe;
+pub mod proxy;
 pub mod redact;
 pub mod resources;
 mod rng;
