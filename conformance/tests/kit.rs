@@ -322,3 +322,38 @@ fn consume_through_a_plain_loop_passes_the_lockstep() {
     transcript.assert_contract();
     assert_eq!(transcript.completed_text(), model.full_text());
 }
+
+/// A transcript that differs from the shared snapshot fails with both printed, and writes
+/// nothing: no `.snap.new` appears in the conformance crate's folder (where a third party's
+/// copy of the crate lives in their cargo registry).
+#[test]
+fn a_differing_transcript_fails_without_writing_a_snapshot_file() {
+    use conformance::cases::transcripts::{SNAPSHOT_DIR, assert_transcript_snapshot};
+    let mut transcript = Transcript::new();
+    let _ = transcript.record(Event {
+        seq: 0,
+        kind: EventKind::TextDelta {
+            text: "not the plain answer".into(),
+        },
+    });
+    let failure = std::panic::catch_unwind(|| {
+        assert_transcript_snapshot("transcript_plain_answer", &transcript)
+    })
+    .expect_err("a different transcript must fail");
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("differs from the shared snapshot")
+            && message.contains("not the plain answer"),
+        "the failure shows both transcripts: {message}"
+    );
+    let written: Vec<_> = std::fs::read_dir(SNAPSHOT_DIR)
+        .expect("the snapshot folder")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".snap.new") || name.ends_with(".pending-snap"))
+        .collect();
+    assert!(written.is_empty(), "nothing may be written: {written:?}");
+}

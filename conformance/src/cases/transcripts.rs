@@ -3,8 +3,10 @@
 //! The snapshots live in `conformance/snapshots/` (one `.snap` per scenario, no backend
 //! suffix): every backend compares its transcript to the same file, so any divergence
 //! between backends fails. Timings, run ids and ports are redacted
-//! ([`crate::kit::redact`]). Review changes with `cargo insta review`; CI runs with
-//! `INSTA_UPDATE=no`, so a changed snapshot fails.
+//! ([`crate::kit::redact`]). The snapshots are compiled into the crate and compared as JSON,
+//! so the suite never writes a file (a third party's failing transcript leaves the
+//! conformance crate's folder untouched). In this repository, run with
+//! `CONFORMANCE_SNAPSHOTS=review` to go through insta and `cargo insta review` a change.
 
 use std::ops::ControlFlow;
 
@@ -23,17 +25,76 @@ use crate::kit::upstream::{GatedUpstream, Response, openai};
 /// Where the shared snapshots live (inside the conformance crate, whoever runs the suite).
 pub const SNAPSHOT_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots");
 
+/// The shared snapshots, compiled into the crate: the suite compares with these and never
+/// writes a file, so a third party's failing run leaves the crate's folder untouched.
+const SNAPSHOTS: &[(&str, &str)] = &[
+    (
+        "transcript_plain_answer",
+        include_str!("../../snapshots/transcript_plain_answer.snap"),
+    ),
+    (
+        "transcript_one_tool_round",
+        include_str!("../../snapshots/transcript_one_tool_round.snap"),
+    ),
+    (
+        "transcript_parallel_tools",
+        include_str!("../../snapshots/transcript_parallel_tools.snap"),
+    ),
+    (
+        "transcript_tool_error",
+        include_str!("../../snapshots/transcript_tool_error.snap"),
+    ),
+    (
+        "transcript_upstream_failure",
+        include_str!("../../snapshots/transcript_upstream_failure.snap"),
+    ),
+];
+
+/// Set to `review` (`CONFORMANCE_SNAPSHOTS=review cargo test …`, in this repository only)
+/// to compare through insta instead, which writes `.snap.new` files for
+/// `cargo insta review` when a transcript changed.
+pub const REVIEW_VARIABLE: &str = "CONFORMANCE_SNAPSHOTS";
+
 /// Compare `transcript` (redacted) with the shared snapshot `name`.
+///
+/// The comparison is of JSON values, against the snapshot compiled into this crate; a
+/// difference fails with both transcripts printed. Nothing is written anywhere, unless
+/// [`REVIEW_VARIABLE`] is `review`.
 pub fn assert_transcript_snapshot(name: &str, transcript: &Transcript) {
     let value = transcript.to_redacted_json();
-    insta::with_settings!({
-        snapshot_path => SNAPSHOT_DIR,
-        prepend_module_to_snapshot => false,
-        omit_expression => true,
-        description => format!("conformance transcript `{name}` (shared by every backend)"),
-    }, {
-        insta::assert_json_snapshot!(name, value);
-    });
+    if std::env::var(REVIEW_VARIABLE).is_ok_and(|v| v == "review") {
+        insta::with_settings!({
+            snapshot_path => SNAPSHOT_DIR,
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+            description => format!("conformance transcript `{name}` (shared by every backend)"),
+        }, {
+            insta::assert_json_snapshot!(name, value);
+        });
+        return;
+    }
+    let stored = SNAPSHOTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+        .unwrap_or_else(|| panic!("transcripts: no shared snapshot named {name:?}"));
+    // An insta snapshot: a `---` header, then the JSON body.
+    let body = stored
+        .splitn(3, "---\n")
+        .nth(2)
+        .unwrap_or_else(|| panic!("transcripts: the snapshot {name:?} has no body"));
+    let expected: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|err| panic!("transcripts: the snapshot {name:?} is not JSON: {err}"));
+    if expected != value {
+        let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+        panic!(
+            "transcripts: `{name}` differs from the shared snapshot (every backend must produce \
+             this exact event sequence; timings, ids and ports are redacted)\n--- expected \
+             (conformance/snapshots/{name}.snap)\n{}\n--- this backend\n{}",
+            pretty(&expected),
+            pretty(&value)
+        );
+    }
 }
 
 /// Scenario 1: a plain answer streamed by an upstream through the backend's HTTP client.
