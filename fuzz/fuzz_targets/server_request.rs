@@ -30,8 +30,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else { return };
     let path = ["/v1/runs", "/v1/chat/completions", "/healthz", "/nope"][usize::from(selector % 4)];
     let method = if selector & 4 == 0 { "POST" } else { "GET" };
-    let auth: &[(&str, &str)] = if selector & 8 == 0 { &[("authorization", "Bearer t")] } else { &[] };
-    let response = block_on(service().handle(method, path, auth, body));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if selector & 8 == 0 {
+        headers.push(("authorization", "Bearer t"));
+    }
+    if selector & 16 == 0 {
+        headers.push(("content-type", "application/json"));
+    }
+    let response = block_on(service().handle(method, path, &headers, body));
     assert!((200..600).contains(&response.status));
     match response.body {
         ApiBody::Full(bytes) => {
