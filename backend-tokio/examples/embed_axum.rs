@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run -p backend-tokio --example embed_axum
 //! curl http://127.0.0.1:3000/
-//! curl -N http://127.0.0.1:3000/agent/v1/runs -d '{"input":"hello"}'
+//! curl -N http://127.0.0.1:3000/agent/v1/runs -H 'content-type: application/json' -d '{"input":"hello"}'
 //! ```
 //!
 //! Set `ADDR` to listen elsewhere (default `127.0.0.1:3000`). Ctrl-C stops it gracefully:

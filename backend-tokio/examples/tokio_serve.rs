@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p backend-tokio --example tokio_serve
-//! curl -N http://127.0.0.1:8080/v1/runs -d '{"input":"hello"}'
+//! curl -N http://127.0.0.1:8080/v1/runs -H 'content-type: application/json' -d '{"input":"hello"}'
 //! ```
 //!
 //! `ADDR` sets the bind address (default `127.0.0.1:8080`), `AGENT_TOKEN` requires
