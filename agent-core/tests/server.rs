@@ -569,6 +569,81 @@ fn chat_history_is_passed_to_the_model() {
 }
 
 #[test]
+fn chat_history_with_tool_calls_and_tool_results_reaches_the_model() {
+    within_deadline(
+        "chat_history_with_tool_calls_and_tool_results_reaches_the_model",
+        |_steps| {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let s = seen.clone();
+            let service = service_with(
+                ScriptedModel::from_fn(move |request, _| {
+                    s.lock().unwrap().push(request.messages.clone());
+                    Turn::new().text("ok")
+                }),
+                ServerConfig::default(),
+            );
+            let body = br#"{"messages":[
+            {"role":"user","content":"what time is it?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"clock","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"call_1","content":"12:00"},
+            {"role":"user","content":"thanks"}]}"#;
+            let response = call(&service, "POST", "/v1/chat/completions", &[], body);
+            assert_eq!(response.status, 200, "{:?}", json_body(&response));
+            let messages = seen.lock().unwrap()[0].clone();
+            assert_eq!(
+                messages[1..3],
+                [
+                    Message::Assistant {
+                        content: String::new(),
+                        tool_calls: vec![agent_core::model::ToolCall {
+                            id: "call_1".into(),
+                            name: "clock".into(),
+                            arguments: "{}".into(),
+                        }],
+                    },
+                    Message::Tool {
+                        call_id: "call_1".into(),
+                        content: "12:00".into(),
+                    },
+                ]
+            );
+            let orphan =
+                br#"{"messages":[{"role":"tool","content":"x"},{"role":"user","content":"y"}]}"#;
+            assert_error(
+                &call(&service, "POST", "/v1/chat/completions", &[], orphan),
+                400,
+                "invalid_messages",
+            );
+        },
+    );
+}
+
+#[test]
+fn models_lists_the_agent_as_the_one_model() {
+    within_deadline("models_lists_the_agent_as_the_one_model", |_steps| {
+        let service = hello_service();
+        let response = call(&service, "GET", "/v1/models", &[], b"");
+        assert_eq!(response.status, 200);
+        let body = json_body(&response);
+        assert_eq!(body["object"], "list");
+        assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
+        assert_eq!(body["data"][0]["object"], "model");
+        assert!(
+            body["data"][0]["id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{body}"
+        );
+        assert_eq!(call(&service, "HEAD", "/v1/models", &[], b"").status, 200);
+        assert_error(
+            &call(&service, "POST", "/v1/models", &[], b"{}"),
+            405,
+            "method_not_allowed",
+        );
+    });
+}
+
+#[test]
 fn session_id_keeps_history_between_runs() {
     within_deadline("session_id_keeps_history_between_runs", |_steps| {
         let seen = Arc::new(Mutex::new(Vec::new()));

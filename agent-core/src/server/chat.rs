@@ -11,11 +11,37 @@ use crate::model::{Message, Usage};
 /// One message of a chat completions request.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ChatMessage {
-    /// `system`, `user`, `assistant` (others are rejected).
+    /// `system` (or `developer`), `user`, `assistant`, `tool` (others are rejected).
     pub role: String,
     /// A string, an array of content parts (`{"type":"text","text":…}`), or null.
     #[serde(default)]
     pub content: Value,
+    /// On an `assistant` message: the tool calls it made
+    /// (`[{"id":…,"type":"function","function":{"name":…,"arguments":…}}]`).
+    #[serde(default)]
+    pub tool_calls: Vec<ChatToolCall>,
+    /// On a `tool` message: the id of the call it answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+/// A tool call of an `assistant` message in a chat completions request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatToolCall {
+    /// The call id.
+    pub id: String,
+    /// The function called.
+    pub function: ChatFunctionCall,
+}
+
+/// The function of a [`ChatToolCall`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ChatFunctionCall {
+    /// The tool name.
+    pub name: String,
+    /// The arguments as JSON text.
+    #[serde(default)]
+    pub arguments: String,
 }
 
 /// The body of `POST /v1/chat/completions` (fields the agent does not use are ignored).
@@ -79,7 +105,27 @@ impl ChatCompletionRequest {
             history.push(match message.role.as_str() {
                 "system" | "developer" => Message::system(content),
                 "user" => Message::user(content),
-                "assistant" => Message::assistant(content),
+                "assistant" => Message::Assistant {
+                    content,
+                    tool_calls: message
+                        .tool_calls
+                        .iter()
+                        .map(|call| crate::model::ToolCall {
+                            id: call.id.clone(),
+                            name: call.function.name.clone(),
+                            arguments: call.function.arguments.clone(),
+                        })
+                        .collect(),
+                },
+                "tool" => Message::Tool {
+                    call_id: message.tool_call_id.clone().ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_messages",
+                            "a message with role \"tool\" needs its `tool_call_id`",
+                        )
+                    })?,
+                    content,
+                },
                 other => {
                     return Err(ApiError::bad_request(
                         "invalid_messages",

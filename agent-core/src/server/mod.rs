@@ -37,7 +37,7 @@ mod config;
 mod cors;
 mod service;
 
-pub use chat::{ChatCompletionRequest, ChatMessage};
+pub use chat::{ChatCompletionRequest, ChatFunctionCall, ChatMessage, ChatToolCall};
 pub use config::{MIN_HEAD_BYTES, ServerConfig};
 pub use service::{
     AgentService, ApiBody, ApiError, ApiResponse, ResponseBody, RunRequest, encode_event_frame,

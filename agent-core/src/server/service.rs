@@ -319,19 +319,23 @@ impl AgentService {
         origin: &cors::Origin,
     ) -> Result<Routed, ApiError> {
         let path = path.split('?').next().unwrap_or(path);
-        let known = matches!(path, "/healthz" | "/v1/runs" | "/v1/chat/completions");
+        let known = matches!(
+            path,
+            "/healthz" | "/v1/models" | "/v1/runs" | "/v1/chat/completions"
+        );
         if !known {
             return Err(ApiError {
                 status: 404,
                 code: "not_found",
                 message: format!(
-                    "no route for {method} {path}; see GET /healthz, POST /v1/runs, POST /v1/chat/completions"
+                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, POST /v1/chat/completions"
                 ),
             });
         }
         // RFC 9110: HEAD is allowed wherever GET is (the transport sends no body for it),
         // and every 405 names the allowed methods in `Allow`.
-        let allowed = if path == "/healthz" {
+        let readable = matches!(path, "/healthz" | "/v1/models");
+        let allowed = if readable {
             "GET, HEAD, OPTIONS"
         } else {
             "POST, OPTIONS"
@@ -339,7 +343,7 @@ impl AgentService {
         if method.eq_ignore_ascii_case("OPTIONS") {
             return Ok(Routed::Ready(cors::options(origin, headers, allowed)));
         }
-        let accepted = if path == "/healthz" {
+        let accepted = if readable {
             method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
         } else {
             method.eq_ignore_ascii_case("POST")
@@ -361,6 +365,16 @@ impl AgentService {
             )));
         }
         self.check_auth(headers)?;
+        if path == "/v1/models" {
+            // The agent is the one model this server offers (OpenAI's list shape).
+            let id = self.inner.agent.model().name().to_string();
+            return Ok(Routed::Ready(ApiResponse::json(
+                200,
+                &json!({"object": "list", "data": [
+                    {"id": id, "object": "model", "created": 0, "owned_by": "agent"}
+                ]}),
+            )));
+        }
         // A run starts only from a JSON request: a cross-site form post (text/plain,
         // form-urlencoded: no preflight) cannot start one.
         if !cors::is_json(headers) {
