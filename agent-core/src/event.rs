@@ -118,6 +118,20 @@ pub enum EventKind {
         /// The new reasoning text.
         text: String,
     },
+    /// A piece of a tool call the model is still writing: emitted as its arguments stream,
+    /// before [`EventKind::ToolCallStarted`]. Concatenating the `arguments_delta` of a call's
+    /// pieces gives its arguments; `name` is set on the piece that carried the tool name
+    /// (usually the first).
+    ToolCallDelta {
+        /// The call id: the one the model gave with the call's first piece (or the one
+        /// generated when it gave none), as in the later `tool_call_started`.
+        call_id: String,
+        /// The tool name, on the piece that carried it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        /// A fragment of the JSON arguments, as the model wrote it.
+        arguments_delta: String,
+    },
     /// The model asked for a tool call, which starts now.
     ToolCallStarted {
         /// The call id the model gave (or one generated when it gave none).
@@ -180,6 +194,7 @@ impl EventKind {
             EventKind::ModelRequestCompleted { .. } => "model_request_completed",
             EventKind::TextDelta { .. } => "text_delta",
             EventKind::ReasoningDelta { .. } => "reasoning_delta",
+            EventKind::ToolCallDelta { .. } => "tool_call_delta",
             EventKind::ToolCallStarted { .. } => "tool_call_started",
             EventKind::ToolCallCompleted { .. } => "tool_call_completed",
             EventKind::RunCompleted { .. } => "run_completed",

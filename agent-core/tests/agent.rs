@@ -935,3 +935,84 @@ fn cooperative_budget_lets_a_second_task_run_during_a_burst() {
         },
     );
 }
+
+/// A tool call's arguments stream as `tool_call_delta` events, piece by piece and under the
+/// call's id, before its `tool_call_started`; interleaved calls keep their own ids.
+#[test]
+fn tool_call_arguments_stream_as_deltas_before_the_call_starts() {
+    within_deadline(
+        "tool_call_arguments_stream_as_deltas_before_the_call_starts",
+        |_steps| {
+            let piece = |index, id: Option<&str>, name: Option<&str>, arguments: &str| {
+                Step::ToolCallDelta(ToolCallDelta {
+                    index,
+                    id: id.map(Into::into),
+                    name: name.map(Into::into),
+                    arguments: arguments.into(),
+                })
+            };
+            let model = ScriptedModel::from_fn(move |_, n| {
+                if n > 0 {
+                    return Turn::new().text("done");
+                }
+                Turn::new()
+                    .step(piece(0, Some("call_a"), Some("echo"), ""))
+                    .step(piece(1, Some("call_b"), Some("echo"), "{\"v\":"))
+                    .step(piece(0, None, None, "{\"v\":"))
+                    .step(piece(0, None, None, "1}"))
+                    .step(piece(1, None, None, "2}"))
+                    .step(Step::Finish(FinishReason::ToolCalls))
+            });
+            let agent = agent_with(model)
+                .tool(agent_core::tool::async_tool(
+                    "echo",
+                    "echo",
+                    json!({"type": "object"}),
+                    |args: Value| async move { Ok(args) },
+                ))
+                .build()
+                .unwrap();
+            let events = collect(agent.run("go"));
+            assert_contract(&events);
+            let deltas: Vec<(String, Option<String>, String)> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::ToolCallDelta {
+                        call_id,
+                        name,
+                        arguments_delta,
+                    } => Some((call_id.clone(), name.clone(), arguments_delta.clone())),
+                    _ => None,
+                })
+                .collect();
+            let d = |id: &str, name: Option<&str>, args: &str| {
+                (id.to_string(), name.map(String::from), args.to_string())
+            };
+            assert_eq!(
+                deltas,
+                vec![
+                    d("call_a", Some("echo"), ""),
+                    d("call_b", Some("echo"), "{\"v\":"),
+                    d("call_a", None, "{\"v\":"),
+                    d("call_a", None, "1}"),
+                    d("call_b", None, "2}"),
+                ],
+                "every piece, in order, under its call's id"
+            );
+            let last_delta = events
+                .iter()
+                .rposition(|e| e.name() == "tool_call_delta")
+                .unwrap();
+            let first_start = events
+                .iter()
+                .position(|e| e.name() == "tool_call_started")
+                .expect("the calls start");
+            assert!(
+                last_delta < first_start,
+                "deltas come before the calls start: {:?}",
+                kinds(&events)
+            );
+            assert_eq!(completed_text(&events), "done");
+        },
+    );
+}

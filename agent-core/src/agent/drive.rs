@@ -135,13 +135,28 @@ pub(crate) async fn drive(
                 }
                 ModelDelta::ToolCall(d) => {
                     let call = calls.entry(d.index).or_default();
-                    if let Some(id) = d.id.filter(|id| !id.is_empty()) {
-                        call.id = Some(id);
+                    // The id comes with a call's first piece; once pieces were reported
+                    // under an id, it stays (the started and completed events use it too).
+                    if call.id.is_none() {
+                        call.id = d.id.filter(|id| !id.is_empty());
                     }
-                    if let Some(name) = d.name {
-                        call.name.push_str(&name);
+                    if let Some(name) = &d.name {
+                        call.name.push_str(name);
                     }
                     call.arguments.push_str(&d.arguments);
+                    if d.name.is_some() || !d.arguments.is_empty() {
+                        let call_id = call
+                            .id
+                            .get_or_insert_with(|| fallback_call_id(round, d.index))
+                            .clone();
+                        emitter
+                            .emit(EventKind::ToolCallDelta {
+                                call_id,
+                                name: d.name,
+                                arguments_delta: d.arguments,
+                            })
+                            .await;
+                    }
                 }
                 ModelDelta::Usage(u) => round_usage = Some(u),
                 ModelDelta::Finish(r) => finish_reason = Some(r),
@@ -168,7 +183,7 @@ pub(crate) async fn drive(
         let tool_calls: Vec<ToolCall> = calls
             .into_iter()
             .map(|(index, call)| ToolCall {
-                id: call.id.unwrap_or_else(|| format!("call_{round}_{index}")),
+                id: call.id.unwrap_or_else(|| fallback_call_id(round, index)),
                 name: call.name,
                 arguments: call.arguments,
             })
@@ -234,6 +249,11 @@ impl Stream for InSpan {
         let _entered = this.span.enter();
         this.inner.as_mut().poll_next(cx)
     }
+}
+
+/// The id of a tool call the model gave none: unique within the run.
+fn fallback_call_id(round: u32, index: u32) -> String {
+    format!("call_{round}_{index}")
 }
 
 fn fail(kind: ErrorKind, message: String, partial_text: String) -> Finished {
