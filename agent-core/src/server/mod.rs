@@ -35,6 +35,7 @@
 mod chat;
 mod config;
 mod cors;
+mod protocol;
 mod service;
 
 pub use chat::{ChatCompletionRequest, ChatFunctionCall, ChatMessage, ChatToolCall};

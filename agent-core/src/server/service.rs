@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::chat::{ChatCompletionRequest, ChunkEncoder};
+use super::protocol::{self, FrameEncoder};
 use super::{ServerConfig, cors};
 use crate::agent::{Agent, CancelHandle, RunStream, Session};
 use crate::event::{Event, EventKind};
@@ -322,7 +323,7 @@ impl AgentService {
         let known = matches!(
             path,
             "/healthz" | "/v1/models" | "/v1/runs" | "/v1/chat/completions"
-        );
+        ) || protocol::find(path).is_some();
         if !known {
             return Err(ApiError {
                 status: 404,
@@ -389,6 +390,9 @@ impl AgentService {
                 self.inner.config.max_body_bytes,
             ));
         }
+        if let Some(start) = protocol::find(path) {
+            return self.start_protocol(start(&self.inner.agent, body)?);
+        }
         match path {
             "/v1/runs" => {
                 let request: RunRequest =
@@ -401,7 +405,7 @@ impl AgentService {
                 let run_id = run.run_id().to_string();
                 let mut response = ApiResponse::sse(ResponseBody::new(
                     run,
-                    Encoding::Events,
+                    Box::new(EventFrames),
                     permit,
                     &self.inner,
                 ));
@@ -421,13 +425,39 @@ impl AgentService {
                 if request.stream {
                     Ok(Routed::Ready(ApiResponse::sse(ResponseBody::new(
                         run,
-                        Encoding::Chat(encoder),
+                        Box::new(encoder),
                         permit,
                         &self.inner,
                     ))))
                 } else {
                     Ok(Routed::Later(Box::pin(complete_chat(run, encoder, permit))))
                 }
+            }
+        }
+    }
+
+    /// Admit and answer a front-end protocol's run (see [`protocol`]).
+    fn start_protocol(&self, start: protocol::Start) -> Result<Routed, ApiError> {
+        match start {
+            protocol::Start::Stream {
+                run,
+                encoder,
+                headers,
+            } => {
+                let permit = self.admit(&run)?;
+                let run_id = run.run_id().to_string();
+                let mut response =
+                    ApiResponse::sse(ResponseBody::new(run, encoder, permit, &self.inner));
+                response.headers.extend(headers);
+                response.headers.push(("x-run-id", run_id));
+                Ok(Routed::Ready(response))
+            }
+            protocol::Start::Complete { run, finish } => {
+                let permit = self.admit(&run)?;
+                Ok(Routed::Later(Box::pin(async move {
+                    let _permit = permit;
+                    finish(run).await
+                })))
             }
         }
     }
@@ -584,9 +614,19 @@ async fn complete_chat(
     .into_response()
 }
 
-enum Encoding {
-    Events,
-    Chat(ChunkEncoder),
+/// `/v1/runs`: one SSE frame per event.
+struct EventFrames;
+
+impl FrameEncoder for EventFrames {
+    fn encode(&mut self, event: &Event, out: &mut String) {
+        encode_event_frame(event, out);
+    }
+}
+
+impl FrameEncoder for ChunkEncoder {
+    fn encode(&mut self, event: &Event, out: &mut String) {
+        ChunkEncoder::encode(self, event, out);
+    }
 }
 
 /// A streamed response body: one chunk of bytes per event (SSE frames), plus `: keep-alive`
@@ -601,7 +641,7 @@ pub struct ResponseBody {
 
 struct BodyState {
     run: RunStream,
-    encoding: Encoding,
+    encoding: Box<dyn FrameEncoder>,
     keep_alive: std::time::Duration,
     timer: Option<BoxFuture<()>>,
     last_sent: Instant,
@@ -620,7 +660,12 @@ impl fmt::Debug for ResponseBody {
 }
 
 impl ResponseBody {
-    fn new(run: RunStream, encoding: Encoding, permit: RunPermit, inner: &ServiceInner) -> Self {
+    fn new(
+        run: RunStream,
+        encoding: Box<dyn FrameEncoder>,
+        permit: RunPermit,
+        inner: &ServiceInner,
+    ) -> Self {
         let state = BodyState {
             run,
             encoding,
@@ -640,10 +685,7 @@ impl ResponseBody {
 impl BodyState {
     fn encode(&mut self, event: &Event) -> Bytes {
         let mut out = String::with_capacity(128);
-        match &mut self.encoding {
-            Encoding::Events => encode_event_frame(event, &mut out),
-            Encoding::Chat(encoder) => encoder.encode(event, &mut out),
-        }
+        self.encoding.encode(event, &mut out);
         Bytes::from(out)
     }
 
