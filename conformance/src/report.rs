@@ -86,7 +86,8 @@ pub fn render_markdown(reports: &[BackendReport]) -> String {
          `cargo run -p test-support --bin conformance-report`. `pass` means every assertion \
          held; `n/a` means the case cannot apply to that backend (it is not a pass: see \
          below); `FAIL` links to the failure. Timings are measured on the machine that ran \
-         the report, in a debug build, and are not asserted by the suite.\n\n",
+         the report, in a debug build, and are not asserted by the suite. Which case catches \
+         which deliberately planted buffer is in [the buffering mutations](mutations.md).\n\n",
     );
     out.push_str("## Matrix\n\n| case | area |");
     for r in reports {
