@@ -222,7 +222,12 @@ impl fmt::Debug for OpenAiConfig {
 /// * **Retries** happen only before the first byte of the response body: on a connect error,
 ///   a 429 or a retryable 5xx ([`RetryPolicy::is_retryable_status`]), waiting
 ///   [`RetryPolicy::backoff`] (which honours `Retry-After`) on the run's runtime. Once the
-///   body of a 2xx response has started, nothing is retried.
+///   body of a 2xx response has started, nothing is retried. The waits count against the
+///   `first_byte` timeout, measured from the first attempt: when the upstream asks for a
+///   wait (its `Retry-After`, before the `max_retry_after` cap) longer than what is left of
+///   it, the request fails at once with the status's error (`rate_limited` for a 429), its
+///   message naming the wait asked for and the time left. Each wait is logged at `warn`
+///   level (`… answered 429 Too Many Requests; waiting 2.0 s before retry 1 of 2`).
 /// * **Timeouts** ([`Timeouts`]): `connect` is handed to the client; `first_byte` runs from
 ///   sending the request to the first body byte (so it covers the wait for the response
 ///   head); `inactivity` is the longest gap allowed between two SSE *events*: comments such

@@ -161,6 +161,8 @@ enum Attempt {
     Retry {
         reason: String,
         retry_after: Option<Duration>,
+        /// What to report if the retry cannot happen (its wait would outlast the budget).
+        error: ModelError,
     },
     Failed(ModelError),
 }
@@ -175,6 +177,10 @@ async fn connect(
     let http = request::http_request(&shared.config, &shared.url, &request);
     drop(request);
     let policy = shared.config.retry;
+    // Waiting between attempts counts against the first-byte timeout: a `Retry-After` (or a
+    // backoff) longer than what is left of it fails now instead of waiting silently.
+    let started = Instant::now();
+    let budget = shared.config.timeouts.first_byte;
     let mut attempt = 0;
     loop {
         let can_retry = attempt < policy.max_retries;
@@ -184,15 +190,32 @@ async fn connect(
             Attempt::Retry {
                 reason,
                 retry_after,
+                mut error,
             } => {
                 let wait = policy.backoff(attempt, retry_after);
+                // The upstream's own figure (before the `max_retry_after` cap) decides: retrying
+                // earlier than it asked is pointless.
+                let asked = retry_after.unwrap_or(wait).max(wait);
+                if let Some(budget) = budget {
+                    let left = budget.saturating_sub(started.elapsed());
+                    if asked > left {
+                        error.message.push_str(&format!(
+                            "; not retrying: the wait asked for ({}) is longer than the {} left of the first-byte timeout",
+                            seconds(asked),
+                            seconds(left)
+                        ));
+                        return Err(redact(error, shared.key()));
+                    }
+                }
                 attempt += 1;
                 tracing::warn!(
                     host = %shared.host,
                     retry = attempt,
                     max_retries = policy.max_retries,
                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "{reason}; retrying"
+                    "{reason}; waiting {} before retry {attempt} of {}",
+                    seconds(wait),
+                    policy.max_retries
                 );
                 runtime.sleep(wait).await;
             }
@@ -241,6 +264,7 @@ async fn attempt_once(
             };
             if can_retry {
                 return Attempt::Retry {
+                    error: ModelError::new(kind, message.clone()),
                     reason: message,
                     retry_after: None,
                 };
@@ -295,6 +319,7 @@ async fn attempt_once(
         return Attempt::Retry {
             reason: format!("{} answered {}", shared.host, status_line(status)),
             retry_after,
+            error: status_error(status, &[], retry_after),
         };
     }
     let body = read_error_body(
@@ -434,6 +459,16 @@ fn status_line(status: u16) -> String {
         _ => return status.to_string(),
     };
     format!("{status} {reason}")
+}
+
+/// `"2.5 s"`, or `"3600 s"`: a wait as a person reads it.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
 }
 
 fn millis(duration: Duration) -> String {
