@@ -255,7 +255,8 @@ impl fmt::Debug for OpenAiConfig {
 /// | [`FirstByteTimeout`](crate::error::ErrorKind::FirstByteTimeout) | no body byte within `timeouts.first_byte` of sending |
 /// | [`InactivityTimeout`](crate::error::ErrorKind::InactivityTimeout) | no SSE event within `timeouts.inactivity` (comments do not count) |
 /// | [`UpstreamReset`](crate::error::ErrorKind::UpstreamReset) | the connection broke after the response head |
-/// | [`ResponseTooLarge`](crate::error::ErrorKind::ResponseTooLarge) | an SSE line or event over [`OpenAiConfig::sse_limits`] |
+/// | [`UpstreamStatus`](crate::error::ErrorKind::UpstreamStatus) for a 3xx | a redirect: it is not followed; the message names the status and the `Location` (without credentials or query) |
+/// | [`ResponseTooLarge`](crate::error::ErrorKind::ResponseTooLarge) | an SSE line or event over [`OpenAiConfig::sse_limits`], or a response head (headers) over the HTTP client's limit |
 /// | [`MalformedResponse`](crate::error::ErrorKind::MalformedResponse) | a chunk that is not chat-completion JSON, or a body without any event |
 /// | [`Model`](crate::error::ErrorKind::Model) | the provider reported an error inside the stream |
 /// | [`InvalidRequest`](crate::error::ErrorKind::InvalidRequest) | the client rejected the request (bad URL or header) |

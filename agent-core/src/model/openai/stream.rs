@@ -246,6 +246,15 @@ async fn attempt_once(
                     ErrorKind::ConnectTimeout,
                     format!("connecting to {} timed out: {}", shared.host, error.message),
                 ),
+                HttpErrorKind::ResponseHeadTooLarge => {
+                    return Attempt::Failed(ModelError::new(
+                        ErrorKind::ResponseTooLarge,
+                        format!(
+                            "{} sent a response head (status line and headers) larger than the client accepts: {}",
+                            shared.host, error.message
+                        ),
+                    ));
+                }
                 HttpErrorKind::InvalidRequest => {
                     return Attempt::Failed(ModelError::new(
                         ErrorKind::InvalidRequest,
@@ -322,6 +331,7 @@ async fn attempt_once(
             error: status_error(status, &[], retry_after),
         };
     }
+    let location = response.header_value("location").map(str::to_owned);
     let body = read_error_body(
         response.body,
         first_byte_timer,
@@ -329,7 +339,21 @@ async fn attempt_once(
         timeouts.inactivity,
     )
     .await;
-    Attempt::Failed(status_error(status, &body, retry_after))
+    let mut error = status_error(status, &body, retry_after);
+    if (300..400).contains(&status) {
+        // Redirects are never followed (the request carries the API key and the whole
+        // conversation); say where the upstream points, without credentials or query.
+        match location {
+            Some(location) => error.message.push_str(&format!(
+                " (a redirect to {}; redirects are not followed: use the final URL as base_url)",
+                request::redact_location(&location)
+            )),
+            None => error
+                .message
+                .push_str(" (a redirect; redirects are not followed)"),
+        }
+    }
+    Attempt::Failed(error)
 }
 
 /// Read at most [`MAX_ERROR_BODY_BYTES`] of an error body, giving up (keeping what arrived)
@@ -438,6 +462,11 @@ fn body_detail(body: &[u8]) -> Option<String> {
 /// `"401 Unauthorized"` for common statuses, `"599"` for others.
 fn status_line(status: u16) -> String {
     let reason = match status {
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         402 => "Payment Required",
