@@ -602,3 +602,134 @@ fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
         );
     }
 }
+
+// ------------------------------------------------------------------ bounded memory (issue 11)
+
+/// The peak resident set of process `pid` so far, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// An upstream that streams `events` copies of one text chunk of `chunk_text` bytes, then
+/// waits for `go` before `[DONE]` (so that the test can read the CLI's peak memory while it
+/// still holds whatever it kept).
+fn repeating_upstream(
+    chunk_text: usize,
+    events: usize,
+) -> (std::net::SocketAddr, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, wait) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        let _ = stream.read_exact(&mut body);
+        let event = openai::text_chunk(&"x".repeat(chunk_text));
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+        );
+        for _ in 0..events {
+            if stream.write_all(event.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let _ = wait.recv_timeout(DEADLINE);
+        let _ = stream.write_all(b"data: [DONE]\n\n");
+    });
+    (addr, go)
+}
+
+/// A 192 MiB answer streams through the CLI on every runtime with its peak memory under
+/// 64 MiB: the answer is printed, never kept (the run's partial text, the final event's
+/// text and the renderer held it, several times, before).
+#[test]
+fn a_long_answer_streams_in_bounded_memory_on_every_runtime() {
+    const CHUNK_TEXT: usize = 32 * 1024;
+    const EVENTS: usize = 6 * 1024; // 192 MiB of text
+    const BOUND: u64 = 64 * 1024 * 1024;
+    let total = (CHUNK_TEXT * EVENTS) as u64;
+    for runtime in RUNTIMES {
+        let started = Instant::now();
+        let (addr, go) = repeating_upstream(CHUNK_TEXT, EVENTS);
+        let mut child = agent()
+            .args([
+                "--runtime",
+                runtime,
+                "--base-url",
+                &format!("http://{addr}/v1"),
+                "--model",
+                "m",
+                "hi",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut read = 0u64;
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n as u64,
+                }
+                if tx.send(read).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut printed = 0;
+        while printed < total {
+            printed = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                let _ = child.kill();
+                let mut stderr = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+                panic!("{runtime}: the CLI printed {printed} of {total} bytes in time: {stderr}")
+            });
+        }
+        // Everything is printed; the run has not ended yet: whatever was kept is held now.
+        let peak = peak_rss(child.id());
+        go.send(()).unwrap();
+        let status = wait_with_deadline(&mut child);
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert!(status.success(), "{runtime}: {status:?} {stderr}");
+        eprintln!(
+            "{runtime}: {} MiB streamed in {:?}, peak RSS {} MiB",
+            total >> 20,
+            started.elapsed(),
+            peak >> 20
+        );
+        assert!(
+            peak < BOUND,
+            "{runtime}: the CLI's peak RSS was {} MiB for a {} MiB answer (bound {} MiB)",
+            peak >> 20,
+            total >> 20,
+            BOUND >> 20
+        );
+    }
+}

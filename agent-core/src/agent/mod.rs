@@ -218,6 +218,7 @@ impl Agent {
             self.inner.runtime.clone(),
             deadline,
             session,
+            discard_text,
         )
     }
 }
@@ -347,7 +348,8 @@ impl RunOptions {
 
     /// Keep no copy of the answer: a consumer that prints or forwards the `text_delta` events
     /// as they come (a CLI, a proxy) then needs memory bounded by the largest delta, whatever
-    /// the answer's length. `run_completed.text` and `run_failed.partial_text` are empty. The
+    /// the answer's length. `run_completed.text` and the `partial_text` of `run_failed` and
+    /// `run_cancelled` are empty. The
     /// text of a round is still given back to the model when the round ends in tool calls
     /// (and recorded by a [`Session`]), up to its first [`DISCARDED_ROUND_TEXT_KEPT`] bytes.
     pub fn discard_text(mut self) -> Self {
