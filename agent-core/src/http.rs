@@ -23,6 +23,9 @@ use futures_core::Stream;
 use crate::runtime::BoxFuture;
 
 pub mod proxy;
+mod request_log;
+
+pub use request_log::{REQUEST_LOG_TARGET, log_request};
 
 /// HTTP method of an [`HttpRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
