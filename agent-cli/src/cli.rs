@@ -36,6 +36,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the `serve` options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the agent over HTTP (POST /v1/runs, POST /v1/chat/completions, GET /healthz).
@@ -111,8 +113,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        "" => return Err(format!("{text:?} needs a unit: ms, s, m or h (e.g. 30s, 500ms)")),
-        other => return Err(format!("unknown unit {other:?} in {text:?}: use ms, s, m or h")),
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: ms, s, m or h (e.g. 30s, 500ms)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
     };
     let value: f64 = number
         .parse()

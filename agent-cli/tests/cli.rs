@@ -716,7 +716,12 @@ fn a_long_answer_streams_in_bounded_memory_on_every_runtime() {
         go.send(()).unwrap();
         let status = wait_with_deadline(&mut child);
         let mut stderr = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         assert!(status.success(), "{runtime}: {status:?} {stderr}");
         eprintln!(
             "{runtime}: {} MiB streamed in {:?}, peak RSS {} MiB",
@@ -739,7 +744,9 @@ fn a_long_answer_streams_in_bounded_memory_on_every_runtime() {
 /// Send `request` to `addr` and read the answer until the server closes.
 fn exchange(addr: &str, request: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
@@ -847,15 +854,24 @@ fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
         wait_with_deadline(&mut child);
         lines.extend(rx.try_iter());
         let log = lines.join("\n");
-        assert!(wanted(&lines), "{runtime}: missing request lines in:\n{log}");
+        assert!(
+            wanted(&lines),
+            "{runtime}: missing request lines in:\n{log}"
+        );
         for line in lines.iter().filter(|l| l.contains("method=")) {
             assert!(
                 line.contains("INFO") && line.contains("duration_ms="),
                 "{runtime}: {line}"
             );
         }
-        assert!(!log.contains(TOKEN), "{runtime}: the token was logged:\n{log}");
-        assert!(!log.contains("probe=1"), "{runtime}: the query was logged:\n{log}");
+        assert!(
+            !log.contains(TOKEN),
+            "{runtime}: the token was logged:\n{log}"
+        );
+        assert!(
+            !log.contains("probe=1"),
+            "{runtime}: the query was logged:\n{log}"
+        );
     }
 }
 
@@ -863,7 +879,11 @@ fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
 fn serve_rejects_a_bad_duration_flag() {
     let output = run(agent().args(["serve", "--write-timeout", "30", "--addr", "127.0.0.1:0"]));
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output.stderr).contains("needs a unit"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("needs a unit"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 // ------------------------------------------------------------------- Retry-After (issue 13)
@@ -873,7 +893,8 @@ fn serve_rejects_a_bad_duration_flag() {
 #[test]
 fn retry_after_is_announced_and_bounded_by_the_first_byte_timeout() {
     let busy = |after: &str| {
-        Response::json(429, &json!({"error": {"message": "slow down"}})).header("retry-after", after)
+        Response::json(429, &json!({"error": {"message": "slow down"}}))
+            .header("retry-after", after)
     };
     let upstream = GatedUpstream::start([busy("3600")]).unwrap();
     let started = Instant::now();

@@ -1370,20 +1370,23 @@ fn a_retry_after_longer_than_the_first_byte_budget_fails_at_once() {
 
 #[test]
 fn a_retry_after_within_the_budget_is_still_honoured() {
-    within_deadline("a_retry_after_within_the_budget_is_still_honoured", |_steps| {
-        let client = FakeClient::new([
-            status(503, &[("retry-after", "0.2")], "{}"),
-            ok(chunks([text_chunk("after retry"), DONE.to_owned()])),
-        ]);
-        let config = config().with_timeouts(Timeouts {
-            first_byte: Some(Duration::from_secs(2)),
-            ..short_timeouts()
-        });
-        let started = std::time::Instant::now();
-        let (deltas, error) = run(config, client.clone());
-        assert_eq!(error, None);
-        assert_eq!(deltas, vec![text("after retry")]);
-        assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(client.requests().len(), 2);
-    });
+    within_deadline(
+        "a_retry_after_within_the_budget_is_still_honoured",
+        |_steps| {
+            let client = FakeClient::new([
+                status(503, &[("retry-after", "0.2")], "{}"),
+                ok(chunks([text_chunk("after retry"), DONE.to_owned()])),
+            ]);
+            let config = config().with_timeouts(Timeouts {
+                first_byte: Some(Duration::from_secs(2)),
+                ..short_timeouts()
+            });
+            let started = std::time::Instant::now();
+            let (deltas, error) = run(config, client.clone());
+            assert_eq!(error, None);
+            assert_eq!(deltas, vec![text("after retry")]);
+            assert!(started.elapsed() >= Duration::from_millis(200));
+            assert_eq!(client.requests().len(), 2);
+        },
+    );
 }

@@ -93,7 +93,13 @@ pub(crate) async fn drive(
     // The run's text (with `discard_text`: only the current round's, capped).
     let mut text = String::new();
     let mut text_bytes = 0usize;
-    let kept = |text: String| if limits.discard_text { String::new() } else { text };
+    let kept = |text: String| {
+        if limits.discard_text {
+            String::new()
+        } else {
+            text
+        }
+    };
     let mut usage = Usage::default();
     let mut rounds = Vec::new();
     let mut run_ttft = None;

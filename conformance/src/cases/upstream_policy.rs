@@ -79,7 +79,11 @@ pub fn redirect_not_followed(backend: &dyn Backend) -> Outcome {
         );
     }
     assert_eq!(partial, "");
-    assert_eq!(upstream.request_count(), 1, "redirects: one request, no retry");
+    assert_eq!(
+        upstream.request_count(),
+        1,
+        "redirects: one request, no retry"
+    );
     assert_eq!(
         elsewhere.request_count(),
         0,
