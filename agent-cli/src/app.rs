@@ -3,7 +3,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use agent_core::agent::Agent;
+use agent_core::agent::{Agent, RunOptions};
 use agent_core::secret::Secret;
 use agent_core::server::ServerConfig;
 
@@ -16,6 +16,10 @@ use crate::setup::{ModelChoice, build_agent, choose_model};
 /// Run the parsed command line; the exit code says how it went (0 success, 1 a failed run,
 /// 2 a usage error).
 pub fn main(cli: Cli) -> ExitCode {
+    if let Err(err) = init_logging(cli.log.as_deref()) {
+        eprintln!("agent: {err}");
+        return ExitCode::from(2);
+    }
     let choice = match choose_model(&cli.model, |var| std::env::var(var).ok()) {
         Ok(choice) => choice,
         Err(err) => {
@@ -54,8 +58,39 @@ pub fn main(cli: Cli) -> ExitCode {
                 return ExitCode::from(2);
             }
             eprintln!("{}", choice.announcement());
-            answer(&*driver, agent.run(prompt), &choice, cli.output)
+            let run = agent.run_with(prompt, run_options(cli.output));
+            answer(&*driver, run, &choice, cli.output)
         }
+    }
+}
+
+/// Log to stderr through `tracing-subscriber`: `--log` wins, then `RUST_LOG`, else `warn`
+/// (so that retry waits and other warnings show).
+fn init_logging(level: Option<&str>) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level)
+            .map_err(|err| format!("--log {level:?} is not a log level or filter: {err}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+    };
+    // A second initialisation (the library called twice in one process) keeps the first.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+    Ok(())
+}
+
+/// The options of a run printed with `output`: the text is printed as it streams, so the
+/// run keeps no copy of it (memory stays bounded whatever the answer's length), except with
+/// `--json`, whose `run_completed` line carries the whole text.
+fn run_options(output: OutputArgs) -> RunOptions {
+    if output.json {
+        RunOptions::default()
+    } else {
+        RunOptions::default().discard_text()
     }
 }
 
@@ -130,7 +165,10 @@ fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: Output
                 eprintln!("agent: conversation cleared");
                 continue;
             }
-            input => status = answer(driver, session.run(input), choice, output),
+            input => {
+                let run = session.run_with(input, run_options(output));
+                status = answer(driver, run, choice, output)
+            }
         }
     }
     status
@@ -140,6 +178,30 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
     let mut config = ServerConfig::default()
         .with_addr(args.addr)
         .with_allowed_origins(args.allow_origins.iter().cloned());
+    if let Some(limit) = args.max_body_bytes {
+        config = config.with_max_body_bytes(limit);
+    }
+    if let Some(limit) = args.max_concurrent_runs {
+        config = config.with_max_concurrent_runs(limit);
+    }
+    if let Some(timeout) = args.write_timeout {
+        config = config.with_write_timeout(timeout);
+    }
+    if let Some(timeout) = args.head_read_timeout {
+        config = config.with_head_read_timeout(timeout);
+    }
+    if let Some(timeout) = args.body_read_timeout {
+        config = config.with_body_read_timeout(timeout);
+    }
+    if let Some(limit) = args.max_headers {
+        config = config.with_max_headers(limit);
+    }
+    if let Some(limit) = args.max_head_bytes {
+        config = config.with_max_head_bytes(limit);
+    }
+    if let Some(interval) = args.keep_alive {
+        config = config.with_keep_alive(interval);
+    }
     if let Some(token) = &args.token {
         config = config.with_bearer_token(Secret::new(token.clone()));
     }

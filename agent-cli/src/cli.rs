@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -23,12 +24,20 @@ pub struct Cli {
     #[command(flatten)]
     pub output: OutputArgs,
 
+    /// Log level on stderr (error, warn, info, debug, trace, or a `RUST_LOG`-style filter
+    /// such as `agent_core=debug`); default `RUST_LOG`, else `warn`. `agent serve --log info`
+    /// writes one line per request.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    pub log: Option<String>,
+
     /// The prompt to answer (the words are joined with spaces).
     #[arg(value_name = "PROMPT")]
     pub prompt: Vec<String>,
 }
 
 /// Subcommands.
+// Parsed once per process: the size of the `serve` options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the agent over HTTP (POST /v1/runs, POST /v1/chat/completions, GET /healthz).
@@ -55,6 +64,70 @@ pub struct ServeArgs {
     /// with CORS; repeatable; `*` allows any origin. Requests from other origins get 403.
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
+    /// Largest request body accepted, in bytes (413 beyond). Default 1 MiB.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most runs streaming at once (503 beyond). Default 1024.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_runs: Option<usize>,
+    /// Disconnect a client that accepts no bytes of a response for this long (e.g. `30s`,
+    /// `500ms`; `0s` turns it off). Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub write_timeout: Option<Duration>,
+    /// Close a connection that has not sent a complete request head within this long. Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub head_read_timeout: Option<Duration>,
+    /// Answer 408 to a request body that has not arrived within this long. Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub body_read_timeout: Option<Duration>,
+    /// Most header fields in a request head (431 beyond). Default 100.
+    #[arg(long, value_name = "N")]
+    pub max_headers: Option<usize>,
+    /// Largest request head in bytes (431 beyond; at least 8 KiB). Default 64 KiB.
+    #[arg(long, value_name = "BYTES")]
+    pub max_head_bytes: Option<usize>,
+    /// Send a `: keep-alive` comment on an SSE stream idle for this long. Default 15s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_alive: Option<Duration>,
+}
+
+/// Parse a duration: a number followed by `ms`, `s`, `m` or `h` (`500ms`, `30s`, `1.5s`, `2m`).
+///
+/// ```
+/// use std::time::Duration;
+/// use agent_cli::cli::parse_duration;
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+/// assert!(parse_duration("30").is_err());
+/// assert!(parse_duration("-1s").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: ms, s, m or h (e.g. 30s, 500ms)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 500ms)"))?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
 }
 
 /// Options of `agent chat` (the global model and output options apply).

@@ -602,3 +602,337 @@ fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
         );
     }
 }
+
+// ------------------------------------------------------------------ bounded memory (issue 11)
+
+/// The peak resident set of process `pid` so far, in bytes (`VmHWM`).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/<pid>/status");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// An upstream that streams `events` copies of one text chunk of `chunk_text` bytes, then
+/// waits for `go` before `[DONE]` (so that the test can read the CLI's peak memory while it
+/// still holds whatever it kept).
+fn repeating_upstream(
+    chunk_text: usize,
+    events: usize,
+) -> (std::net::SocketAddr, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, wait) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        let _ = stream.read_exact(&mut body);
+        let event = openai::text_chunk(&"x".repeat(chunk_text));
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+        );
+        for _ in 0..events {
+            if stream.write_all(event.as_bytes()).is_err() {
+                return;
+            }
+        }
+        let _ = wait.recv_timeout(DEADLINE);
+        let _ = stream.write_all(b"data: [DONE]\n\n");
+    });
+    (addr, go)
+}
+
+/// A 192 MiB answer streams through the CLI on every runtime with its peak memory under
+/// 64 MiB: the answer is printed, never kept (the run's partial text, the final event's
+/// text and the renderer held it, several times, before).
+#[test]
+fn a_long_answer_streams_in_bounded_memory_on_every_runtime() {
+    const CHUNK_TEXT: usize = 32 * 1024;
+    const EVENTS: usize = 6 * 1024; // 192 MiB of text
+    const BOUND: u64 = 64 * 1024 * 1024;
+    let total = (CHUNK_TEXT * EVENTS) as u64;
+    for runtime in RUNTIMES {
+        let started = Instant::now();
+        let (addr, go) = repeating_upstream(CHUNK_TEXT, EVENTS);
+        let mut child = agent()
+            .args([
+                "--runtime",
+                runtime,
+                "--base-url",
+                &format!("http://{addr}/v1"),
+                "--model",
+                "m",
+                "hi",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut read = 0u64;
+            loop {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n as u64,
+                }
+                if tx.send(read).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut printed = 0;
+        while printed < total {
+            printed = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                let _ = child.kill();
+                let mut stderr = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+                panic!("{runtime}: the CLI printed {printed} of {total} bytes in time: {stderr}")
+            });
+        }
+        // Everything is printed; the run has not ended yet: whatever was kept is held now.
+        let peak = peak_rss(child.id());
+        go.send(()).unwrap();
+        let status = wait_with_deadline(&mut child);
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success(), "{runtime}: {status:?} {stderr}");
+        eprintln!(
+            "{runtime}: {} MiB streamed in {:?}, peak RSS {} MiB",
+            total >> 20,
+            started.elapsed(),
+            peak >> 20
+        );
+        assert!(
+            peak < BOUND,
+            "{runtime}: the CLI's peak RSS was {} MiB for a {} MiB answer (bound {} MiB)",
+            peak >> 20,
+            total >> 20,
+            BOUND >> 20
+        );
+    }
+}
+
+// ------------------------------------------------------------- serve logs and limits (issue 15)
+
+/// Send `request` to `addr` and read the answer until the server closes.
+fn exchange(addr: &str, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// `agent serve --log info` writes one line per request (method, path, status, run id,
+/// duration) on every runtime, never the token; `--max-body-bytes` is applied.
+#[test]
+fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
+    const TOKEN: &str = "serve-token-never-logged";
+    for runtime in RUNTIMES {
+        let mut child = agent()
+            .args([
+                "serve",
+                "--runtime",
+                runtime,
+                "--addr",
+                "127.0.0.1:0",
+                "--demo-pace-ms",
+                "0",
+                "--log",
+                "info",
+                "--token",
+                TOKEN,
+                "--max-body-bytes",
+                "64",
+                "--keep-alive",
+                "500ms",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
+            if let Some(rest) = line.split("serving on http://").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        let health = exchange(
+            &addr,
+            "GET /healthz?probe=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        );
+        assert!(health.starts_with("HTTP/1.1 200"), "{runtime}: {health}");
+        let body = r#"{"input":"What is 6 * 7?"}"#;
+        let run = exchange(
+            &addr,
+            &format!(
+                "POST /v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        assert!(run.starts_with("HTTP/1.1 200"), "{runtime}: {run}");
+        assert!(run.contains("run_completed"), "{runtime}: {run}");
+        let big = format!(r#"{{"input":"{}"}}"#, "x".repeat(100));
+        let refused = exchange(
+            &addr,
+            &format!(
+                "POST /v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{big}",
+                big.len()
+            ),
+        );
+        assert!(
+            refused.starts_with("HTTP/1.1 413"),
+            "{runtime}: --max-body-bytes 64 must refuse a 110-byte body: {refused}"
+        );
+
+        // The three request lines, in any order, within the deadline.
+        let mut lines = Vec::new();
+        let started = Instant::now();
+        let wanted = |lines: &[String]| {
+            let health = lines
+                .iter()
+                .any(|l| l.contains("/healthz") && l.contains("status=200"));
+            let run = lines.iter().any(|l| {
+                l.contains("\"/v1/runs\"") && l.contains("status=200") && l.contains("run_id=")
+            });
+            let refused = lines
+                .iter()
+                .any(|l| l.contains("\"/v1/runs\"") && l.contains("status=413"));
+            health && run && refused
+        };
+        while !wanted(&lines) && started.elapsed() < Duration::from_secs(10) {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                lines.push(line);
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        wait_with_deadline(&mut child);
+        lines.extend(rx.try_iter());
+        let log = lines.join("\n");
+        assert!(
+            wanted(&lines),
+            "{runtime}: missing request lines in:\n{log}"
+        );
+        for line in lines.iter().filter(|l| l.contains("method=")) {
+            assert!(
+                line.contains("INFO") && line.contains("duration_ms="),
+                "{runtime}: {line}"
+            );
+        }
+        assert!(
+            !log.contains(TOKEN),
+            "{runtime}: the token was logged:\n{log}"
+        );
+        assert!(
+            !log.contains("probe=1"),
+            "{runtime}: the query was logged:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn serve_rejects_a_bad_duration_flag() {
+    let output = run(agent().args(["serve", "--write-timeout", "30", "--addr", "127.0.0.1:0"]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("needs a unit"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+// ------------------------------------------------------------------- Retry-After (issue 13)
+
+/// A long `Retry-After` is not waited for beyond `--first-byte-timeout`: the CLI fails at
+/// once saying why; a short one is waited for, and the CLI says so on stderr.
+#[test]
+fn retry_after_is_announced_and_bounded_by_the_first_byte_timeout() {
+    let busy = |after: &str| {
+        Response::json(429, &json!({"error": {"message": "slow down"}}))
+            .header("retry-after", after)
+    };
+    let upstream = GatedUpstream::start([busy("3600")]).unwrap();
+    let started = Instant::now();
+    let output = run(agent().args([
+        "--base-url",
+        &upstream.base_url(),
+        "--model",
+        "m",
+        "--first-byte-timeout",
+        "2",
+        "hi",
+    ]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the CLI waited {:?}",
+        started.elapsed()
+    );
+    assert!(stderr.contains("3600 s"), "{stderr}");
+    assert_eq!(upstream.request_count(), 1);
+
+    let upstream =
+        GatedUpstream::start([busy("1"), openai::answer(&["after ", "the wait"])]).unwrap();
+    let output = run(agent().args([
+        "--base-url",
+        &upstream.base_url(),
+        "--model",
+        "m",
+        "--first-byte-timeout",
+        "5",
+        "hi",
+    ]));
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(text(&output.stdout).trim(), "after the wait");
+    assert!(
+        stderr.contains("waiting 1.0 s before retry 1 of"),
+        "the CLI must say it is waiting: {stderr}"
+    );
+}

@@ -41,6 +41,11 @@ pub enum ErrorKind {
     MalformedResponse,
     /// The upstream sent a line or event larger than the configured limit.
     ResponseTooLarge,
+    /// The run's answer grew past its bound
+    /// ([`AgentBuilder::max_output_bytes`](crate::agent::AgentBuilder::max_output_bytes) or
+    /// [`RunOptions::max_output_bytes`](crate::agent::RunOptions::max_output_bytes)); the
+    /// partial text is kept up to the bound.
+    OutputTooLarge,
     /// The model asked for more rounds than the agent allows.
     MaxRounds,
     /// A model reported an error of its own (scripted failures, provider errors).
@@ -65,6 +70,7 @@ impl ErrorKind {
             ErrorKind::UpstreamReset => "upstream_reset",
             ErrorKind::MalformedResponse => "malformed_response",
             ErrorKind::ResponseTooLarge => "response_too_large",
+            ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::MaxRounds => "max_rounds",
             ErrorKind::Model => "model",
             ErrorKind::InvalidRequest => "invalid_request",

@@ -23,6 +23,9 @@ use futures_core::Stream;
 use crate::runtime::BoxFuture;
 
 pub mod proxy;
+mod request_log;
+
+pub use request_log::{REQUEST_LOG_TARGET, log_request};
 
 /// HTTP method of an [`HttpRequest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +161,10 @@ pub enum HttpErrorKind {
     InvalidRequest,
     /// The connection failed after the response started (reset, truncated body, bad framing).
     Io,
+    /// The response's status line and headers are larger than the client accepts (too many
+    /// bytes or too many header fields). Every client reports it with the same message,
+    /// [`HttpError::response_head_too_large`].
+    ResponseHeadTooLarge,
 }
 
 /// An error from an [`HttpClient`]. Its message never contains header values.
@@ -177,6 +184,21 @@ impl HttpError {
             message: message.into(),
         }
     }
+
+    /// The error every client returns for an oversized response head, in the same words.
+    ///
+    /// ```
+    /// use agent_core::http::{HttpError, HttpErrorKind};
+    /// let err = HttpError::response_head_too_large();
+    /// assert_eq!(err.kind, HttpErrorKind::ResponseHeadTooLarge);
+    /// assert_eq!(err.to_string(), "response head too large: the response head is larger than the client accepts (too many header bytes or fields)");
+    /// ```
+    pub fn response_head_too_large() -> Self {
+        HttpError::new(
+            HttpErrorKind::ResponseHeadTooLarge,
+            "the response head is larger than the client accepts (too many header bytes or fields)",
+        )
+    }
 }
 
 impl fmt::Display for HttpError {
@@ -186,6 +208,7 @@ impl fmt::Display for HttpError {
             HttpErrorKind::ConnectTimeout => "connect timed out",
             HttpErrorKind::InvalidRequest => "invalid request",
             HttpErrorKind::Io => "connection error",
+            HttpErrorKind::ResponseHeadTooLarge => "response head too large",
         };
         write!(f, "{kind}: {}", self.message)
     }
@@ -199,7 +222,11 @@ impl std::error::Error for HttpError {}
 ///
 /// * `send` returns its future at once and does no I/O until polled. The future resolves as
 ///   soon as the status line and headers have arrived, before any body byte is awaited.
-///   Any status is a success at this level: 4xx and 5xx come back as an [`HttpResponse`].
+///   Any status is a success at this level: 3xx, 4xx and 5xx come back as an
+///   [`HttpResponse`]. Redirects are never followed (the request may carry credentials and
+///   a whole conversation; the caller decides).
+/// * A response head over the client's limits fails with
+///   [`HttpErrorKind::ResponseHeadTooLarge`] ([`HttpError::response_head_too_large`]).
 /// * The [`BodyStream`] yields each chunk as soon as it is read from the socket: no
 ///   coalescing to fill a buffer, no waiting for the end. Chunk boundaries are arbitrary.
 ///   It ends with `None` after the last byte, or with an [`HttpErrorKind::Io`] error if the

@@ -2,7 +2,10 @@
 //!
 //! A request is retried only before the first byte of its body has arrived: on a connect
 //! error, a 429 (honouring `Retry-After`) or a 5xx. Once output may have been emitted, a
-//! failure is final: the run fails with the partial text.
+//! failure is final: the run fails with the partial text. The waits between attempts count
+//! against the request's first-byte timeout: `Retry-After: 3600` with a 60 s first-byte
+//! timeout fails the request at once instead of waiting (see
+//! [`OpenAiModel`](crate::model::OpenAiModel)).
 //!
 //! ```
 //! use std::time::Duration;

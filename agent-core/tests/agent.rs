@@ -1016,3 +1016,80 @@ fn tool_call_arguments_stream_as_deltas_before_the_call_starts() {
         },
     );
 }
+
+#[test]
+fn max_output_bytes_fails_the_run_and_keeps_the_text_up_to_the_bound() {
+    let model = || {
+        ScriptedModel::new([
+            Turn::new().text("abc").tool_call("c1", "none", "{}"),
+            Turn::new().text("déf").text("ghi"),
+        ])
+    };
+    // On the agent: 3 bytes in round 1, then "dé" fits in 6 bytes ("é" is 2 bytes), "f" would not.
+    let agent = agent_with(model()).max_output_bytes(6).build().unwrap();
+    let events = collect(agent.run("hi"));
+    assert_contract(&events);
+    let (kind, message, partial) = failure(&events);
+    assert_eq!(kind, ErrorKind::OutputTooLarge, "{message}");
+    assert!(message.contains("6 bytes"), "{message}");
+    assert_eq!(partial, "abcdé");
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TextDelta { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, "abcdé", "the deltas stop at the bound too");
+    assert_eq!(ErrorKind::OutputTooLarge.as_str(), "output_too_large");
+
+    // A character is never cut: a bound inside "é" keeps "abcd".
+    let agent = agent_with(model()).build().unwrap();
+    let events = collect(agent.run_with(
+        "hi",
+        agent_core::agent::RunOptions::default().max_output_bytes(5),
+    ));
+    assert_eq!(failure(&events).2, "abcd");
+
+    // At the bound exactly, the run completes.
+    let agent = agent_with(model()).build().unwrap();
+    let events = collect(agent.run_with(
+        "hi",
+        agent_core::agent::RunOptions::default().max_output_bytes(10),
+    ));
+    assert_eq!(completed_text(&events), "abcdéfghi");
+}
+
+#[test]
+fn discard_text_streams_the_answer_without_keeping_it() {
+    let model = ScriptedModel::new([
+        Turn::new().text("abc").tool_call("c1", "none", "{}"),
+        Turn::new().text("def"),
+    ]);
+    let agent = agent_with(model).build().unwrap();
+    let session = agent.session();
+    let events = collect(session.run_with(
+        "hi",
+        agent_core::agent::RunOptions::default().discard_text(),
+    ));
+    assert_contract(&events);
+    assert_eq!(completed_text(&events), "");
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TextDelta { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, "abcdef");
+    // Each round's text still goes back to the model (and into the session).
+    let assistant: Vec<String> = session
+        .history()
+        .iter()
+        .filter_map(|m| match m {
+            Message::Assistant { content, .. } => Some(content.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(assistant, ["abc", "def"]);
+}

@@ -1331,3 +1331,62 @@ fn agent_and_run_timeouts_override_the_models() {
         );
     });
 }
+
+#[test]
+fn a_retry_after_longer_than_the_first_byte_budget_fails_at_once() {
+    within_deadline(
+        "a_retry_after_longer_than_the_first_byte_budget_fails_at_once",
+        |_steps| {
+            let client = FakeClient::new([
+                status(429, &[("retry-after", "3600")], "{}"),
+                ok(chunks([text_chunk("too late"), DONE.to_owned()])),
+            ]);
+            let config = config()
+                .with_retry(RetryPolicy::default())
+                .with_timeouts(Timeouts {
+                    first_byte: Some(Duration::from_secs(2)),
+                    ..short_timeouts()
+                });
+            let started = std::time::Instant::now();
+            let (_, error) = run(config, client.clone());
+            let error = error.expect("an error");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "it waited {:?} for a retry it could not afford",
+                started.elapsed()
+            );
+            assert_eq!(error.kind, ErrorKind::RateLimited, "{}", error.message);
+            assert_eq!(error.status, Some(429));
+            assert_eq!(error.retry_after, Some(Duration::from_secs(3600)));
+            assert!(
+                error.message.contains("3600 s") && error.message.contains("first-byte timeout"),
+                "{}",
+                error.message
+            );
+            assert_eq!(client.requests().len(), 1, "no retry was sent");
+        },
+    );
+}
+
+#[test]
+fn a_retry_after_within_the_budget_is_still_honoured() {
+    within_deadline(
+        "a_retry_after_within_the_budget_is_still_honoured",
+        |_steps| {
+            let client = FakeClient::new([
+                status(503, &[("retry-after", "0.2")], "{}"),
+                ok(chunks([text_chunk("after retry"), DONE.to_owned()])),
+            ]);
+            let config = config().with_timeouts(Timeouts {
+                first_byte: Some(Duration::from_secs(2)),
+                ..short_timeouts()
+            });
+            let started = std::time::Instant::now();
+            let (deltas, error) = run(config, client.clone());
+            assert_eq!(error, None);
+            assert_eq!(deltas, vec![text("after retry")]);
+            assert!(started.elapsed() >= Duration::from_millis(200));
+            assert_eq!(client.requests().len(), 2);
+        },
+    );
+}

@@ -548,9 +548,10 @@ async fn open_tunnel<I: crate::pool::Io>(
 /// The error for a failure before the response head, in the same words on every backend.
 fn head_error(err: &hyper::Error) -> HttpError {
     tracing::debug!(%err, "upstream request failed before the response head");
-    let message = if err.is_parse_too_large() {
-        "the response head is larger than the client accepts (64 KiB, 100 header fields)"
-    } else if err.is_parse() || err.is_parse_status() {
+    if err.is_parse_too_large() {
+        return HttpError::response_head_too_large();
+    }
+    let message = if err.is_parse() || err.is_parse_status() {
         "the server sent a malformed response head"
     } else if err.is_incomplete_message() || err.is_canceled() || err.is_closed() {
         "the connection closed before the response head arrived"

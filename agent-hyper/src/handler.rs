@@ -42,7 +42,34 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 ///
 /// Generic over the request body so that it serves hyper's `Incoming` as well as an axum
 /// `Body` when the API is embedded in an axum application.
+///
+/// Every answer is logged by [`agent_core::http::log_request`] (method, path, status, run
+/// id, duration), the same line as on the other backends.
 pub async fn handle_request<B>(service: &AgentService, request: Request<B>) -> Response<AgentBody>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: fmt::Display,
+{
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = answer(service, request).await;
+    let run_id = response
+        .headers()
+        .get("x-run-id")
+        .and_then(|v| v.to_str().ok());
+    agent_core::http::log_request(
+        method.as_str(),
+        &path,
+        response.status().as_u16(),
+        run_id,
+        started.elapsed(),
+    );
+    response
+}
+
+async fn answer<B>(service: &AgentService, request: Request<B>) -> Response<AgentBody>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,

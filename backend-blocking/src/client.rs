@@ -492,6 +492,10 @@ fn map_error(err: SendError, exchange: &Exchange) -> HttpError {
         }
         SendError::Ureq(err) => err,
     };
+    if let ureq::Error::LargeResponseHeader(..) = err {
+        tracing::debug!(%err, "upstream response head too large");
+        return HttpError::response_head_too_large();
+    }
     let kind = match &err {
         ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => {
             HttpErrorKind::ConnectTimeout

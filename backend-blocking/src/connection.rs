@@ -77,6 +77,8 @@ pub(crate) struct Connection {
     parser: HeadParser,
     shared: Arc<Shared>,
     service: AgentService,
+    /// Method, path and arrival of the request being read (for the request log).
+    current: Option<(String, String, Instant)>,
 }
 
 impl Connection {
@@ -93,6 +95,14 @@ impl Connection {
             parser,
             shared,
             service,
+            current: None,
+        }
+    }
+
+    /// The request log line of the current request (nothing before a head was read).
+    fn log_request(&mut self, status: u16, run_id: Option<&str>) {
+        if let Some((method, path, started)) = self.current.take() {
+            agent_core::http::log_request(&method, &path, status, run_id, started.elapsed());
         }
     }
 
@@ -111,12 +121,14 @@ impl Connection {
                 Ok(request) => request,
                 Err(ReadFailure::Close) => return,
                 Err(ReadFailure::Reject(status)) => {
+                    self.log_request(status, None);
                     if self.write_empty_and_close(status).is_ok() {
                         self.linger();
                     }
                     return;
                 }
                 Err(ReadFailure::Respond(error)) => {
+                    self.log_request(error.status, None);
                     if self.write_full(&error.into_response(), false, true).is_ok() {
                         self.linger();
                     }
@@ -238,7 +250,9 @@ impl Connection {
     }
 
     fn read_request(&mut self) -> Result<Request, ReadFailure> {
+        self.current = None;
         let head = self.read_head()?;
+        self.current = Some((head.method.clone(), head.path.clone(), Instant::now()));
         let framing = head.body_framing().map_err(|error| {
             tracing::debug!(%error, "request body framing refused");
             match error {
@@ -325,6 +339,12 @@ impl Connection {
             return false;
         };
         drop(handling);
+        let run_id = response
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("x-run-id"))
+            .map(|(_, value)| value.clone());
+        self.log_request(response.status, run_id.as_deref());
         let head_only = request.method.eq_ignore_ascii_case("HEAD");
         let keep_alive = request.keep_alive && !self.shared.is_shutting_down();
         match response.body {

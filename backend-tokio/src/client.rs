@@ -67,8 +67,11 @@ type BuilderFactory = dyn Fn() -> reqwest::ClientBuilder + Send + Sync;
 ///   On a current-thread runtime the connection only progresses while that runtime is driven.
 ///   A client created outside any runtime and never given a handle uses whichever runtime
 ///   it is polled in, and fails with [`HttpErrorKind::Connect`] outside one.
-/// * Nothing is retried here, redirects follow reqwest's default policy (up to 10, dropping
-///   `Authorization` across hosts), and no response body is decompressed.
+/// * Nothing is retried here, redirects are not followed (a 3xx comes back as a response,
+///   as on every backend's client; a builder's redirect policy is replaced, a client given to
+///   [`ReqwestClient::with_client`] keeps its own), and no response body is decompressed.
+/// * A response head over hyper's limits (about 400 KiB, 100 header fields) fails with
+///   [`HttpErrorKind::ResponseHeadTooLarge`], in the words of every backend.
 #[derive(Clone)]
 pub struct ReqwestClient {
     inner: Arc<Inner>,
@@ -249,7 +252,10 @@ impl Inner {
             return Ok(client.clone());
         }
         // reqwest's own reading of the environment is off: the one ProxyConfig decides.
-        let mut builder = factory().no_proxy();
+        // Redirects are not followed, as on every backend: a 3xx is a response.
+        let mut builder = factory()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none());
         if !self.proxy.is_none() {
             let config = self.proxy.clone();
             builder = builder.proxy(reqwest::Proxy::custom(move |url| {
@@ -371,8 +377,26 @@ fn describe(err: &reqwest::Error) -> String {
     message
 }
 
+/// Whether hyper, somewhere in `err`'s source chain, refused an oversized response head.
+fn is_head_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_parse_too_large()
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 fn map_send_error(err: reqwest::Error) -> HttpError {
     let err = err.without_url();
+    if is_head_too_large(&err) {
+        tracing::debug!(err = %describe(&err), "upstream response head too large");
+        return HttpError::response_head_too_large();
+    }
     let kind = if err.is_builder() {
         HttpErrorKind::InvalidRequest
     } else if err.is_connect() && err.is_timeout() {

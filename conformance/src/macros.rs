@@ -83,6 +83,9 @@ macro_rules! suite {
             conformance_server_concurrency_limit => "server_concurrency_limit",
             conformance_server_write_timeout => "server_write_timeout",
             conformance_server_malformed_requests => "server_malformed_requests",
+            conformance_output_too_large => "output_too_large",
+            conformance_upstream_redirect_not_followed => "upstream_redirect_not_followed",
+            conformance_upstream_oversized_head => "upstream_oversized_head",
             conformance_server_cors => "server_cors",
             }
         }

@@ -42,6 +42,27 @@ struct PendingCall {
     arguments: String,
 }
 
+/// Bounds on what a run keeps of its answer text.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TextLimits {
+    /// Fail with `output_too_large` past this many bytes of text.
+    pub(crate) max_output_bytes: Option<usize>,
+    /// Keep no copy of the answer (only the current round's, capped).
+    pub(crate) discard_text: bool,
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
 /// Run the whole agent loop, emitting every non-terminal event through `emitter`.
 pub(crate) async fn drive(
     agent: Arc<AgentInner>,
@@ -50,6 +71,7 @@ pub(crate) async fn drive(
     history: Vec<Message>,
     input: String,
     model_timeouts: Option<Timeouts>,
+    limits: TextLimits,
 ) -> Finished {
     let run_start = Instant::now();
     emitter
@@ -68,7 +90,16 @@ pub(crate) async fn drive(
     messages.push(Message::user(input));
 
     let tool_definitions: Vec<_> = agent.tools.iter().map(|t| t.definition().clone()).collect();
+    // The run's text (with `discard_text`: only the current round's, capped).
     let mut text = String::new();
+    let mut text_bytes = 0usize;
+    let kept = |text: String| {
+        if limits.discard_text {
+            String::new()
+        } else {
+            text
+        }
+    };
     let mut usage = Usage::default();
     let mut rounds = Vec::new();
     let mut run_ttft = None;
@@ -81,7 +112,7 @@ pub(crate) async fn drive(
                     "the model asked for more than {} rounds of tool calls",
                     agent.max_rounds
                 ),
-                text,
+                kept(text),
             );
         }
         emitter.emit(EventKind::ModelRequestStarted { round }).await;
@@ -100,6 +131,9 @@ pub(crate) async fn drive(
         };
 
         // The round's text is the tail of the run's text, from here on.
+        if limits.discard_text {
+            text = String::new();
+        }
         let round_start = text.len();
         let mut calls: BTreeMap<u32, PendingCall> = BTreeMap::new();
         let mut finish_reason = None;
@@ -115,7 +149,7 @@ pub(crate) async fn drive(
                     return Finished {
                         terminal: EventKind::RunFailed {
                             error: err.into_run_error(),
-                            partial_text: text,
+                            partial_text: kept(text),
                         },
                         new_messages: Vec::new(),
                     };
@@ -127,7 +161,31 @@ pub(crate) async fn drive(
             }
             match delta {
                 ModelDelta::Text(t) => {
-                    text.push_str(&t);
+                    if let Some(limit) = limits.max_output_bytes
+                        && text_bytes + t.len() > limit
+                    {
+                        let head = prefix_within(&t, limit - text_bytes).to_string();
+                        if !limits.discard_text {
+                            text.push_str(&head);
+                        }
+                        if !head.is_empty() {
+                            emitter.emit(EventKind::TextDelta { text: head }).await;
+                        }
+                        return fail(
+                            ErrorKind::OutputTooLarge,
+                            format!(
+                                "the answer grew past the limit of {limit} bytes (max_output_bytes)"
+                            ),
+                            kept(text),
+                        );
+                    }
+                    text_bytes += t.len();
+                    if !limits.discard_text {
+                        text.push_str(&t);
+                    } else if text.len() < super::DISCARDED_ROUND_TEXT_KEPT {
+                        let room = super::DISCARDED_ROUND_TEXT_KEPT - text.len();
+                        text.push_str(prefix_within(&t, room));
+                    }
                     emitter.emit(EventKind::TextDelta { text: t }).await;
                 }
                 ModelDelta::Reasoning(t) => {
@@ -208,7 +266,7 @@ pub(crate) async fn drive(
             };
             return Finished {
                 terminal: EventKind::RunCompleted {
-                    text,
+                    text: kept(text),
                     usage,
                     metrics,
                 },

@@ -63,6 +63,7 @@ pub(crate) struct AgentInner {
     max_concurrent_tools: usize,
     run_timeout: Option<Duration>,
     timeouts: Option<Timeouts>,
+    max_output_bytes: Option<usize>,
 }
 
 impl AgentInner {
@@ -176,7 +177,16 @@ impl Agent {
         options: RunOptions,
         session: Option<Arc<Mutex<Vec<Message>>>>,
     ) -> RunStream {
-        let RunOptions { history, timeouts } = options;
+        let RunOptions {
+            history,
+            timeouts,
+            max_output_bytes,
+            discard_text,
+        } = options;
+        let limits = drive::TextLimits {
+            max_output_bytes: max_output_bytes.or(self.inner.max_output_bytes),
+            discard_text,
+        };
         // A per-run override replaces the agent's timeouts as a whole (its `run: None`
         // disables the run timeout for this run).
         let run_timeout = match timeouts {
@@ -196,6 +206,7 @@ impl Agent {
                 history,
                 input,
                 model_timeouts,
+                limits,
             ),
             span,
         );
@@ -207,6 +218,7 @@ impl Agent {
             self.inner.runtime.clone(),
             deadline,
             session,
+            discard_text,
         )
     }
 }
@@ -285,6 +297,11 @@ pub struct RunOptions {
     /// Timeouts replacing the agent's for this run (connect, first byte and inactivity of
     /// model requests, and the whole-run timeout).
     pub timeouts: Option<Timeouts>,
+    /// Bound of this run's answer text in bytes, replacing the agent's
+    /// ([`AgentBuilder::max_output_bytes`]); see [`RunOptions::max_output_bytes`].
+    pub max_output_bytes: Option<usize>,
+    /// Keep no copy of the answer; see [`RunOptions::discard_text`].
+    pub discard_text: bool,
 }
 
 impl RunOptions {
@@ -299,7 +316,51 @@ impl RunOptions {
         self.timeouts = Some(timeouts);
         self
     }
+
+    /// Fail this run with [`ErrorKind::OutputTooLarge`](crate::error::ErrorKind::OutputTooLarge)
+    /// when its answer text (all rounds together) would exceed `bytes`; replaces the agent's
+    /// bound ([`AgentBuilder::max_output_bytes`]). The text up to the bound (cut at a character
+    /// boundary) is still emitted as a `text_delta` and kept as the failure's `partial_text`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use futures_util::StreamExt;
+    /// # use agent_core::agent::{Agent, RunOptions};
+    /// # use agent_core::error::ErrorKind;
+    /// # use agent_core::event::EventKind;
+    /// # use agent_core::model::{ScriptedModel, Turn};
+    /// # use agent_core::runtime::{block_on, ThreadRuntime};
+    /// let agent = Agent::builder()
+    ///     .model(ScriptedModel::new([Turn::new().text("Hello, ").text("world!")]))
+    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .build()
+    ///     .unwrap();
+    /// let run = agent.run_with("hi", RunOptions::default().max_output_bytes(9));
+    /// let events: Vec<_> = block_on(run.collect());
+    /// let EventKind::RunFailed { error, partial_text } = &events.last().unwrap().kind else { panic!() };
+    /// assert_eq!(error.kind, ErrorKind::OutputTooLarge);
+    /// assert_eq!(partial_text, "Hello, wo");
+    /// ```
+    pub fn max_output_bytes(mut self, bytes: usize) -> Self {
+        self.max_output_bytes = Some(bytes);
+        self
+    }
+
+    /// Keep no copy of the answer: a consumer that prints or forwards the `text_delta` events
+    /// as they come (a CLI, a proxy) then needs memory bounded by the largest delta, whatever
+    /// the answer's length. `run_completed.text` and the `partial_text` of `run_failed` and
+    /// `run_cancelled` are empty. The
+    /// text of a round is still given back to the model when the round ends in tool calls
+    /// (and recorded by a [`Session`]), up to its first [`DISCARDED_ROUND_TEXT_KEPT`] bytes.
+    pub fn discard_text(mut self) -> Self {
+        self.discard_text = true;
+        self
+    }
 }
+
+/// With [`RunOptions::discard_text`], how much of one round's text is kept to give back to
+/// the model when the round ends in tool calls (1 MiB).
+pub const DISCARDED_ROUND_TEXT_KEPT: usize = 1024 * 1024;
 
 /// Why [`AgentBuilder::build`] failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,6 +401,7 @@ pub struct AgentBuilder {
     max_concurrent_tools: Option<usize>,
     run_timeout: Option<Duration>,
     timeouts: Option<Timeouts>,
+    max_output_bytes: Option<usize>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -416,6 +478,14 @@ impl AgentBuilder {
         self
     }
 
+    /// Fail a run with [`ErrorKind::OutputTooLarge`](crate::error::ErrorKind::OutputTooLarge)
+    /// when its answer text would exceed `bytes` (default: no bound). A run can set its own
+    /// bound with [`RunOptions::max_output_bytes`], which documents what the failure keeps.
+    pub fn max_output_bytes(mut self, bytes: usize) -> Self {
+        self.max_output_bytes = Some(bytes);
+        self
+    }
+
     /// Build the agent.
     pub fn build(self) -> Result<Agent, BuildError> {
         let model = self.model.ok_or(BuildError::MissingModel)?;
@@ -448,6 +518,7 @@ impl AgentBuilder {
                 max_concurrent_tools,
                 run_timeout: self.run_timeout,
                 timeouts: self.timeouts,
+                max_output_bytes: self.max_output_bytes,
             }),
         })
     }

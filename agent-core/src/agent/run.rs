@@ -50,6 +50,8 @@ pub struct RunStream {
     next_seq: u64,
     ready_streak: u32,
     partial_text: String,
+    /// `RunOptions::discard_text`: keep no `partial_text` either.
+    discard_text: bool,
     done: bool,
 }
 
@@ -71,6 +73,7 @@ impl RunStream {
         runtime: SharedRuntime,
         deadline: Option<BoxFuture<()>>,
         session: Option<Arc<Mutex<Vec<Message>>>>,
+        discard_text: bool,
     ) -> Self {
         RunStream {
             run_id,
@@ -83,6 +86,7 @@ impl RunStream {
             next_seq: 0,
             ready_streak: 0,
             partial_text: String::new(),
+            discard_text,
             done: false,
         }
     }
@@ -100,7 +104,9 @@ impl RunStream {
     }
 
     fn event(&mut self, kind: EventKind) -> Event {
-        if let EventKind::TextDelta { text } = &kind {
+        if let EventKind::TextDelta { text } = &kind
+            && !self.discard_text
+        {
             self.partial_text.push_str(text);
         }
         let seq = self.next_seq;

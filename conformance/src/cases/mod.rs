@@ -20,6 +20,7 @@
 //! | 12 | leaks | `leak_consume_runs`, `leak_server_runs` |
 //! | 13 | soak | `soak_sequential`, `soak_concurrent` |
 //! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
+//! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -43,6 +44,7 @@ pub mod soak;
 pub mod starvation;
 pub(crate) mod support;
 pub mod transcripts;
+pub mod upstream_policy;
 
 use std::fmt;
 
@@ -203,6 +205,9 @@ cases! {
     "server_write_timeout", "14 hardening", "a client that stops reading is disconnected after write_timeout, its run cancelled", hardening::write_timeout;
     "server_cors", "14 hardening", "browsers: preflight and CORS headers for an allowed origin, 403 for others, 415 for non-JSON run requests", contract::server_cors;
     "server_malformed_requests", "14 hardening", "identical answers to malformed and over-limit requests (framing, header limits, head and body timeouts)", framing::malformed_requests;
+    "output_too_large", "15 bounds", "an answer past max_output_bytes → run_failed output_too_large, text kept up to the bound", upstream_policy::output_too_large;
+    "upstream_redirect_not_followed", "15 bounds", "a 307 to another upstream → run_failed upstream_status naming the Location without credentials; nothing sent elsewhere", upstream_policy::redirect_not_followed;
+    "upstream_oversized_head", "15 bounds", "a 1 MiB response header → run_failed response_too_large (response head), not a broken connection", upstream_policy::oversized_head;
 }
 
 /// The case named `name`.

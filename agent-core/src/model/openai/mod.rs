@@ -222,7 +222,12 @@ impl fmt::Debug for OpenAiConfig {
 /// * **Retries** happen only before the first byte of the response body: on a connect error,
 ///   a 429 or a retryable 5xx ([`RetryPolicy::is_retryable_status`]), waiting
 ///   [`RetryPolicy::backoff`] (which honours `Retry-After`) on the run's runtime. Once the
-///   body of a 2xx response has started, nothing is retried.
+///   body of a 2xx response has started, nothing is retried. The waits count against the
+///   `first_byte` timeout, measured from the first attempt: when the upstream asks for a
+///   wait (its `Retry-After`, before the `max_retry_after` cap) longer than what is left of
+///   it, the request fails at once with the status's error (`rate_limited` for a 429), its
+///   message naming the wait asked for and the time left. Each wait is logged at `warn`
+///   level (`… answered 429 Too Many Requests; waiting 2.0 s before retry 1 of 2`).
 /// * **Timeouts** ([`Timeouts`]): `connect` is handed to the client; `first_byte` runs from
 ///   sending the request to the first body byte (so it covers the wait for the response
 ///   head); `inactivity` is the longest gap allowed between two SSE *events*: comments such
@@ -250,7 +255,8 @@ impl fmt::Debug for OpenAiConfig {
 /// | [`FirstByteTimeout`](crate::error::ErrorKind::FirstByteTimeout) | no body byte within `timeouts.first_byte` of sending |
 /// | [`InactivityTimeout`](crate::error::ErrorKind::InactivityTimeout) | no SSE event within `timeouts.inactivity` (comments do not count) |
 /// | [`UpstreamReset`](crate::error::ErrorKind::UpstreamReset) | the connection broke after the response head |
-/// | [`ResponseTooLarge`](crate::error::ErrorKind::ResponseTooLarge) | an SSE line or event over [`OpenAiConfig::sse_limits`] |
+/// | [`UpstreamStatus`](crate::error::ErrorKind::UpstreamStatus) for a 3xx | a redirect: it is not followed; the message names the status and the `Location` (without credentials or query) |
+/// | [`ResponseTooLarge`](crate::error::ErrorKind::ResponseTooLarge) | an SSE line or event over [`OpenAiConfig::sse_limits`], or a response head (headers) over the HTTP client's limit |
 /// | [`MalformedResponse`](crate::error::ErrorKind::MalformedResponse) | a chunk that is not chat-completion JSON, or a body without any event |
 /// | [`Model`](crate::error::ErrorKind::Model) | the provider reported an error inside the stream |
 /// | [`InvalidRequest`](crate::error::ErrorKind::InvalidRequest) | the client rejected the request (bad URL or header) |

@@ -36,6 +36,21 @@ pub(super) fn redact_credentials(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A `Location` as it may be shown: no userinfo, no query string or fragment (either may
+/// carry a key), at most 200 characters.
+pub(super) fn redact_location(location: &str) -> String {
+    let location = location.trim();
+    let cut = location.find(['?', '#']).unwrap_or(location.len());
+    let mut shown = redact_credentials(&location[..cut]).into_owned();
+    if cut < location.len() {
+        shown.push_str("?…");
+    }
+    if shown.chars().count() > 200 {
+        shown = shown.chars().take(200).collect::<String>() + "…";
+    }
+    shown
+}
+
 /// The HTTP request for `request` under `config`.
 pub(super) fn http_request(
     config: &OpenAiConfig,

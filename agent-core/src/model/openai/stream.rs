@@ -161,6 +161,8 @@ enum Attempt {
     Retry {
         reason: String,
         retry_after: Option<Duration>,
+        /// What to report if the retry cannot happen (its wait would outlast the budget).
+        error: ModelError,
     },
     Failed(ModelError),
 }
@@ -175,6 +177,10 @@ async fn connect(
     let http = request::http_request(&shared.config, &shared.url, &request);
     drop(request);
     let policy = shared.config.retry;
+    // Waiting between attempts counts against the first-byte timeout: a `Retry-After` (or a
+    // backoff) longer than what is left of it fails now instead of waiting silently.
+    let started = Instant::now();
+    let budget = shared.config.timeouts.first_byte;
     let mut attempt = 0;
     loop {
         let can_retry = attempt < policy.max_retries;
@@ -184,15 +190,32 @@ async fn connect(
             Attempt::Retry {
                 reason,
                 retry_after,
+                mut error,
             } => {
                 let wait = policy.backoff(attempt, retry_after);
+                // The upstream's own figure (before the `max_retry_after` cap) decides: retrying
+                // earlier than it asked is pointless.
+                let asked = retry_after.unwrap_or(wait).max(wait);
+                if let Some(budget) = budget {
+                    let left = budget.saturating_sub(started.elapsed());
+                    if asked > left {
+                        error.message.push_str(&format!(
+                            "; not retrying: the wait asked for ({}) is longer than the {} left of the first-byte timeout",
+                            seconds(asked),
+                            seconds(left)
+                        ));
+                        return Err(redact(error, shared.key()));
+                    }
+                }
                 attempt += 1;
                 tracing::warn!(
                     host = %shared.host,
                     retry = attempt,
                     max_retries = policy.max_retries,
                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "{reason}; retrying"
+                    "{reason}; waiting {} before retry {attempt} of {}",
+                    seconds(wait),
+                    policy.max_retries
                 );
                 runtime.sleep(wait).await;
             }
@@ -223,6 +246,15 @@ async fn attempt_once(
                     ErrorKind::ConnectTimeout,
                     format!("connecting to {} timed out: {}", shared.host, error.message),
                 ),
+                HttpErrorKind::ResponseHeadTooLarge => {
+                    return Attempt::Failed(ModelError::new(
+                        ErrorKind::ResponseTooLarge,
+                        format!(
+                            "{} sent a response head (status line and headers) larger than the client accepts: {}",
+                            shared.host, error.message
+                        ),
+                    ));
+                }
                 HttpErrorKind::InvalidRequest => {
                     return Attempt::Failed(ModelError::new(
                         ErrorKind::InvalidRequest,
@@ -241,6 +273,7 @@ async fn attempt_once(
             };
             if can_retry {
                 return Attempt::Retry {
+                    error: ModelError::new(kind, message.clone()),
                     reason: message,
                     retry_after: None,
                 };
@@ -295,8 +328,10 @@ async fn attempt_once(
         return Attempt::Retry {
             reason: format!("{} answered {}", shared.host, status_line(status)),
             retry_after,
+            error: status_error(status, &[], retry_after),
         };
     }
+    let location = response.header_value("location").map(str::to_owned);
     let body = read_error_body(
         response.body,
         first_byte_timer,
@@ -304,7 +339,21 @@ async fn attempt_once(
         timeouts.inactivity,
     )
     .await;
-    Attempt::Failed(status_error(status, &body, retry_after))
+    let mut error = status_error(status, &body, retry_after);
+    if (300..400).contains(&status) {
+        // Redirects are never followed (the request carries the API key and the whole
+        // conversation); say where the upstream points, without credentials or query.
+        match location {
+            Some(location) => error.message.push_str(&format!(
+                " (a redirect to {}; redirects are not followed: use the final URL as base_url)",
+                request::redact_location(&location)
+            )),
+            None => error
+                .message
+                .push_str(" (a redirect; redirects are not followed)"),
+        }
+    }
+    Attempt::Failed(error)
 }
 
 /// Read at most [`MAX_ERROR_BODY_BYTES`] of an error body, giving up (keeping what arrived)
@@ -413,6 +462,11 @@ fn body_detail(body: &[u8]) -> Option<String> {
 /// `"401 Unauthorized"` for common statuses, `"599"` for others.
 fn status_line(status: u16) -> String {
     let reason = match status {
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         402 => "Payment Required",
@@ -434,6 +488,16 @@ fn status_line(status: u16) -> String {
         _ => return status.to_string(),
     };
     format!("{status} {reason}")
+}
+
+/// `"2.5 s"`, or `"3600 s"`: a wait as a person reads it.
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0} s")
+    } else {
+        format!("{secs:.1} s")
+    }
 }
 
 fn millis(duration: Duration) -> String {
