@@ -84,6 +84,12 @@ macro_rules! suite {
             conformance_server_write_timeout => "server_write_timeout",
             conformance_server_malformed_requests => "server_malformed_requests",
             conformance_server_cors => "server_cors",
+            conformance_front_end_ai_sdk_lockstep => "front_end_ai_sdk_lockstep",
+            conformance_front_end_ag_ui_lockstep => "front_end_ag_ui_lockstep",
+            conformance_front_end_ai_sdk_free_running => "front_end_ai_sdk_free_running",
+            conformance_front_end_ag_ui_free_running => "front_end_ag_ui_free_running",
+            conformance_front_end_ai_sdk_disconnect => "front_end_ai_sdk_disconnect",
+            conformance_front_end_ag_ui_disconnect => "front_end_ag_ui_disconnect",
             }
         }
     };

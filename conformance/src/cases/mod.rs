@@ -35,6 +35,7 @@ pub mod errors;
 pub mod faults;
 pub mod framing;
 pub mod free_running;
+pub mod front_ends;
 pub mod hardening;
 pub mod incremental;
 pub mod leaks;
@@ -202,6 +203,12 @@ cases! {
     "server_concurrency_limit", "14 hardening", "max_concurrent_runs: 503 beyond, admitted again once a run ends", hardening::concurrency_limit;
     "server_write_timeout", "14 hardening", "a client that stops reading is disconnected after write_timeout, its run cancelled", hardening::write_timeout;
     "server_cors", "14 hardening", "browsers: preflight and CORS headers for an allowed origin, 403 for others, 415 for non-JSON run requests", contract::server_cors;
+    "front_end_ai_sdk_lockstep", "3 incremental", "POST /v1/ai-sdk/chat (AI SDK UI message stream) writes each text-delta frame before the next delta exists", front_ends::ai_sdk_lockstep;
+    "front_end_ag_ui_lockstep", "3 incremental", "POST /v1/ag-ui (AG-UI) writes each TEXT_MESSAGE_CONTENT frame before the next delta exists", front_ends::ag_ui_lockstep;
+    "front_end_ai_sdk_free_running", "3 incremental", "free-running deltas reach POST /v1/ai-sdk/chat clients in many socket reads", front_ends::ai_sdk_free_running;
+    "front_end_ag_ui_free_running", "3 incremental", "free-running deltas reach POST /v1/ag-ui clients in many socket reads", front_ends::ag_ui_free_running;
+    "front_end_ai_sdk_disconnect", "6 cancellation", "a client leaving POST /v1/ai-sdk/chat cancels its run", front_ends::ai_sdk_disconnect;
+    "front_end_ag_ui_disconnect", "6 cancellation", "a client leaving POST /v1/ag-ui cancels its run", front_ends::ag_ui_disconnect;
     "server_malformed_requests", "14 hardening", "identical answers to malformed and over-limit requests (framing, header limits, head and body timeouts)", framing::malformed_requests;
 }
 
