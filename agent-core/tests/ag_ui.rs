@@ -56,7 +56,11 @@ fn tool_round_service() -> (AgentService, Requests) {
             0 => Turn::new()
                 .reasoning("Need a tool.")
                 .text("Let me compute.")
-                .step(piece(Some("call_1"), Some("calculator"), "{\"expression\":"))
+                .step(piece(
+                    Some("call_1"),
+                    Some("calculator"),
+                    "{\"expression\":",
+                ))
                 .step(piece(None, None, "\"2+2\"}"))
                 .step(Step::Finish(FinishReason::ToolCalls)),
             1 => Turn::new()
@@ -95,12 +99,7 @@ fn service_of(model: ScriptedModel) -> AgentService {
 }
 
 fn post(service: &AgentService, body: &[u8]) -> ApiResponse {
-    block_on(service.handle(
-        "POST",
-        PATH,
-        &[("content-type", "application/json")],
-        body,
-    ))
+    block_on(service.handle("POST", PATH, &[("content-type", "application/json")], body))
 }
 
 fn header<'a>(response: &'a ApiResponse, name: &str) -> Option<&'a str> {
@@ -179,15 +178,34 @@ fn events(frames: &[String]) -> Vec<Value> {
             serde_json::from_str(frame).unwrap_or_else(|e| panic!("not JSON ({e}): {frame}"));
         let kind = event["type"].as_str().expect("a string type").to_string();
         for key in required(&kind) {
-            assert!(event[*key].is_string(), "{kind} needs a string {key:?}: {frame}");
+            assert!(
+                event[*key].is_string(),
+                "{kind} needs a string {key:?}: {frame}"
+            );
         }
-        assert!(!finished, "nothing follows RUN_FINISHED / RUN_ERROR: {frame}");
-        assert_eq!(k == 0, kind == "RUN_STARTED", "RUN_STARTED first and once: {frame}");
-        let id = event.get("messageId").and_then(Value::as_str).map(String::from);
-        let call = event.get("toolCallId").and_then(Value::as_str).map(String::from);
+        assert!(
+            !finished,
+            "nothing follows RUN_FINISHED / RUN_ERROR: {frame}"
+        );
+        assert_eq!(
+            k == 0,
+            kind == "RUN_STARTED",
+            "RUN_STARTED first and once: {frame}"
+        );
+        let id = event
+            .get("messageId")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let call = event
+            .get("toolCallId")
+            .and_then(Value::as_str)
+            .map(String::from);
         match kind.as_str() {
             "TEXT_MESSAGE_START" => {
-                assert!(open_message.is_none() && open_reasoning.is_none(), "{frame}");
+                assert!(
+                    open_message.is_none() && open_reasoning.is_none(),
+                    "{frame}"
+                );
                 open_message = id;
             }
             "TEXT_MESSAGE_CONTENT" => {
@@ -196,7 +214,10 @@ fn events(frames: &[String]) -> Vec<Value> {
             }
             "TEXT_MESSAGE_END" => assert_eq!(open_message.take(), id, "{frame}"),
             "REASONING_START" => {
-                assert!(open_message.is_none() && open_reasoning.is_none(), "{frame}");
+                assert!(
+                    open_message.is_none() && open_reasoning.is_none(),
+                    "{frame}"
+                );
                 open_reasoning = id;
             }
             "REASONING_MESSAGE_START" | "REASONING_MESSAGE_CONTENT" | "REASONING_MESSAGE_END" => {
@@ -204,7 +225,10 @@ fn events(frames: &[String]) -> Vec<Value> {
             }
             "REASONING_END" => assert_eq!(open_reasoning.take(), id, "{frame}"),
             "TOOL_CALL_START" => {
-                assert!(open_message.is_none() && open_reasoning.is_none(), "{frame}");
+                assert!(
+                    open_message.is_none() && open_reasoning.is_none(),
+                    "{frame}"
+                );
                 assert!(open_calls.insert(call.unwrap()), "{frame}");
             }
             "TOOL_CALL_ARGS" => assert!(open_calls.contains(&call.unwrap()), "{frame}"),
@@ -214,10 +238,16 @@ fn events(frames: &[String]) -> Vec<Value> {
                 ended_calls.insert(call);
             }
             "TOOL_CALL_RESULT" => {
-                assert!(ended_calls.contains(&call.unwrap()), "result after TOOL_CALL_END: {frame}")
+                assert!(
+                    ended_calls.contains(&call.unwrap()),
+                    "result after TOOL_CALL_END: {frame}"
+                )
             }
             "RUN_FINISHED" => {
-                assert!(open_message.is_none() && open_reasoning.is_none(), "{frame}");
+                assert!(
+                    open_message.is_none() && open_reasoning.is_none(),
+                    "{frame}"
+                );
                 assert!(open_calls.is_empty(), "{frame}");
                 finished = true;
             }
@@ -287,13 +317,25 @@ fn a_failed_run_ends_its_message_then_run_error() {
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_ERROR"],
+        [
+            "RUN_STARTED",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "RUN_ERROR"
+        ],
         "frames:\n{}",
         frames.join("\n")
     );
     let error = events.last().unwrap();
     assert_eq!(error["code"], "model");
-    assert!(error["message"].as_str().unwrap().contains("the model broke"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("the model broke"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -321,7 +363,13 @@ fn a_cancelled_run_ends_with_run_error_cancelled() {
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_ERROR"]
+        [
+            "RUN_STARTED",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "RUN_ERROR"
+        ]
     );
     assert_eq!(events[4]["code"], "cancelled");
 }
@@ -388,21 +436,36 @@ fn bad_bodies_get_400_json_errors_and_start_no_run() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"not json".to_vec(), "invalid_json"),
         (b"{}".to_vec(), "invalid_json"),
-        (br#"{"threadId":"t","runId":"r","messages":{}}"#.to_vec(), "invalid_json"),
+        (
+            br#"{"threadId":"t","runId":"r","messages":{}}"#.to_vec(),
+            "invalid_json",
+        ),
         (input(vec![]), "invalid_messages"),
         (
-            input(vec![user("hi"), json!({"id": "a", "role": "assistant", "content": "x"})]),
+            input(vec![
+                user("hi"),
+                json!({"id": "a", "role": "assistant", "content": "x"}),
+            ]),
             "invalid_messages",
         ),
         (
-            input(vec![json!({"id": "t", "role": "tool", "content": "4"}), user("hi")]),
+            input(vec![
+                json!({"id": "t", "role": "tool", "content": "4"}),
+                user("hi"),
+            ]),
             "invalid_messages",
         ),
         (
-            input(vec![json!({"id": "x", "role": "wizard", "content": "4"}), user("hi")]),
+            input(vec![
+                json!({"id": "x", "role": "wizard", "content": "4"}),
+                user("hi"),
+            ]),
             "invalid_messages",
         ),
-        (input(vec![json!({"id": "u", "role": "user", "content": 7})]), "invalid_messages"),
+        (
+            input(vec![json!({"id": "u", "role": "user", "content": 7})]),
+            "invalid_messages",
+        ),
     ];
     for (body, code) in cases {
         let response = post(&service, &body);

@@ -56,7 +56,11 @@ fn tool_round_service() -> (AgentService, Requests) {
             0 => Turn::new()
                 .reasoning("Need a tool.")
                 .text("Let me compute.")
-                .step(piece(Some("call_1"), Some("calculator"), "{\"expression\":"))
+                .step(piece(
+                    Some("call_1"),
+                    Some("calculator"),
+                    "{\"expression\":",
+                ))
                 .step(piece(None, None, "\"2+2\"}"))
                 .step(Step::Finish(FinishReason::ToolCalls)),
             1 => Turn::new()
@@ -95,12 +99,7 @@ fn service_of(model: ScriptedModel) -> AgentService {
 }
 
 fn post(service: &AgentService, body: &[u8]) -> ApiResponse {
-    block_on(service.handle(
-        "POST",
-        PATH,
-        &[("content-type", "application/json")],
-        body,
-    ))
+    block_on(service.handle("POST", PATH, &[("content-type", "application/json")], body))
 }
 
 fn header<'a>(response: &'a ApiResponse, name: &str) -> Option<&'a str> {
@@ -158,7 +157,14 @@ fn shape(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
             (&["id", "delta", "providerMetadata"], &["id", "delta"])
         }
         "tool-input-start" => (
-            &["toolCallId", "toolName", "providerExecuted", "providerMetadata", "dynamic", "title"],
+            &[
+                "toolCallId",
+                "toolName",
+                "providerExecuted",
+                "providerMetadata",
+                "dynamic",
+                "title",
+            ],
             &["toolCallId", "toolName"],
         ),
         "tool-input-delta" => (
@@ -166,11 +172,25 @@ fn shape(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
             &["toolCallId", "inputTextDelta"],
         ),
         "tool-input-available" => (
-            &["toolCallId", "toolName", "input", "providerExecuted", "providerMetadata", "dynamic", "title"],
+            &[
+                "toolCallId",
+                "toolName",
+                "input",
+                "providerExecuted",
+                "providerMetadata",
+                "dynamic",
+                "title",
+            ],
             &["toolCallId", "toolName", "input"],
         ),
         "tool-output-available" => (
-            &["toolCallId", "output", "providerExecuted", "dynamic", "preliminary"],
+            &[
+                "toolCallId",
+                "output",
+                "providerExecuted",
+                "dynamic",
+                "preliminary",
+            ],
             &["toolCallId", "output"],
         ),
         "tool-output-error" => (
@@ -196,7 +216,10 @@ fn chunks(frames: &[String]) -> Vec<Value> {
         let kind = object["type"].as_str().expect("a string type");
         let (allowed, required) = shape(kind);
         for key in object.keys().filter(|k| *k != "type") {
-            assert!(allowed.contains(&key.as_str()), "{kind} may not carry {key:?}: {frame}");
+            assert!(
+                allowed.contains(&key.as_str()),
+                "{kind} may not carry {key:?}: {frame}"
+            );
         }
         for key in required {
             assert!(object.contains_key(*key), "{kind} needs {key:?}: {frame}");
@@ -204,7 +227,10 @@ fn chunks(frames: &[String]) -> Vec<Value> {
         let id = object.get("id").and_then(Value::as_str).map(String::from);
         match kind {
             "text-start" | "reasoning-start" => {
-                assert!(open_part.is_none(), "a part starts while another is open: {frame}");
+                assert!(
+                    open_part.is_none(),
+                    "a part starts while another is open: {frame}"
+                );
                 open_part = Some((kind.replace("-start", ""), id.unwrap()));
             }
             "text-delta" | "reasoning-delta" => assert_eq!(
@@ -222,7 +248,10 @@ fn chunks(frames: &[String]) -> Vec<Value> {
             _ => {}
         }
         if let Some(call) = object.get("toolCallId").and_then(Value::as_str) {
-            assert!(open_part.is_none(), "tool chunks come between parts: {frame}");
+            assert!(
+                open_part.is_none(),
+                "tool chunks come between parts: {frame}"
+            );
             let before = tool_state.get(call).copied();
             let ok = match kind {
                 "tool-input-start" => before.is_none(),
@@ -312,7 +341,14 @@ fn a_failed_run_closes_its_text_then_sends_error_and_done() {
     let kinds: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["start", "start-step", "text-start", "text-delta", "text-end", "error"],
+        [
+            "start",
+            "start-step",
+            "text-start",
+            "text-delta",
+            "text-end",
+            "error"
+        ],
         "frames:\n{}",
         frames.join("\n")
     );
@@ -348,7 +384,14 @@ fn a_cancelled_run_ends_with_abort_and_done() {
     let kinds: Vec<&str> = chunks.iter().map(|c| c["type"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["start", "start-step", "text-start", "text-delta", "text-end", "abort"]
+        [
+            "start",
+            "start-step",
+            "text-start",
+            "text-delta",
+            "text-end",
+            "abort"
+        ]
     );
 }
 
@@ -432,19 +475,29 @@ fn bad_bodies_get_400_json_errors_and_start_no_run() {
         (br#"{"messages": "hi"}"#.to_vec(), "invalid_json"),
         (chat_body(vec![]), "invalid_messages"),
         (
-            chat_body(vec![user("hi"), json!({"id": "a", "role": "assistant", "parts": []})]),
+            chat_body(vec![
+                user("hi"),
+                json!({"id": "a", "role": "assistant", "parts": []}),
+            ]),
             "invalid_messages",
         ),
         (
-            chat_body(vec![json!({"id": "u", "role": "user", "parts": [{"text": "no type"}]})]),
+            chat_body(vec![
+                json!({"id": "u", "role": "user", "parts": [{"text": "no type"}]}),
+            ]),
             "invalid_messages",
         ),
         (
-            chat_body(vec![json!({"id": "u", "role": "user", "parts": [{"type": "text"}]})]),
+            chat_body(vec![
+                json!({"id": "u", "role": "user", "parts": [{"type": "text"}]}),
+            ]),
             "invalid_messages",
         ),
         (
-            chat_body(vec![json!({"id": "t", "role": "tool", "parts": []}), user("hi")]),
+            chat_body(vec![
+                json!({"id": "t", "role": "tool", "parts": []}),
+                user("hi"),
+            ]),
             "invalid_messages",
         ),
         (

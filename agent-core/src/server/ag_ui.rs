@@ -256,7 +256,10 @@ impl AgUiEvents {
 
     fn end_call(&mut self, call_id: &str, out: &mut String) {
         if self.calls_open.remove(call_id) {
-            Self::frame(out, &json!({"type": "TOOL_CALL_END", "toolCallId": call_id}));
+            Self::frame(
+                out,
+                &json!({"type": "TOOL_CALL_END", "toolCallId": call_id}),
+            );
         }
     }
 

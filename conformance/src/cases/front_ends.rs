@@ -71,7 +71,10 @@ const AG_UI: FrontEnd = FrontEnd {
 };
 
 fn post(server: &Server, front_end: &FrontEnd, input: &str) -> SseClient {
-    step(format!("POST {}: waiting for the response head", front_end.path));
+    step(format!(
+        "POST {}: waiting for the response head",
+        front_end.path
+    ));
     let client = SseClient::post_json(server.addr(), front_end.path, &(front_end.body)(input), &[])
         .unwrap_or_else(|e| panic!("POST {} failed: {e}", front_end.path));
     assert_eq!(
@@ -133,7 +136,10 @@ fn read_frames(
             continue;
         }
         let value: Value = serde_json::from_str(&frame.data).unwrap_or_else(|e| {
-            panic!("{}: a frame is not JSON ({e}): {:?}", front_end.name, frame.data)
+            panic!(
+                "{}: a frame is not JSON ({e}): {:?}",
+                front_end.name, frame.data
+            )
         });
         assert!(
             !matches!(value["type"].as_str(), Some("error" | "RUN_ERROR")),
