@@ -87,6 +87,12 @@ macro_rules! suite {
             conformance_upstream_redirect_not_followed => "upstream_redirect_not_followed",
             conformance_upstream_oversized_head => "upstream_oversized_head",
             conformance_server_cors => "server_cors",
+            conformance_front_end_ai_sdk_lockstep => "front_end_ai_sdk_lockstep",
+            conformance_front_end_ag_ui_lockstep => "front_end_ag_ui_lockstep",
+            conformance_front_end_ai_sdk_free_running => "front_end_ai_sdk_free_running",
+            conformance_front_end_ag_ui_free_running => "front_end_ag_ui_free_running",
+            conformance_front_end_ai_sdk_disconnect => "front_end_ai_sdk_disconnect",
+            conformance_front_end_ag_ui_disconnect => "front_end_ag_ui_disconnect",
             }
         }
     };

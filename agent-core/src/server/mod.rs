@@ -32,6 +32,8 @@
 //! assert!(text.contains("event: run_completed"));
 //! ```
 
+mod ag_ui;
+mod ai_sdk;
 mod chat;
 mod config;
 mod cors;

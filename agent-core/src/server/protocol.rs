@@ -50,7 +50,10 @@ pub(crate) enum Start {
 pub(crate) type StartFn = fn(&Agent, &[u8]) -> Result<Start, ApiError>;
 
 /// The mounted protocols: path and start function.
-pub(crate) const PROTOCOLS: &[(&str, StartFn)] = &[];
+pub(crate) const PROTOCOLS: &[(&str, StartFn)] = &[
+    ("/v1/ai-sdk/chat", super::ai_sdk::start),
+    ("/v1/ag-ui", super::ag_ui::start),
+];
 
 /// The start function mounted at `path`.
 pub(crate) fn find(path: &str) -> Option<StartFn> {
