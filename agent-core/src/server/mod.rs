@@ -36,6 +36,7 @@ mod chat;
 mod config;
 mod cors;
 mod protocol;
+mod responses;
 mod service;
 
 pub use chat::{ChatCompletionRequest, ChatFunctionCall, ChatMessage, ChatToolCall};
