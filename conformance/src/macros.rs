@@ -84,6 +84,9 @@ macro_rules! suite {
             conformance_server_write_timeout => "server_write_timeout",
             conformance_server_malformed_requests => "server_malformed_requests",
             conformance_server_cors => "server_cors",
+            conformance_responses_lockstep => "responses_lockstep",
+            conformance_responses_free_running => "responses_free_running",
+            conformance_responses_cancel_disconnect => "responses_cancel_disconnect",
             }
         }
     };

@@ -39,6 +39,7 @@ pub mod hardening;
 pub mod incremental;
 pub mod leaks;
 pub mod parallel;
+pub mod responses_api;
 pub mod soak;
 pub mod starvation;
 pub(crate) mod support;
@@ -203,6 +204,9 @@ cases! {
     "server_write_timeout", "14 hardening", "a client that stops reading is disconnected after write_timeout, its run cancelled", hardening::write_timeout;
     "server_cors", "14 hardening", "browsers: preflight and CORS headers for an allowed origin, 403 for others, 415 for non-JSON run requests", contract::server_cors;
     "server_malformed_requests", "14 hardening", "identical answers to malformed and over-limit requests (framing, header limits, head and body timeouts)", framing::malformed_requests;
+    "responses_lockstep", "front-end: Responses API", "POST /v1/responses (stream: true): each output_text delta is written before the next exists, sequence_number without gaps (lockstep)", responses_api::lockstep;
+    "responses_free_running", "front-end: Responses API", "POST /v1/responses: 40 paced deltas arrive in many separate socket reads", responses_api::free_running;
+    "responses_cancel_disconnect", "front-end: Responses API", "a client leaving POST /v1/responses cancels its run", responses_api::cancel_disconnect;
 }
 
 /// The case named `name`.
