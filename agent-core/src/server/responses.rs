@@ -365,7 +365,7 @@ impl ResponsesEncoder {
         let usage = self.final_usage.map(|u| {
             json!({
                 "input_tokens": u.prompt_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                 "output_tokens": u.completion_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": u.total_tokens,
