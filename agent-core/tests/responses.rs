@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use agent_core::agent::{Agent, AgentBuilder};
 use agent_core::error::{ErrorKind, ModelError};
-use agent_core::model::{FinishReason, Message, ScriptedModel, Step, ToolCall, ToolCallDelta, Turn};
+use agent_core::model::{
+    FinishReason, Message, ScriptedModel, Step, ToolCall, ToolCallDelta, Turn,
+};
 use agent_core::runtime::{ThreadRuntime, block_on};
 use agent_core::server::{AgentService, ApiBody, ApiResponse, ServerConfig};
 use agent_core::sse::{SseDecoder, SseItem};
@@ -55,9 +57,11 @@ struct Numbers {
 
 fn service(model: ScriptedModel) -> AgentService {
     let agent = builder(model)
-        .tool(typed_tool("add", "add two numbers", |n: Numbers| async move {
-            Ok::<_, ToolError>(n.a + n.b)
-        }))
+        .tool(typed_tool(
+            "add",
+            "add two numbers",
+            |n: Numbers| async move { Ok::<_, ToolError>(n.a + n.b) },
+        ))
         .build()
         .unwrap();
     AgentService::new(agent, ServerConfig::default())
@@ -114,7 +118,11 @@ fn stream(service: &AgentService, body: &[u8]) -> Vec<(String, Value)> {
         }
     }
     for (i, (_, data)) in events.iter().enumerate() {
-        assert_eq!(data["sequence_number"], json!(i), "sequence_number of event {i}");
+        assert_eq!(
+            data["sequence_number"],
+            json!(i),
+            "sequence_number of event {i}"
+        );
     }
     events
 }
@@ -242,10 +250,7 @@ fn tool_round_service() -> AgentService {
 #[test]
 fn a_tool_round_streams_function_call_and_output_items_then_the_next_message() {
     within_deadline("a_tool_round_streams_function_call_items", || {
-        let events = stream(
-            &tool_round_service(),
-            br#"{"input":"2+3?","stream":true}"#,
-        );
+        let events = stream(&tool_round_service(), br#"{"input":"2+3?","stream":true}"#);
         assert_eq!(
             types(&events),
             [
@@ -296,7 +301,12 @@ fn a_tool_round_streams_function_call_and_output_items_then_the_next_message() {
         let kinds: Vec<_> = output.iter().map(|i| i["type"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["message", "function_call", "function_call_output", "message"]
+            [
+                "message",
+                "function_call",
+                "function_call_output",
+                "message"
+            ]
         );
         assert!(output.iter().all(|i| i["status"] == "completed"));
         let text: String = output
@@ -334,7 +344,10 @@ fn a_whole_tool_call_gets_its_arguments_done_event() {
 fn reasoning_streams_as_a_reasoning_item_before_the_message() {
     within_deadline("reasoning_streams_as_a_reasoning_item", || {
         let service = service(ScriptedModel::from_fn(|_, _| {
-            Turn::new().reasoning("Think ").reasoning("hard.").text("Answer")
+            Turn::new()
+                .reasoning("Think ")
+                .reasoning("hard.")
+                .text("Answer")
         }));
         let events = stream(&service, br#"{"input":"q","stream":true}"#);
         assert_eq!(

@@ -50,9 +50,7 @@ pub(crate) enum Start {
 pub(crate) type StartFn = fn(&Agent, &[u8]) -> Result<Start, ApiError>;
 
 /// The mounted protocols: path and start function.
-pub(crate) const PROTOCOLS: &[(&str, StartFn)] = &[
-    ("/v1/responses", super::responses::start),
-];
+pub(crate) const PROTOCOLS: &[(&str, StartFn)] = &[("/v1/responses", super::responses::start)];
 
 /// The start function mounted at `path`.
 pub(crate) fn find(path: &str) -> Option<StartFn> {

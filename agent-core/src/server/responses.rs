@@ -81,7 +81,11 @@ impl ResponsesRequest {
     fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let request: ResponsesRequest =
             serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
-        if request.previous_response_id.as_ref().is_some_and(|v| !v.is_null()) {
+        if request
+            .previous_response_id
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
             return Err(ApiError::bad_request(
                 "unsupported_parameter",
                 "`previous_response_id` is not supported: this server stores no responses; \
@@ -137,7 +141,11 @@ fn parse_item(item: &Value, conversation: &mut Vec<Message>) -> Result<(), ApiEr
     if !item.is_object() {
         return Err(invalid_input("an input item must be an object"));
     }
-    match item.get("type").and_then(Value::as_str).unwrap_or("message") {
+    match item
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("message")
+    {
         "message" => {
             let role = str_field(item, "role", "message")?;
             let content = content_text(item.get("content").unwrap_or(&Value::Null))?;
@@ -529,10 +537,10 @@ impl ResponsesEncoder {
 
     fn open_call(&mut self, out: &mut String, call_id: &str, name: Option<&str>) {
         if self.calls.contains_key(call_id) {
-            if let (Some(name), Some(call)) = (name, self.calls.get_mut(call_id)) {
-                if call.name.is_empty() {
-                    call.name = name.to_string();
-                }
+            if let (Some(name), Some(call)) = (name, self.calls.get_mut(call_id))
+                && call.name.is_empty()
+            {
+                call.name = name.to_string();
             }
             return;
         }

@@ -135,7 +135,11 @@ pub fn lockstep(backend: &dyn Backend) -> Outcome {
     Outcome::passed()
         .measure(
             "server_time_to_first_delta_ms",
-            first_delta.unwrap_or(sent).duration_since(sent).as_secs_f64() * 1000.0,
+            first_delta
+                .unwrap_or(sent)
+                .duration_since(sent)
+                .as_secs_f64()
+                * 1000.0,
         )
         .note(format!(
             "{TEXT_DELTAS} output_text deltas in lockstep through POST /v1/responses"
@@ -246,7 +250,10 @@ pub fn cancel_disconnect(backend: &dyn Backend) -> Outcome {
             panic!("Responses API: the stream ended after {deltas} text deltas, before 3");
         };
         seq += 1;
-        assert_ne!(kind, "response.failed", "Responses API: the run failed: {data}");
+        assert_ne!(
+            kind, "response.failed",
+            "Responses API: the run failed: {data}"
+        );
         if kind == "response.output_text.delta" {
             deltas += 1;
             if deltas < 3 {
@@ -255,7 +262,9 @@ pub fn cancel_disconnect(backend: &dyn Backend) -> Outcome {
         }
     }
     client.close();
-    step("waiting for the run to be cancelled (its model stream dropped) after the client left /v1/responses");
+    step(
+        "waiting for the run to be cancelled (its model stream dropped) after the client left /v1/responses",
+    );
     assert!(
         wait_until(CLOSE_WITHIN, || model.streams_dropped() == 1),
         "cancellation: a client disconnecting from /v1/responses must cancel its run within \
