@@ -217,7 +217,7 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
         agent,
         config,
         &mut |addr| {
-            eprintln!("agent: serving on http://{addr} (POST /v1/runs, POST /v1/chat/completions, GET /healthz)");
+            eprintln!("agent: serving on http://{addr} (POST /v1/runs, /v1/chat/completions, /v1/responses, /v1/ai-sdk/chat, /v1/ag-ui; GET /v1/models, /healthz)");
             eprintln!("agent: try  curl -N http://{addr}/v1/runs -H 'content-type: application/json' -d '{{\"input\":\"What is 6 * 7?\"}}'");
             eprintln!("agent: press Ctrl-C (or send SIGTERM) to stop");
         },

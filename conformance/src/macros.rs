@@ -93,6 +93,9 @@ macro_rules! suite {
             conformance_front_end_ag_ui_free_running => "front_end_ag_ui_free_running",
             conformance_front_end_ai_sdk_disconnect => "front_end_ai_sdk_disconnect",
             conformance_front_end_ag_ui_disconnect => "front_end_ag_ui_disconnect",
+            conformance_responses_lockstep => "responses_lockstep",
+            conformance_responses_free_running => "responses_free_running",
+            conformance_responses_cancel_disconnect => "responses_cancel_disconnect",
             }
         }
     };

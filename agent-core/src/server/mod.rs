@@ -38,6 +38,7 @@ mod chat;
 mod config;
 mod cors;
 mod protocol;
+mod responses;
 mod service;
 
 pub use chat::{ChatCompletionRequest, ChatFunctionCall, ChatMessage, ChatToolCall};

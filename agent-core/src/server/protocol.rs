@@ -29,8 +29,6 @@ pub(crate) trait FrameEncoder: Send + 'static {
 }
 
 /// What a protocol's request became.
-// Constructed by the protocol modules mounted in [`PROTOCOLS`].
-#[allow(dead_code)]
 pub(crate) enum Start {
     /// Stream the run with `encoder`, adding `headers` to the SSE response's.
     Stream {
@@ -53,6 +51,7 @@ pub(crate) type StartFn = fn(&Agent, &[u8]) -> Result<Start, ApiError>;
 pub(crate) const PROTOCOLS: &[(&str, StartFn)] = &[
     ("/v1/ai-sdk/chat", super::ai_sdk::start),
     ("/v1/ag-ui", super::ag_ui::start),
+    ("/v1/responses", super::responses::start),
 ];
 
 /// The start function mounted at `path`.

@@ -329,7 +329,7 @@ impl AgentService {
                 status: 404,
                 code: "not_found",
                 message: format!(
-                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, POST /v1/chat/completions"
+                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, POST /v1/chat/completions, POST /v1/responses, POST /v1/ai-sdk/chat, POST /v1/ag-ui"
                 ),
             });
         }

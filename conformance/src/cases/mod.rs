@@ -41,6 +41,7 @@ pub mod hardening;
 pub mod incremental;
 pub mod leaks;
 pub mod parallel;
+pub mod responses_api;
 pub mod soak;
 pub mod starvation;
 pub(crate) mod support;
@@ -215,6 +216,9 @@ cases! {
     "output_too_large", "15 bounds", "an answer past max_output_bytes → run_failed output_too_large, text kept up to the bound", upstream_policy::output_too_large;
     "upstream_redirect_not_followed", "15 bounds", "a 307 to another upstream → run_failed upstream_status naming the Location without credentials; nothing sent elsewhere", upstream_policy::redirect_not_followed;
     "upstream_oversized_head", "15 bounds", "a 1 MiB response header → run_failed response_too_large (response head), not a broken connection", upstream_policy::oversized_head;
+    "responses_lockstep", "front-end: Responses API", "POST /v1/responses (stream: true): each output_text delta is written before the next exists, sequence_number without gaps (lockstep)", responses_api::lockstep;
+    "responses_free_running", "front-end: Responses API", "POST /v1/responses: 40 paced deltas arrive in many separate socket reads", responses_api::free_running;
+    "responses_cancel_disconnect", "front-end: Responses API", "a client leaving POST /v1/responses cancels its run", responses_api::cancel_disconnect;
 }
 
 /// The case named `name`.
