@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use agent_core::error::ModelError;
 use agent_core::model::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
+use agent_http1::chunked::{LAST_CHUNK, encode_chunk};
+use agent_http1::{HeadLimits, HeadParser, HeadWriter};
 use futures_core::Stream;
 
 use crate::WATCHDOG;
@@ -272,22 +274,35 @@ impl TlsServer {
 }
 
 fn serve_tls(stream: &mut impl ReadWrite, chunks: &[&str]) -> io::Result<()> {
-    let mut head = Vec::new();
+    // Read the request head (the test clients send no body), then answer chunked.
+    let mut parser = HeadParser::new(HeadLimits::default());
+    let mut received = Vec::new();
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
+    loop {
+        let parsed = parser
+            .parse_request(&received)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        if parsed.is_some() {
+            break;
+        }
         if stream.read(&mut byte)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        head.push(byte[0]);
+        received.push(byte[0]);
     }
-    stream.write_all(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
-    )?;
+    let head = HeadWriter::response(200)
+        .header("content-type", "text/plain")
+        .header("transfer-encoding", "chunked")
+        .header("connection", "close")
+        .finish();
+    stream.write_all(&head)?;
     for chunk in chunks {
-        write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len())?;
+        let mut frame = Vec::new();
+        encode_chunk(chunk.as_bytes(), &mut frame);
+        stream.write_all(&frame)?;
         stream.flush()?;
     }
-    stream.write_all(b"0\r\n\r\n")?;
+    stream.write_all(LAST_CHUNK)?;
     stream.flush()
 }
 

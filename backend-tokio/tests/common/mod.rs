@@ -15,6 +15,7 @@ use agent_core::error::ModelError;
 use agent_core::model::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
 use agent_core::runtime::SharedRuntime;
 use agent_core::server::{AgentService, ServerConfig};
+use agent_http1::{BodyFraming, ChunkedDecoder, HeadLimits, HeadParser};
 use backend_tokio::{TokioRuntime, TokioServer};
 use futures_util::Stream;
 use tokio::runtime::{Builder, Runtime};
@@ -140,8 +141,8 @@ pub struct RawClient {
     buf: Vec<u8>,
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    chunked: bool,
-    remaining: Option<usize>,
+    framing: Option<BodyFraming>,
+    chunked: ChunkedDecoder,
     /// Decoded body bytes not yet handed out.
     body: Vec<u8>,
     ended: bool,
@@ -182,8 +183,8 @@ impl RawClient {
             buf: Vec::new(),
             status: 0,
             headers: Vec::new(),
-            chunked: false,
-            remaining: None,
+            framing: None,
+            chunked: ChunkedDecoder::new(),
             body: Vec::new(),
             ended: false,
         };
@@ -216,9 +217,13 @@ impl RawClient {
     }
 
     fn read_head(&mut self) -> io::Result<()> {
-        let end = loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                break pos;
+        let mut parser = HeadParser::new(HeadLimits::default());
+        let (head, used) = loop {
+            let parsed = parser
+                .parse_response(&self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            if let Some(parsed) = parsed {
+                break parsed;
             }
             if self.fill()? == 0 {
                 return Err(io::Error::new(
@@ -227,75 +232,47 @@ impl RawClient {
                 ));
             }
         };
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        self.buf.drain(..end + 4);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        self.status = status_line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("bad status line {status_line:?}"),
-                )
-            })?;
-        for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                self.headers
-                    .push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-        self.chunked = self
-            .header("transfer-encoding")
-            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-        self.remaining = self.header("content-length").and_then(|v| v.parse().ok());
-        if !self.chunked && self.remaining.is_none() {
-            self.remaining = Some(usize::MAX);
-        }
+        self.buf.drain(..used);
+        self.status = head.status;
+        self.framing = Some(
+            head.body_framing("POST")
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?,
+        );
+        self.headers = head
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name.to_ascii_lowercase(), value))
+            .collect();
         Ok(())
     }
 
     /// Decode whatever body bytes are buffered; `Ok(false)` when more input is needed.
     fn decode(&mut self) -> io::Result<bool> {
-        if self.chunked {
-            let Some(line_end) = find(&self.buf, b"\r\n") else {
-                return Ok(false);
-            };
-            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("bad chunk size {size_text:?}"),
-                    )
-                })?;
-            if size == 0 {
-                self.ended = true;
-                return Ok(true);
+        let before = self.body.len();
+        match &mut self.framing {
+            Some(BodyFraming::Chunked) => {
+                let used = self
+                    .chunked
+                    .decode(&self.buf, &mut self.body)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                self.buf.drain(..used);
+                if self.chunked.is_done() {
+                    self.ended = true;
+                    return Ok(true);
+                }
             }
-            if self.buf.len() < line_end + 2 + size + 2 {
-                return Ok(false);
+            Some(BodyFraming::Length(remaining)) => {
+                let n = self.buf.len().min(*remaining as usize);
+                self.body.extend(self.buf.drain(..n));
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    self.ended = true;
+                    return Ok(true);
+                }
             }
-            let data = self.buf[line_end + 2..line_end + 2 + size].to_vec();
-            self.buf.drain(..line_end + 2 + size + 2);
-            self.body.extend_from_slice(&data);
-            Ok(true)
-        } else {
-            let remaining = self.remaining.unwrap_or(0);
-            if remaining == 0 {
-                self.ended = true;
-                return Ok(true);
-            }
-            if self.buf.is_empty() {
-                return Ok(false);
-            }
-            let n = self.buf.len().min(remaining);
-            self.body.extend(self.buf.drain(..n));
-            self.remaining = Some(remaining - n);
-            Ok(true)
+            _ => self.body.append(&mut self.buf),
         }
+        Ok(self.body.len() > before)
     }
 
     /// Read more body bytes; `Ok(false)` at the end of the body.
@@ -308,7 +285,7 @@ impl RawClient {
                 return Ok(true);
             }
             if self.fill()? == 0 {
-                if self.remaining == Some(usize::MAX) {
+                if matches!(self.framing, Some(BodyFraming::CloseDelimited)) {
                     self.ended = true;
                     return Ok(false);
                 }
