@@ -80,27 +80,27 @@ fn post(server: &Server, front_end: &FrontEnd, input: &str) -> SseClient {
     assert_eq!(
         client.status(),
         200,
-        "{} (POST {}): a run request must be answered 200",
+        "front-end protocols: {} (POST {}): a run request must be answered 200",
         front_end.name,
         front_end.path
     );
     assert_eq!(
         client.header("content-type"),
         Some("text/event-stream"),
-        "{}: the answer is an SSE stream",
+        "front-end protocols: {}: the answer is an SSE stream",
         front_end.name
     );
     assert_eq!(
         client.header("x-accel-buffering"),
         Some("no"),
-        "{}: SSE responses must carry X-Accel-Buffering: no",
+        "front-end protocols: {}: SSE responses must carry X-Accel-Buffering: no",
         front_end.name
     );
     for (name, value) in front_end.headers {
         assert_eq!(
             client.header(name),
             Some(*value),
-            "{}: the response must carry {name}: {value}",
+            "front-end protocols: {}: the response must carry {name}: {value}",
             front_end.name
         );
     }
@@ -117,14 +117,14 @@ fn read_frames(
     let mut deltas = 0;
     loop {
         step(format!(
-            "{}: waiting for the frame after text delta {deltas}",
+            "front-end protocols: {}: waiting for the frame after text delta {deltas}",
             front_end.name
         ));
         let frame = match client.next_event(WAIT) {
             Ok(Some(frame)) => frame,
             Ok(None) => return false,
             Err(e) => panic!(
-                "{} (POST {}): the frame after text delta {deltas} did not arrive within \
+                "front-end protocols: {} (POST {}): the frame after text delta {deltas} did not arrive within \
                  {WAIT:?} (the server buffers or stalls): {e}",
                 front_end.name, front_end.path
             ),
@@ -137,13 +137,13 @@ fn read_frames(
         }
         let value: Value = serde_json::from_str(&frame.data).unwrap_or_else(|e| {
             panic!(
-                "{}: a frame is not JSON ({e}): {:?}",
+                "front-end protocols: {}: a frame is not JSON ({e}): {:?}",
                 front_end.name, frame.data
             )
         });
         assert!(
             !matches!(value["type"].as_str(), Some("error" | "RUN_ERROR")),
-            "{}: the run failed: {}",
+            "front-end protocols: {}: the run failed: {}",
             front_end.name,
             frame.data
         );
@@ -174,13 +174,13 @@ fn lockstep(backend: &dyn Backend, front_end: &FrontEnd) -> Outcome {
     let expected: Vec<String> = (0..TEXT_DELTAS).map(numbered_delta).collect();
     assert_eq!(
         texts, expected,
-        "incremental delivery over {} (POST {}): every model delta must arrive as its own \
+        "incremental delivery: over {} (POST {}), every model delta must arrive as its own \
          frame, in order",
         front_end.name, front_end.path
     );
     assert!(
         ended,
-        "{}: the stream must end with its closing frame after {} deltas",
+        "front-end protocols: {}: the stream must end with its closing frame after {} deltas",
         front_end.name,
         texts.len()
     );

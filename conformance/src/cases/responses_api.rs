@@ -36,12 +36,12 @@ fn open(server: &Server) -> SseClient {
     assert_eq!(
         client.status(),
         200,
-        "Responses API: a streamed request must be answered 200"
+        "responses API: a streamed request must be answered 200"
     );
     assert_eq!(
         client.header("x-accel-buffering"),
         Some("no"),
-        "Responses API: SSE responses must carry X-Accel-Buffering: no"
+        "responses API: SSE responses must carry X-Accel-Buffering: no"
     );
     client
 }
@@ -56,21 +56,21 @@ fn next(client: &mut SseClient, expected_seq: u64) -> Option<(String, Value)> {
         Ok(Some(frame)) => frame,
         Ok(None) => return None,
         Err(e) => panic!(
-            "Responses API: event {expected_seq} did not arrive within {WAIT:?} (the server \
+            "responses API: event {expected_seq} did not arrive within {WAIT:?} (the server \
              buffers or stalls): {e}"
         ),
     };
     let data: Value = serde_json::from_str(&frame.data)
-        .unwrap_or_else(|e| panic!("Responses API: data is not JSON ({e}): {:?}", frame.data));
+        .unwrap_or_else(|e| panic!("responses API: data is not JSON ({e}): {:?}", frame.data));
     assert_eq!(
         data["type"], frame.event,
-        "Responses API: the SSE event name must be the event's type: {}",
+        "responses API: the SSE event name must be the event's type: {}",
         frame.data
     );
     assert_eq!(
         data["sequence_number"],
         json!(expected_seq),
-        "Responses API: sequence_number must count 0, 1, 2, … without gaps: {}",
+        "responses API: sequence_number must count 0, 1, 2, … without gaps: {}",
         frame.data
     );
     Some((frame.event, data))
@@ -96,7 +96,7 @@ pub fn lockstep(backend: &dyn Backend) -> Outcome {
         seq += 1;
         assert!(
             completed.is_none(),
-            "Responses API: nothing may follow response.completed; got {kind}"
+            "responses API: nothing may follow response.completed; got {kind}"
         );
         match kind.as_str() {
             "response.output_text.delta" => {
@@ -105,32 +105,32 @@ pub fn lockstep(backend: &dyn Backend) -> Outcome {
                 assert_eq!(
                     item_id.get_or_insert_with(|| id.clone()),
                     &id,
-                    "Responses API: the deltas of one message item share its item_id"
+                    "responses API: the deltas of one message item share its item_id"
                 );
                 texts.push(data["delta"].as_str().unwrap_or_default().to_string());
                 gate.open_next();
             }
             "response.completed" => completed = Some(data),
-            "response.failed" => panic!("Responses API: the run failed: {data}"),
+            "response.failed" => panic!("responses API: the run failed: {data}"),
             _ => {}
         }
     }
     let completed = completed.unwrap_or_else(|| {
         panic!(
-            "Responses API: the stream must end with response.completed (after {} text deltas)",
+            "responses API: the stream must end with response.completed (after {} text deltas)",
             texts.len()
         )
     });
     let expected: Vec<String> = (0..TEXT_DELTAS).map(numbered_delta).collect();
     assert_eq!(
         texts, expected,
-        "Responses API: every model delta must arrive as its own response.output_text.delta, \
+        "responses API: every model delta must arrive as its own response.output_text.delta, \
          in order"
     );
     assert_eq!(
         completed["response"]["output"][0]["content"][0]["text"],
         json!(expected.concat()),
-        "Responses API: the completed response holds the whole text"
+        "responses API: the completed response holds the whole text"
     );
     Outcome::passed()
         .measure(
@@ -171,11 +171,11 @@ pub fn free_running(backend: &dyn Backend) -> Outcome {
         body.len()
     );
     let mut stream = TcpStream::connect_timeout(&server.addr(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("Responses API free-running: connect: {e}"));
+        .unwrap_or_else(|e| panic!("responses API free-running: connect: {e}"));
     let _ = stream.set_nodelay(true);
     stream
         .write_all(head.as_bytes())
-        .unwrap_or_else(|e| panic!("Responses API free-running: send: {e}"));
+        .unwrap_or_else(|e| panic!("responses API free-running: send: {e}"));
     step("reading the free-running stream of POST /v1/responses");
     let deadline = Instant::now() + WAIT;
     let mut received = Vec::new();
@@ -186,7 +186,7 @@ pub fn free_running(backend: &dyn Backend) -> Outcome {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(
             !left.is_zero(),
-            "Responses API free-running: the stream did not end within {WAIT:?}; received {} \
+            "responses API free-running: the stream did not end within {WAIT:?}; received {} \
              bytes in {reads} reads",
             received.len()
         );
@@ -202,7 +202,7 @@ pub fn free_running(backend: &dyn Backend) -> Outcome {
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => panic!(
-                "Responses API free-running: read failed after {} bytes: {e}",
+                "responses API free-running: read failed after {} bytes: {e}",
                 received.len()
             ),
         }
@@ -210,17 +210,17 @@ pub fn free_running(backend: &dyn Backend) -> Outcome {
     let text = String::from_utf8_lossy(&received);
     assert!(
         text.contains(end),
-        "Responses API free-running: the stream ended without response.completed:\n{text}"
+        "responses API free-running: the stream ended without response.completed:\n{text}"
     );
     for k in 0..FREE_DELTAS {
         assert!(
             text.contains(&format!("\"delta\":\"{}\"", paced_delta(k))),
-            "Responses API free-running: delta {k} is missing from the stream:\n{text}"
+            "responses API free-running: delta {k} is missing from the stream:\n{text}"
         );
     }
     assert!(
         reads >= MIN_ARRIVALS,
-        "Responses API free-running: {FREE_DELTAS} deltas produced {} ms apart arrived in \
+        "responses API free-running: {FREE_DELTAS} deltas produced {} ms apart arrived in \
          {reads} read(s), at least {MIN_ARRIVALS} required: the server holds frames back (a \
          coalescing buffer)",
         PACE.as_millis()
@@ -247,12 +247,12 @@ pub fn cancel_disconnect(backend: &dyn Backend) -> Outcome {
     let mut deltas = 0;
     while deltas < 3 {
         let Some((kind, data)) = next(&mut client, seq) else {
-            panic!("Responses API: the stream ended after {deltas} text deltas, before 3");
+            panic!("responses API: the stream ended after {deltas} text deltas, before 3");
         };
         seq += 1;
         assert_ne!(
             kind, "response.failed",
-            "Responses API: the run failed: {data}"
+            "responses API: the run failed: {data}"
         );
         if kind == "response.output_text.delta" {
             deltas += 1;

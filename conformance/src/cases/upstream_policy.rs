@@ -78,7 +78,10 @@ pub fn redirect_not_followed(backend: &dyn Backend) -> Outcome {
             "redirects: the message must not quote credentials ({secret}); got {message:?}"
         );
     }
-    assert_eq!(partial, "");
+    assert_eq!(
+        partial, "",
+        "redirects: no text can have streamed from a 3xx answer"
+    );
     assert_eq!(
         upstream.request_count(),
         1,
@@ -108,6 +111,9 @@ pub fn oversized_head(backend: &dyn Backend) -> Outcome {
         "oversized head: the message must say the response head is too large; got {:?}",
         failure.message
     );
-    assert_eq!(partial, "");
+    assert_eq!(
+        partial, "",
+        "oversized head: no text can have streamed before the response head"
+    );
     Outcome::passed()
 }
