@@ -12,7 +12,7 @@ use crate::setup::ModelChoice;
 /// use agent_core::event::RunError;
 /// use agent_cli::setup::ModelChoice;
 ///
-/// let error = RunError { kind: ErrorKind::Connect, message: "connection refused".into(), status: None };
+/// let error = RunError::new(ErrorKind::Connect, "connection refused");
 /// let choice = ModelChoice::Demo { pace: std::time::Duration::ZERO };
 /// assert!(agent_cli::errors::explain(&error, &choice).contains("could not connect"));
 /// ```
@@ -81,9 +81,8 @@ mod tests {
 
     fn error(kind: ErrorKind, status: Option<u16>) -> RunError {
         RunError {
-            kind,
-            message: "details".into(),
             status,
+            ..RunError::new(kind, "details")
         }
     }
 

@@ -343,6 +343,7 @@ mod tests {
                     kind: ErrorKind::Connect,
                     message: "refused".into(),
                     status: None,
+                    retry_after_ms: None,
                 },
                 partial_text: String::new(),
             },

@@ -136,6 +136,9 @@ impl ModelError {
             kind: self.kind,
             message: self.message,
             status: self.status,
+            retry_after_ms: self
+                .retry_after
+                .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

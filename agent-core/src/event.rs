@@ -216,6 +216,22 @@ pub struct RunError {
     /// [`ErrorKind::RateLimited`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// How long the upstream asked to wait before trying again (its `Retry-After`), in
+    /// milliseconds, for [`ErrorKind::RateLimited`] and overloaded upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl RunError {
+    /// An error of `kind` with `message` (no status, no retry hint).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RunError {
+            kind,
+            message: message.into(),
+            status: None,
+            retry_after_ms: None,
+        }
+    }
 }
 
 /// Timings of one model request within a run.

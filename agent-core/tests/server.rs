@@ -541,6 +541,51 @@ fn chat_completion_of_a_failed_run_is_502_with_the_error_kind() {
 }
 
 #[test]
+fn a_rate_limited_run_is_answered_429_with_the_upstreams_retry_after() {
+    within_deadline(
+        "a_rate_limited_run_is_answered_429_with_the_upstreams_retry_after",
+        |_steps| {
+            let service = service_with(
+                ScriptedModel::from_fn(|_, _| {
+                    Turn::new().fail(
+                        ModelError::new(
+                            agent_core::error::ErrorKind::RateLimited,
+                            "upstream answered 429 Too Many Requests",
+                        )
+                        .with_status(429)
+                        .with_retry_after(Some(std::time::Duration::from_millis(2500))),
+                    )
+                }),
+                ServerConfig::default(),
+            );
+            for (path, body) in [
+                (
+                    "/v1/chat/completions",
+                    &br#"{"messages":[{"role":"user","content":"hi"}]}"#[..],
+                ),
+                ("/v1/responses", &br#"{"input":"hi"}"#[..]),
+            ] {
+                let response = call(&service, "POST", path, &[], body);
+                assert_eq!(
+                    response.status, 429,
+                    "{path}: a rate-limited run is a 429, not a 502"
+                );
+                assert_eq!(
+                    header_of(&response, "retry-after"),
+                    Some("3"),
+                    "{path}: the upstream's Retry-After (2.5 s), in whole seconds rounded up"
+                );
+                assert_eq!(
+                    json_body(&response)["error"]["code"],
+                    "rate_limited",
+                    "{path}"
+                );
+            }
+        },
+    );
+}
+
+#[test]
 fn chat_history_is_passed_to_the_model() {
     within_deadline("chat_history_is_passed_to_the_model", |_steps| {
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -321,6 +321,7 @@ fn fail(kind: ErrorKind, message: String, partial_text: String) -> Finished {
                 kind,
                 message,
                 status: None,
+                retry_after_ms: None,
             },
             partial_text,
         },

@@ -143,6 +143,7 @@ impl RunStream {
                 kind: ErrorKind::RunTimeout,
                 message: "the run took longer than its run timeout".into(),
                 status: None,
+                retry_after_ms: None,
             },
             partial_text,
         })
@@ -220,6 +221,7 @@ impl Stream for RunStream {
                         kind: ErrorKind::Internal,
                         message,
                         status: None,
+                        retry_after_ms: None,
                     },
                     partial_text,
                 })

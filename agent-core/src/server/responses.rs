@@ -42,7 +42,8 @@
 //! still open are closed first with `status: "incomplete"`. There is no `[DONE]`.
 //!
 //! Without `stream` (or with `false`) the answer is the `response` object once the run ends;
-//! a failed run answers 502 (504 for `run_timeout`) and a cancelled one 503, with the
+//! a failed run answers 502 (504 for `run_timeout`, 429 with `Retry-After` for a
+//! rate-limited upstream) and a cancelled one 503, with the
 //! OpenAI error body, as `/v1/chat/completions` does.
 
 use std::collections::HashMap;
@@ -53,7 +54,7 @@ use serde_json::{Value, json};
 
 use super::chat::unix_now;
 use super::protocol::{FrameEncoder, Start};
-use super::service::{ApiBody, ApiError, ApiResponse};
+use super::service::{ApiBody, ApiError, ApiResponse, cancelled_run_response, failed_run_response};
 use crate::agent::{Agent, RunStream};
 use crate::error::ErrorKind;
 use crate::event::{Event, EventKind};
@@ -277,23 +278,8 @@ async fn complete(mut run: RunStream, mut encoder: ResponsesEncoder) -> ApiRespo
             EventKind::RunCompleted { .. } => {
                 return json_response(200, &encoder.response("completed"));
             }
-            EventKind::RunFailed { error, .. } => {
-                let status = if error.kind == ErrorKind::RunTimeout {
-                    504
-                } else {
-                    502
-                };
-                let body = json!({"error": {"message": error.message, "type": "run_failed", "code": error.kind}});
-                return json_response(status, &body);
-            }
-            EventKind::RunCancelled { .. } => {
-                return ApiError {
-                    status: 503,
-                    code: "cancelled",
-                    message: "the run was cancelled (the server is shutting down)".into(),
-                }
-                .into_response();
-            }
+            EventKind::RunFailed { error, .. } => return failed_run_response(error),
+            EventKind::RunCancelled { .. } => return cancelled_run_response(),
             _ => {}
         }
     }

@@ -107,6 +107,7 @@ impl ApiError {
             401 => "authentication_error",
             404 | 405 => "not_found_error",
             413 | 400 | 408 | 415 | 501 => "invalid_request_error",
+            429 => "rate_limit_error",
             403 => "permission_error",
             503 => "overloaded_error",
             _ => "server_error",
@@ -586,23 +587,8 @@ async fn complete_chat(
             EventKind::RunCompleted { text, usage, .. } => {
                 return ApiResponse::json(200, &encoder.completion(&text, &usage));
             }
-            EventKind::RunFailed { error, .. } => {
-                let status = if error.kind == crate::error::ErrorKind::RunTimeout {
-                    504
-                } else {
-                    502
-                };
-                let body = json!({"error": {"message": error.message, "type": "run_failed", "code": error.kind}});
-                return ApiResponse::json(status, &body);
-            }
-            EventKind::RunCancelled { .. } => {
-                return ApiError {
-                    status: 503,
-                    code: "cancelled",
-                    message: "the run was cancelled (the server is shutting down)".into(),
-                }
-                .into_response();
-            }
+            EventKind::RunFailed { error, .. } => return failed_run_response(&error),
+            EventKind::RunCancelled { .. } => return cancelled_run_response(),
             _ => {}
         }
     }
@@ -610,6 +596,38 @@ async fn complete_chat(
         status: 500,
         code: "internal",
         message: "the run ended without a terminal event".into(),
+    }
+    .into_response()
+}
+
+/// The answer to a non-streamed request whose run failed, the same on every endpoint:
+/// `429` with the upstream's `Retry-After` when the upstream rate-limited the run, `504`
+/// for a run timeout, `502` otherwise; the body names the error kind.
+pub(crate) fn failed_run_response(error: &crate::event::RunError) -> ApiResponse {
+    let status = match error.kind {
+        crate::error::ErrorKind::RunTimeout => 504,
+        crate::error::ErrorKind::RateLimited => 429,
+        _ => 502,
+    };
+    let body =
+        json!({"error": {"message": error.message, "type": "run_failed", "code": error.kind}});
+    let mut response = ApiResponse::json(status, &body);
+    if let (429, Some(wait_ms)) = (status, error.retry_after_ms) {
+        // Whole seconds, rounded up: the header has no fractions.
+        response
+            .headers
+            .push(("retry-after", wait_ms.div_ceil(1000).to_string()));
+    }
+    response
+}
+
+/// The answer to a non-streamed request whose run was cancelled (the server is shutting
+/// down).
+pub(crate) fn cancelled_run_response() -> ApiResponse {
+    ApiError {
+        status: 503,
+        code: "cancelled",
+        message: "the run was cancelled (the server is shutting down)".into(),
     }
     .into_response()
 }
