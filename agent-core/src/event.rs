@@ -82,6 +82,7 @@ impl Event {
 /// The payload of an [`Event`], tagged by `type` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// The run began. Always `seq` 0.
     RunStarted {

@@ -66,3 +66,9 @@ pub mod secret;
 pub mod server;
 pub mod sse;
 pub mod tool;
+
+/// The serde, serde_json and schemars this crate is built with, re-exported so that typed
+/// tools' argument types need not match their versions.
+pub use schemars;
+pub use serde;
+pub use serde_json;

@@ -172,6 +172,43 @@ impl fmt::Display for ToolError {
 
 impl std::error::Error for ToolError {}
 
+/// `?` on the errors tools meet most: each becomes a [`ToolErrorKind::Failed`] result with
+/// the error's message, given back to the model.
+///
+/// ```
+/// use agent_core::tool::ToolError;
+/// fn read_config() -> Result<String, ToolError> {
+///     let text = std::fs::read_to_string("/definitely/missing/file")?;
+///     let port: u16 = text.trim().parse()?;
+///     Ok(port.to_string())
+/// }
+/// assert!(read_config().is_err());
+/// ```
+macro_rules! tool_error_from {
+    ($($error:ty),* $(,)?) => {
+        $(
+            impl From<$error> for ToolError {
+                fn from(error: $error) -> Self {
+                    ToolError::failed(error.to_string())
+                }
+            }
+        )*
+    };
+}
+
+tool_error_from!(
+    std::io::Error,
+    serde_json::Error,
+    std::fmt::Error,
+    std::num::ParseIntError,
+    std::num::ParseFloatError,
+    std::str::Utf8Error,
+    std::string::FromUtf8Error,
+    String,
+    &str,
+    Box<dyn std::error::Error + Send + Sync>,
+);
+
 impl From<TaskError> for ToolError {
     fn from(err: TaskError) -> Self {
         match err {

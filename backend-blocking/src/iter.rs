@@ -100,6 +100,7 @@ pub fn run_session(session: &Session, input: impl Into<String>) -> RunIter {
 /// }
 /// assert!(events.next().is_none());
 /// ```
+#[must_use = "a run does nothing until its iterator is advanced (dropping it cancels the run)"]
 pub struct RunIter {
     stream: RunStream,
 }

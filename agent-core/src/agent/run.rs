@@ -39,6 +39,7 @@ pub const COOPERATIVE_BUDGET: u32 = 64;
 ///   woken itself), so a model that is always ready cannot starve its executor.
 /// * A panic inside a model or the loop is caught and ends the run with `run_failed`
 ///   ([`ErrorKind::Internal`]); it never unwinds into the caller.
+#[must_use = "a run does nothing until its stream is polled (dropping it cancels the run)"]
 pub struct RunStream {
     run_id: String,
     driver: Option<BoxFuture<Finished>>,

@@ -167,6 +167,7 @@ impl fmt::Debug for ModelContext {
 
 /// One piece of a model's streamed answer.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ModelDelta {
     /// Answer text to append.
     Text(String),
