@@ -1,6 +1,6 @@
 //! The three commands: answer a prompt, chat, serve.
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::process::ExitCode;
 
 use agent_core::agent::{Agent, RunOptions};
@@ -48,20 +48,75 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Some(Command::Serve(args)) => serve(&*driver, agent, &choice, &args),
-        Some(Command::Chat(_)) => chat(&*driver, &agent, &choice, cli.output),
+        Some(Command::Chat(args)) => chat(&*driver, &agent, &choice, cli.output.or(args.output)),
         None => {
-            let prompt = cli.prompt.join(" ");
-            if prompt.trim().is_empty() {
-                eprintln!(
-                    "agent: give a PROMPT (for example: agent \"What is 2 + 2?\"), or use `agent chat`"
-                );
-                return ExitCode::from(2);
-            }
+            let prompt = match prompt(&cli.prompt) {
+                Ok(prompt) => prompt,
+                Err(message) => {
+                    eprintln!("agent: {message}");
+                    return ExitCode::from(2);
+                }
+            };
             eprintln!("{}", choice.announcement());
             let run = agent.run_with(prompt, run_options(cli.output));
             answer(&*driver, run, &choice, cli.output)
         }
     }
+}
+
+/// The largest prompt read from stdin.
+pub const MAX_STDIN_PROMPT: u64 = 16 * 1024 * 1024;
+
+/// The prompt: the words of the command line joined with spaces; or stdin, read to its end,
+/// when the only word is `-`, or when there are no words and stdin is not a terminal
+/// (`echo question | agent`, `agent < prompt.txt`: no argument-length limit applies).
+fn prompt(words: &[String]) -> Result<String, String> {
+    let from_stdin = match words {
+        [dash] if dash == "-" => true,
+        [] => !io::stdin().is_terminal(),
+        _ => false,
+    };
+    let prompt = if from_stdin {
+        read_prompt(io::stdin().lock(), MAX_STDIN_PROMPT)?
+    } else {
+        words.join(" ")
+    };
+    if prompt.trim().is_empty() {
+        return Err(if from_stdin {
+            "the prompt read from stdin is empty (give a PROMPT argument, or pipe one in)".into()
+        } else {
+            "give a PROMPT (for example: agent \"What is 2 + 2?\"), pipe one in \
+             (echo question | agent), or use `agent chat`"
+                .into()
+        });
+    }
+    Ok(prompt)
+}
+
+/// Read `input` to its end as UTF-8, refusing more than `limit` bytes.
+///
+/// ```
+/// # use agent_cli::app::read_prompt;
+/// assert_eq!(read_prompt(&b"what is 2 + 2?\n"[..], 100).unwrap(), "what is 2 + 2?\n");
+/// assert!(read_prompt(&b"0123456789"[..], 4).unwrap_err().contains("larger than 4 bytes"));
+/// ```
+pub fn read_prompt(input: impl io::Read, limit: u64) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    input
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("could not read the prompt from stdin: {err}"))?;
+    if bytes.len() as u64 > limit {
+        let shown = if limit >= 1 << 20 && limit % (1 << 20) == 0 {
+            format!("{} MiB", limit >> 20)
+        } else {
+            format!("{limit} bytes")
+        };
+        return Err(format!(
+            "the prompt on stdin is larger than {shown}; shorten it"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "the prompt on stdin is not valid UTF-8".into())
 }
 
 /// Log to stderr through `tracing-subscriber`: `--log` wins, then `RUST_LOG`, else `warn`
@@ -101,9 +156,9 @@ fn answer(
     choice: &ModelChoice,
     output: OutputArgs,
 ) -> ExitCode {
-    let spinner = io::stderr().is_terminal() && !output.json;
     let stdout = io::stdout();
-    let mut renderer = Renderer::new(stdout.lock(), io::stderr(), output, spinner);
+    let err_terminal = io::stderr().is_terminal();
+    let mut renderer = Renderer::new(stdout.lock(), io::stderr(), output, err_terminal);
     let consumed = driver.consume(run, &mut |event| renderer.on_event(&event));
     let outcome = renderer.outcome();
     drop(renderer);
