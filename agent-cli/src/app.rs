@@ -1,9 +1,9 @@
 //! The three commands: answer a prompt, chat, serve.
 
-use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::io::{self, BufRead, IsTerminal, Read};
 use std::process::ExitCode;
 
-use agent_core::agent::{Agent, RunOptions};
+use agent_core::agent::{Agent, CancelHandle, RunOptions};
 use agent_core::secret::Secret;
 use agent_core::server::ServerConfig;
 
@@ -187,24 +187,91 @@ fn answer(
     }
 }
 
+/// Where `agent chat` reads its messages from.
+enum ChatInput {
+    /// A terminal: a line editor (editing keys, history; Ctrl-C clears the line, Ctrl-D on
+    /// an empty line quits).
+    Editor(Box<rustyline::DefaultEditor>),
+    /// A pipe or a file: plain lines.
+    Lines(io::Lines<io::StdinLock<'static>>),
+}
+
+impl ChatInput {
+    /// The next message; `None` at the end of the input.
+    fn next(&mut self) -> Option<io::Result<String>> {
+        use rustyline::error::ReadlineError;
+        match self {
+            ChatInput::Lines(lines) => lines.next(),
+            ChatInput::Editor(editor) => loop {
+                match editor.readline("you> ") {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        return Some(Ok(line));
+                    }
+                    // Ctrl-C at the prompt drops the line being typed, as in a shell.
+                    Err(ReadlineError::Interrupted) => continue,
+                    Err(ReadlineError::Eof) => {
+                        // Leave the shell's prompt on a line of its own.
+                        eprintln!();
+                        return None;
+                    }
+                    Err(ReadlineError::Io(err)) => return Some(Err(err)),
+                    Err(err) => return Some(Err(io::Error::other(err))),
+                }
+            },
+        }
+    }
+}
+
+/// The run in progress, for Ctrl-C: the first Ctrl-C cancels it (the chat goes on); with
+/// no run in progress, or at a second Ctrl-C for a run that is being cancelled, the process
+/// exits with 130.
+type CurrentRun = std::sync::Arc<std::sync::Mutex<Option<CancelHandle>>>;
+
+fn install_chat_interrupt(current: CurrentRun) -> Result<(), ctrlc::Error> {
+    ctrlc::set_handler(move || {
+        let guard = current.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(run) if !run.is_cancelled() => run.cancel(),
+            _ => {
+                eprintln!();
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
 fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: OutputArgs) -> ExitCode {
     let interactive = io::stdin().is_terminal();
     eprintln!("{}", choice.announcement());
+    let mut input = if interactive {
+        match rustyline::DefaultEditor::new() {
+            Ok(editor) => ChatInput::Editor(Box::new(editor)),
+            Err(err) => {
+                eprintln!("agent: could not set up the terminal: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        ChatInput::Lines(io::stdin().lock().lines())
+    };
     if interactive {
         eprintln!(
-            "agent: type a message and press Enter; /clear forgets the conversation, /exit or Ctrl-D quits."
+            "agent: type a message and press Enter; Ctrl-C stops an answer, /clear forgets the \
+             conversation, /exit or Ctrl-D quits."
         );
     }
+    let current = CurrentRun::default();
+    if let Err(err) = install_chat_interrupt(current.clone()) {
+        eprintln!("agent: could not install the Ctrl-C handler: {err}");
+        return ExitCode::FAILURE;
+    }
     let session = agent.session();
-    let stdin = io::stdin();
-    let mut lines = stdin.lock().lines();
     let mut status = ExitCode::SUCCESS;
     loop {
-        if interactive {
-            eprint!("you> ");
-            let _ = io::stderr().flush();
-        }
-        let line = match lines.next() {
+        let line = match input.next() {
             Some(Ok(line)) => line,
             Some(Err(err)) => {
                 eprintln!("agent: could not read the input: {err}");
@@ -220,9 +287,11 @@ fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: Output
                 eprintln!("agent: conversation cleared");
                 continue;
             }
-            input => {
-                let run = session.run_with(input, run_options(output));
-                status = answer(driver, run, choice, output)
+            message => {
+                let run = session.run_with(message, run_options(output));
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.cancel_handle());
+                status = answer(driver, run, choice, output);
+                current.lock().unwrap_or_else(|e| e.into_inner()).take();
             }
         }
     }

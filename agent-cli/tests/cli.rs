@@ -1272,3 +1272,141 @@ fn serve_resolves_host_names_and_the_help_tells_what_a_new_user_needs() {
         );
     }
 }
+
+/// What a terminal shows, read from a pty's master on a thread; answers the line editor's
+/// cursor-position query (`ESC [ 6 n`) as a terminal would.
+struct Screen {
+    master: std::fs::File,
+    chunks: mpsc::Receiver<String>,
+    seen: String,
+    queries_answered: usize,
+}
+
+impl Screen {
+    fn new(master: std::fs::File) -> Self {
+        let reader = master.try_clone().expect("a second handle on the master");
+        let (tx, chunks) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = reader;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0
+                    || tx
+                        .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Screen {
+            master,
+            chunks,
+            seen: String::new(),
+            queries_answered: 0,
+        }
+    }
+
+    /// Wait (10 s at most) until the screen shows `needle` after byte `from`; return where
+    /// it ends.
+    fn wait_for(&mut self, needle: &str, from: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            while self.seen.matches("\x1b[6n").count() > self.queries_answered {
+                self.queries_answered += 1;
+                self.type_keys("\x1b[1;1R");
+            }
+            if let Some(at) = self.seen[from..].find(needle) {
+                return from + at + needle.len();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .chunks
+                .recv_timeout(left.min(Duration::from_millis(50)))
+            {
+                Ok(chunk) => self.seen.push_str(&chunk),
+                Err(_) if Instant::now() < deadline => {}
+                Err(_) => panic!(
+                    "the terminal never showed {needle:?}; it shows {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.master.write_all(keys.as_bytes()).unwrap();
+        self.master.flush().unwrap();
+    }
+}
+
+/// Item 4, through a pty that is the chat's controlling terminal (`setsid --ctty`): Ctrl-C
+/// (`\x03` typed on the master) mid-answer cancels that answer and the chat goes on; the
+/// arrow keys edit the line and Up recalls history; Ctrl-D quits with exit 0 after a line
+/// break.
+#[test]
+fn chat_on_a_terminal_cancels_an_answer_on_ctrl_c_keeps_history_and_quits_on_ctrl_d() {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("a pseudo-terminal");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("the terminal's name");
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(name.to_str().expect("a UTF-8 path"))
+            .expect("open the terminal")
+    };
+    let mut child = Command::new("setsid")
+        .arg("--ctty")
+        .arg(env!("CARGO_BIN_EXE_agent"))
+        .args(["chat", "--demo-pace-ms", "100"])
+        .env_remove("OPENAI_API_KEY")
+        .env("TERM", "xterm")
+        .stdin(Stdio::from(open()))
+        .stdout(Stdio::from(open()))
+        .stderr(Stdio::from(open()))
+        .spawn()
+        .expect("setsid and the agent start");
+    let mut screen = Screen::new(std::fs::File::from(master));
+    let mut at = screen.wait_for("you> ", 0);
+    // A long scripted answer (100 ms a word); stop it after its first words.
+    screen.type_keys("tell me something\r");
+    at = screen.wait_for("built-in demo", at);
+    screen.type_keys("\x03");
+    at = screen.wait_for("cancelled", at);
+    at = screen.wait_for("you> ", at);
+    assert!(
+        !screen.seen.contains("set OPENAI_API_KEY"),
+        "the answer ran to its end despite Ctrl-C: {:?}",
+        screen.seen
+    );
+    // Editing: type "what is 2 + 9", go left over the 9, delete it, type 3.
+    screen.type_keys("what is 2 + 9\x1b[D\x1b[3~3\r");
+    at = screen.wait_for("The result is 5", at);
+    at = screen.wait_for("you> ", at);
+    assert!(!screen.seen.contains("^[[D"), "{:?}", screen.seen);
+    // History: Up recalls "what is 2 + 3"; Enter asks it again.
+    screen.type_keys("\x1b[A\r");
+    at = screen.wait_for("The result is 5", at);
+    at = screen.wait_for("you> ", at);
+    screen.type_keys("\x04");
+    let status = wait_with_deadline(&mut child);
+    assert!(
+        status.success(),
+        "Ctrl-D must quit with 0: {status:?} {:?}",
+        screen.seen
+    );
+    // After Ctrl-D, the next output starts a fresh line.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match screen.chunks.recv_timeout(Duration::from_millis(100)) {
+            Ok(chunk) => screen.seen.push_str(&chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(_) => {}
+        }
+    }
+    let tail = &screen.seen[at..];
+    assert!(tail.contains('\n'), "no line break after Ctrl-D: {tail:?}");
+}
