@@ -107,7 +107,7 @@ pub fn read_prompt(input: impl io::Read, limit: u64) -> Result<String, String> {
         .read_to_end(&mut bytes)
         .map_err(|err| format!("could not read the prompt from stdin: {err}"))?;
     if bytes.len() as u64 > limit {
-        let shown = if limit >= 1 << 20 && limit % (1 << 20) == 0 {
+        let shown = if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
             format!("{} MiB", limit >> 20)
         } else {
             format!("{limit} bytes")
