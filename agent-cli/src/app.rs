@@ -289,9 +289,14 @@ fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: Output
             }
             message => {
                 let run = session.run_with(message, run_options(output));
-                *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.cancel_handle());
+                let cancel = run.cancel_handle();
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
                 status = answer(driver, run, choice, output);
                 current.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if cancel.is_cancelled() {
+                    // Stopped by the user with Ctrl-C: not a failure of the chat.
+                    status = ExitCode::SUCCESS;
+                }
             }
         }
     }
