@@ -1,9 +1,9 @@
 //! The three commands: answer a prompt, chat, serve.
 
-use std::io::{self, BufRead, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Read};
 use std::process::ExitCode;
 
-use agent_core::agent::{Agent, RunOptions};
+use agent_core::agent::{Agent, CancelHandle, RunOptions};
 use agent_core::secret::Secret;
 use agent_core::server::ServerConfig;
 
@@ -48,20 +48,75 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Some(Command::Serve(args)) => serve(&*driver, agent, &choice, &args),
-        Some(Command::Chat(_)) => chat(&*driver, &agent, &choice, cli.output),
+        Some(Command::Chat(args)) => chat(&*driver, &agent, &choice, cli.output.or(args.output)),
         None => {
-            let prompt = cli.prompt.join(" ");
-            if prompt.trim().is_empty() {
-                eprintln!(
-                    "agent: give a PROMPT (for example: agent \"What is 2 + 2?\"), or use `agent chat`"
-                );
-                return ExitCode::from(2);
-            }
+            let prompt = match prompt(&cli.prompt) {
+                Ok(prompt) => prompt,
+                Err(message) => {
+                    eprintln!("agent: {message}");
+                    return ExitCode::from(2);
+                }
+            };
             eprintln!("{}", choice.announcement());
             let run = agent.run_with(prompt, run_options(cli.output));
             answer(&*driver, run, &choice, cli.output)
         }
     }
+}
+
+/// The largest prompt read from stdin.
+pub const MAX_STDIN_PROMPT: u64 = 16 * 1024 * 1024;
+
+/// The prompt: the words of the command line joined with spaces; or stdin, read to its end,
+/// when the only word is `-`, or when there are no words and stdin is not a terminal
+/// (`echo question | agent`, `agent < prompt.txt`: no argument-length limit applies).
+fn prompt(words: &[String]) -> Result<String, String> {
+    let from_stdin = match words {
+        [dash] if dash == "-" => true,
+        [] => !io::stdin().is_terminal(),
+        _ => false,
+    };
+    let prompt = if from_stdin {
+        read_prompt(io::stdin().lock(), MAX_STDIN_PROMPT)?
+    } else {
+        words.join(" ")
+    };
+    if prompt.trim().is_empty() {
+        return Err(if from_stdin {
+            "the prompt read from stdin is empty (give a PROMPT argument, or pipe one in)".into()
+        } else {
+            "give a PROMPT (for example: agent \"What is 2 + 2?\"), pipe one in \
+             (echo question | agent), or use `agent chat`"
+                .into()
+        });
+    }
+    Ok(prompt)
+}
+
+/// Read `input` to its end as UTF-8, refusing more than `limit` bytes.
+///
+/// ```
+/// # use agent_cli::app::read_prompt;
+/// assert_eq!(read_prompt(&b"what is 2 + 2?\n"[..], 100).unwrap(), "what is 2 + 2?\n");
+/// assert!(read_prompt(&b"0123456789"[..], 4).unwrap_err().contains("larger than 4 bytes"));
+/// ```
+pub fn read_prompt(input: impl io::Read, limit: u64) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    input
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("could not read the prompt from stdin: {err}"))?;
+    if bytes.len() as u64 > limit {
+        let shown = if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+            format!("{} MiB", limit >> 20)
+        } else {
+            format!("{limit} bytes")
+        };
+        return Err(format!(
+            "the prompt on stdin is larger than {shown}; shorten it"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "the prompt on stdin is not valid UTF-8".into())
 }
 
 /// Log to stderr through `tracing-subscriber`: `--log` wins, then `RUST_LOG`, else `warn`
@@ -101,9 +156,9 @@ fn answer(
     choice: &ModelChoice,
     output: OutputArgs,
 ) -> ExitCode {
-    let spinner = io::stderr().is_terminal() && !output.json;
     let stdout = io::stdout();
-    let mut renderer = Renderer::new(stdout.lock(), io::stderr(), output, spinner);
+    let err_terminal = io::stderr().is_terminal();
+    let mut renderer = Renderer::new(stdout.lock(), io::stderr(), output, err_terminal);
     let consumed = driver.consume(run, &mut |event| renderer.on_event(&event));
     let outcome = renderer.outcome();
     drop(renderer);
@@ -132,24 +187,91 @@ fn answer(
     }
 }
 
+/// Where `agent chat` reads its messages from.
+enum ChatInput {
+    /// A terminal: a line editor (editing keys, history; Ctrl-C clears the line, Ctrl-D on
+    /// an empty line quits).
+    Editor(Box<rustyline::DefaultEditor>),
+    /// A pipe or a file: plain lines.
+    Lines(io::Lines<io::StdinLock<'static>>),
+}
+
+impl ChatInput {
+    /// The next message; `None` at the end of the input.
+    fn next(&mut self) -> Option<io::Result<String>> {
+        use rustyline::error::ReadlineError;
+        match self {
+            ChatInput::Lines(lines) => lines.next(),
+            ChatInput::Editor(editor) => loop {
+                match editor.readline("you> ") {
+                    Ok(line) => {
+                        if !line.trim().is_empty() {
+                            let _ = editor.add_history_entry(line.as_str());
+                        }
+                        return Some(Ok(line));
+                    }
+                    // Ctrl-C at the prompt drops the line being typed, as in a shell.
+                    Err(ReadlineError::Interrupted) => continue,
+                    Err(ReadlineError::Eof) => {
+                        // Leave the shell's prompt on a line of its own.
+                        eprintln!();
+                        return None;
+                    }
+                    Err(ReadlineError::Io(err)) => return Some(Err(err)),
+                    Err(err) => return Some(Err(io::Error::other(err))),
+                }
+            },
+        }
+    }
+}
+
+/// The run in progress, for Ctrl-C: the first Ctrl-C cancels it (the chat goes on); with
+/// no run in progress, or at a second Ctrl-C for a run that is being cancelled, the process
+/// exits with 130.
+type CurrentRun = std::sync::Arc<std::sync::Mutex<Option<CancelHandle>>>;
+
+fn install_chat_interrupt(current: CurrentRun) -> Result<(), ctrlc::Error> {
+    ctrlc::set_handler(move || {
+        let guard = current.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(run) if !run.is_cancelled() => run.cancel(),
+            _ => {
+                eprintln!();
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
 fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: OutputArgs) -> ExitCode {
     let interactive = io::stdin().is_terminal();
     eprintln!("{}", choice.announcement());
+    let mut input = if interactive {
+        match rustyline::DefaultEditor::new() {
+            Ok(editor) => ChatInput::Editor(Box::new(editor)),
+            Err(err) => {
+                eprintln!("agent: could not set up the terminal: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        ChatInput::Lines(io::stdin().lock().lines())
+    };
     if interactive {
         eprintln!(
-            "agent: type a message and press Enter; /clear forgets the conversation, /exit or Ctrl-D quits."
+            "agent: type a message and press Enter; Ctrl-C stops an answer, /clear forgets the \
+             conversation, /exit or Ctrl-D quits."
         );
     }
+    let current = CurrentRun::default();
+    if let Err(err) = install_chat_interrupt(current.clone()) {
+        eprintln!("agent: could not install the Ctrl-C handler: {err}");
+        return ExitCode::FAILURE;
+    }
     let session = agent.session();
-    let stdin = io::stdin();
-    let mut lines = stdin.lock().lines();
     let mut status = ExitCode::SUCCESS;
     loop {
-        if interactive {
-            eprint!("you> ");
-            let _ = io::stderr().flush();
-        }
-        let line = match lines.next() {
+        let line = match input.next() {
             Some(Ok(line)) => line,
             Some(Err(err)) => {
                 eprintln!("agent: could not read the input: {err}");
@@ -165,9 +287,16 @@ fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: Output
                 eprintln!("agent: conversation cleared");
                 continue;
             }
-            input => {
-                let run = session.run_with(input, run_options(output));
-                status = answer(driver, run, choice, output)
+            message => {
+                let run = session.run_with(message, run_options(output));
+                let cancel = run.cancel_handle();
+                *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(cancel.clone());
+                status = answer(driver, run, choice, output);
+                current.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if cancel.is_cancelled() {
+                    // Stopped by the user with Ctrl-C: not a failure of the chat.
+                    status = ExitCode::SUCCESS;
+                }
             }
         }
     }

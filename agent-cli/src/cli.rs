@@ -6,11 +6,21 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Run and serve streaming LLM agents on tokio, smol or plain threads.
-///
-/// With no --base-url and no API key in the environment, a built-in demo model answers (no
-/// key, no server needed). Tool calls are shown on stderr; the answer streams to stdout.
 #[derive(Debug, Parser)]
-#[command(name = "agent", version, about, long_about = None)]
+#[command(
+    name = "agent",
+    version,
+    about,
+    long_about = None,
+    after_help = "Which model answers:\n  \
+        --demo                  the built-in demo model (scripted; a calculator and a clock)\n  \
+        --base-url URL --model  that OpenAI-compatible server (Ollama, vLLM, llama.cpp, ...)\n  \
+        $OPENAI_API_KEY set     OpenAI itself (gpt-4o-mini unless --model), at api.openai.com\n  \
+        otherwise               the built-in demo model: no key, no server needed\n\
+        The first line on stderr says which model is used and why. The answer streams to\n\
+        stdout; tool calls, reasoning and errors go to stderr. The prompt is read from stdin\n\
+        when none is given (echo question | agent) or when it is -."
+)]
 pub struct Cli {
     /// What to do; without a subcommand, answer PROMPT.
     #[command(subcommand)]
@@ -20,7 +30,7 @@ pub struct Cli {
     #[command(flatten)]
     pub model: ModelArgs,
 
-    /// Output options.
+    /// Output options (of a run; `agent chat` takes them too).
     #[command(flatten)]
     pub output: OutputArgs,
 
@@ -30,7 +40,8 @@ pub struct Cli {
     #[arg(long, value_name = "LEVEL", global = true)]
     pub log: Option<String>,
 
-    /// The prompt to answer (the words are joined with spaces).
+    /// The prompt to answer (the words are joined with spaces; `-` or none with a piped
+    /// stdin reads it from stdin).
     #[arg(value_name = "PROMPT")]
     pub prompt: Vec<String>,
 }
@@ -49,8 +60,9 @@ pub enum Command {
 /// Options of `agent serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Address to listen on: HOST:PORT, where HOST is an IP address or a name such as
+    /// `localhost` (resolved; the first address is used).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub addr: SocketAddr,
     /// Require `Authorization: Bearer <TOKEN>` on API requests.
     #[arg(
@@ -89,6 +101,35 @@ pub struct ServeArgs {
     /// Send a `: keep-alive` comment on an SSE stream idle for this long. Default 15s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub keep_alive: Option<Duration>,
+}
+
+/// Parse a listening address: `IP:PORT`, or `HOST:PORT` with a host name resolved (the first
+/// address it resolves to).
+///
+/// ```
+/// use agent_cli::cli::parse_addr;
+/// assert_eq!(parse_addr("127.0.0.1:8080").unwrap().port(), 8080);
+/// assert!(parse_addr("localhost:8080").unwrap().ip().is_loopback());
+/// assert!(parse_addr("localhost").unwrap_err().contains("HOST:PORT"));
+/// ```
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let shape = || format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:8080, localhost:8080)");
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(shape());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(shape());
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|err| format!("could not resolve {host:?}: {err}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 /// Parse a duration: a number followed by `ms`, `s`, `m` or `h` (`500ms`, `30s`, `1.5s`, `2m`).
@@ -130,27 +171,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| format!("{text:?} is out of range"))
 }
 
-/// Options of `agent chat` (the global model and output options apply).
+/// Options of `agent chat` (the global model options apply).
 #[derive(Debug, Args)]
-pub struct ChatArgs {}
+pub struct ChatArgs {
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
 
 /// The runtime to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeChoice {
-    /// tokio, with reqwest and axum.
+    /// tokio: a reqwest client and a hyper server.
     Tokio,
-    /// smol / async-executor, with hyper.
+    /// smol / async-executor: hyper (client and server) over async-net.
     Smol,
-    /// Plain OS threads, with ureq and a threaded server.
+    /// Plain OS threads: a ureq client and a threaded server on agent-http1.
     Blocking,
 }
 
 /// Which model to talk to, and on which runtime.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The runtime backend.
+    /// The runtime backend: tokio (reqwest client, hyper server), smol (hyper over
+    /// async-net) or blocking (ureq client, a threaded server on agent-http1).
     #[arg(long, value_enum, default_value = "tokio", global = true)]
     pub runtime: RuntimeChoice,
+    /// Use the built-in demo model even when an API key is set or --base-url is given.
+    #[arg(long, global = true, conflicts_with = "base_url")]
+    pub demo: bool,
     /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1 for Ollama.
     #[arg(long, value_name = "URL", global = true)]
     pub base_url: Option<String>,
@@ -182,16 +231,28 @@ pub struct ModelArgs {
     pub demo_pace_ms: u64,
 }
 
-/// How to print a run.
-#[derive(Debug, Clone, Copy, Args)]
+/// How to print a run (`agent PROMPT` and `agent chat`; `serve` has none of these).
+#[derive(Debug, Clone, Copy, Default, Args)]
 pub struct OutputArgs {
     /// Print every event as a JSON line on stdout instead of the text.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub json: bool,
     /// Print time to first token, tokens and durations on stderr at the end.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub stats: bool,
     /// Never show the spinner (it only shows when stderr is a terminal).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_spinner: bool,
+}
+
+impl OutputArgs {
+    /// Each option set in `self` or in `other` (`agent --json chat` and `agent chat --json`
+    /// alike).
+    pub fn or(self, other: OutputArgs) -> OutputArgs {
+        OutputArgs {
+            json: self.json || other.json,
+            stats: self.stats || other.stats,
+            no_spinner: self.no_spinner || other.no_spinner,
+        }
+    }
 }

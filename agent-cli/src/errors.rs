@@ -3,7 +3,7 @@
 use agent_core::error::ErrorKind;
 use agent_core::event::RunError;
 
-use crate::setup::ModelChoice;
+use crate::setup::{ModelChoice, ModelSource};
 
 /// A message for a failed run: what happened and what to try.
 ///
@@ -13,25 +13,41 @@ use crate::setup::ModelChoice;
 /// use agent_cli::setup::ModelChoice;
 ///
 /// let error = RunError::new(ErrorKind::Connect, "connection refused");
-/// let choice = ModelChoice::Demo { pace: std::time::Duration::ZERO };
+/// let choice = ModelChoice::Demo { pace: std::time::Duration::ZERO, forced: false };
 /// assert!(agent_cli::errors::explain(&error, &choice).contains("could not connect"));
 /// ```
 pub fn explain(error: &RunError, choice: &ModelChoice) -> String {
-    let (url, key_var, has_key) = match choice {
+    let (url, key_var, has_key, source) = match choice {
         ModelChoice::Compatible {
             config,
             key_var,
             has_key,
-        } => (config.base_url.as_str(), key_var.as_str(), *has_key),
-        ModelChoice::Demo { .. } => ("the demo model", "OPENAI_API_KEY", false),
+            source,
+        } => (
+            config.base_url.as_str(),
+            key_var.as_str(),
+            *has_key,
+            Some(*source),
+        ),
+        ModelChoice::Demo { .. } => ("the demo model", "OPENAI_API_KEY", false, None),
+    };
+    // What to check, in the terms of what the user did.
+    let check_url = match source {
+        Some(ModelSource::BaseUrl) => "Is the server running, and is --base-url right?".into(),
+        Some(ModelSource::OpenAiKey) => format!(
+            "OpenAI was chosen because ${key_var} is set: check the network, or pass --demo \
+             for the built-in model."
+        ),
+        None => String::new(),
     };
     let hint = match (error.kind, error.status) {
-        (ErrorKind::Connect, _) => {
-            format!("could not connect to {url}. Is the server running, and is --base-url right?")
-        }
-        (ErrorKind::ConnectTimeout, _) => {
-            format!("connecting to {url} timed out. Is the address reachable?")
-        }
+        (ErrorKind::Connect, _) => format!("could not connect to {url}. {check_url}"),
+        (ErrorKind::ConnectTimeout, _) => match source {
+            Some(ModelSource::OpenAiKey) => {
+                format!("connecting to {url} timed out. {check_url}")
+            }
+            _ => format!("connecting to {url} timed out. Is the address reachable?"),
+        },
         (ErrorKind::FirstByteTimeout, _) => {
             format!("{url} accepted the request but did not start answering in time.")
         }
@@ -55,9 +71,12 @@ pub fn explain(error: &RunError, choice: &ModelChoice) -> String {
         }
         (ErrorKind::UpstreamStatus, Some(status)) => format!("{url} answered with HTTP {status}."),
         (ErrorKind::UpstreamReset, _) => format!("the connection to {url} broke mid-answer."),
-        (ErrorKind::MalformedResponse, _) => format!(
+        (ErrorKind::MalformedResponse, _) if source == Some(ModelSource::BaseUrl) => format!(
             "{url} did not answer with an OpenAI-compatible stream. Is --base-url an OpenAI-compatible /v1 URL?"
         ),
+        (ErrorKind::MalformedResponse, _) => {
+            format!("{url} did not answer with an OpenAI-compatible stream.")
+        }
         (ErrorKind::MaxRounds, _) => {
             "the model kept calling tools past the round limit.".to_string()
         }
@@ -74,6 +93,7 @@ mod tests {
     fn compatible(has_key: bool) -> ModelChoice {
         ModelChoice::Compatible {
             config: Box::new(OpenAiConfig::new("http://127.0.0.1:9/v1", "m")),
+            source: ModelSource::BaseUrl,
             key_var: "MY_KEY".into(),
             has_key,
         }

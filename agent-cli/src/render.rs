@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agent_core::event::{Event, EventKind, RunError, RunMetrics};
 use agent_core::model::Usage;
-use agent_core::tool::ToolResult;
+use agent_core::tool::{ToolErrorKind, ToolResult};
 
 use crate::cli::OutputArgs;
 
@@ -45,22 +45,55 @@ pub struct Renderer<O: Write, E: Write> {
     out: O,
     err: E,
     options: OutputArgs,
+    /// Whether stderr is a terminal: reasoning is dimmed there, labelled elsewhere, and the
+    /// spinner may show.
+    err_terminal: bool,
     spinner: Option<Spinner>,
     out_at_line_start: bool,
+    /// Spaces and tabs at the end of the last text delta, not printed yet: printed before
+    /// the next text, dropped at a line break (no trailing space before a tool call's line).
+    pending_blanks: String,
+    /// Whether a reasoning line is open on stderr, and whether it ends at a line start.
+    in_reasoning: bool,
+    err_at_line_start: bool,
+    /// Tool calls started and not completed yet.
+    tools_running: usize,
     outcome: Option<Outcome>,
 }
 
+/// The longest run of trailing blanks held back (beyond it, they are printed).
+const MAX_PENDING_BLANKS: usize = 4096;
+
 impl<O: Write, E: Write> Renderer<O, E> {
-    /// A renderer writing to `out` and `err`; `spinner` shows a spinner on the real stderr
-    /// until the first output (pass `true` only when stderr is a terminal).
-    pub fn new(out: O, err: E, options: OutputArgs, spinner: bool) -> Self {
-        Renderer {
+    /// A renderer writing to `out` and `err`; pass `err_terminal: true` only when stderr is
+    /// a terminal: the spinner then shows on the real stderr while the model has not
+    /// answered yet (at the start, and again after tool results), and reasoning is dimmed
+    /// instead of labelled `thinking:`.
+    pub fn new(out: O, err: E, options: OutputArgs, err_terminal: bool) -> Self {
+        let mut renderer = Renderer {
             out,
             err,
             options,
-            spinner: (spinner && !options.no_spinner).then(Spinner::start),
+            err_terminal,
+            spinner: None,
             out_at_line_start: true,
+            pending_blanks: String::new(),
+            in_reasoning: false,
+            err_at_line_start: true,
+            tools_running: 0,
             outcome: None,
+        };
+        renderer.start_spinner();
+        renderer
+    }
+
+    fn start_spinner(&mut self) {
+        if self.err_terminal
+            && !self.options.no_spinner
+            && !self.options.json
+            && self.spinner.is_none()
+        {
+            self.spinner = Some(Spinner::start());
         }
     }
 
@@ -100,23 +133,22 @@ impl<O: Write, E: Write> Renderer<O, E> {
         match &event.kind {
             EventKind::TextDelta { text } => {
                 self.stop_spinner();
-                self.out.write_all(text.as_bytes())?;
-                self.out.flush()?;
-                if !text.is_empty() {
-                    self.out_at_line_start = text.ends_with('\n');
-                }
+                self.end_reasoning()?;
+                self.print_text(text)?;
             }
             EventKind::ReasoningDelta { text } => {
                 self.stop_spinner();
-                self.err.write_all(text.as_bytes())?;
-                self.err.flush()?;
+                self.print_reasoning(text)?;
             }
             EventKind::ToolCallStarted {
                 name, arguments, ..
             } => {
                 self.stop_spinner();
+                self.end_reasoning()?;
                 self.end_out_line()?;
                 writeln!(self.err, "[tool] {name} {arguments}")?;
+                self.err.flush()?;
+                self.tools_running += 1;
             }
             EventKind::ToolCallCompleted {
                 name,
@@ -126,16 +158,27 @@ impl<O: Write, E: Write> Renderer<O, E> {
             } => {
                 let shown = match result {
                     ToolResult::Ok { output } => format!("-> {output}"),
+                    ToolResult::Error {
+                        kind: ToolErrorKind::Failed,
+                        message,
+                    } => format!("failed: {message}"),
                     ToolResult::Error { kind, message } => {
-                        format!("failed ({}): {message}", kind.as_str())
+                        format!("failed ({}): {message}", kind.as_str().replace('_', " "))
                     }
                 };
                 writeln!(self.err, "[tool] {name} {shown} ({duration_ms:.1} ms)")?;
+                self.err.flush()?;
+                self.tools_running = self.tools_running.saturating_sub(1);
+                if self.tools_running == 0 {
+                    // The model's next round is on its way: show that something is waited for.
+                    self.start_spinner();
+                }
             }
             EventKind::RunCompleted { .. }
             | EventKind::RunFailed { .. }
             | EventKind::RunCancelled { .. } => {
                 self.stop_spinner();
+                self.end_reasoning()?;
                 self.end_out_line()?;
             }
             _ => {}
@@ -143,8 +186,67 @@ impl<O: Write, E: Write> Renderer<O, E> {
         Ok(())
     }
 
+    /// Print answer text, holding back its trailing blanks until more text follows.
+    fn print_text(&mut self, text: &str) -> io::Result<()> {
+        let kept = text.trim_end_matches([' ', '\t']);
+        if kept.is_empty() {
+            self.pending_blanks.push_str(text);
+            if self.pending_blanks.len() > MAX_PENDING_BLANKS {
+                self.out.write_all(self.pending_blanks.as_bytes())?;
+                self.out.flush()?;
+                self.pending_blanks.clear();
+                self.out_at_line_start = false;
+            }
+            return Ok(());
+        }
+        self.out.write_all(self.pending_blanks.as_bytes())?;
+        self.out.write_all(kept.as_bytes())?;
+        self.out.flush()?;
+        self.pending_blanks.clear();
+        self.pending_blanks.push_str(&text[kept.len()..]);
+        self.out_at_line_start = kept.ends_with('\n');
+        Ok(())
+    }
+
+    /// Print reasoning on stderr: dimmed on a terminal, else after a `thinking: ` label, on
+    /// lines of its own.
+    fn print_reasoning(&mut self, text: &str) -> io::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        if !self.in_reasoning {
+            self.end_out_line()?;
+            if !self.err_terminal {
+                self.err.write_all(b"thinking: ")?;
+            }
+            self.in_reasoning = true;
+        }
+        if self.err_terminal {
+            write!(self.err, "\x1b[2m{text}\x1b[0m")?;
+        } else {
+            self.err.write_all(text.as_bytes())?;
+        }
+        self.err.flush()?;
+        self.err_at_line_start = text.ends_with('\n');
+        Ok(())
+    }
+
+    /// End an open reasoning line on stderr.
+    fn end_reasoning(&mut self) -> io::Result<()> {
+        if self.in_reasoning {
+            if !self.err_at_line_start {
+                self.err.write_all(b"\n")?;
+                self.err.flush()?;
+            }
+            self.in_reasoning = false;
+            self.err_at_line_start = true;
+        }
+        Ok(())
+    }
+
     /// End the answer's line on stdout so that stderr lines and the shell prompt start clean.
     fn end_out_line(&mut self) -> io::Result<()> {
+        self.pending_blanks.clear();
         if !self.out_at_line_start {
             self.out.write_all(b"\n")?;
             self.out.flush()?;
@@ -243,7 +345,6 @@ impl Spinner {
 mod tests {
     use super::*;
     use agent_core::error::ErrorKind;
-    use agent_core::tool::ToolErrorKind;
     use serde_json::json;
 
     fn events() -> Vec<EventKind> {
@@ -307,13 +408,68 @@ mod tests {
             },
         });
         let (out, err, outcome) = render(kinds, TEXT);
-        assert_eq!(out, "Let me see. \n42\n");
+        assert_eq!(
+            out, "Let me see.\n42\n",
+            "no trailing blank before the line break"
+        );
         assert!(
             err.contains("[tool] calculator {\"expression\":\"6*7\"}"),
             "{err}"
         );
         assert!(err.contains("[tool] calculator -> 42.0"), "{err}");
         assert_eq!(outcome, Outcome::Completed);
+    }
+
+    #[test]
+    fn reasoning_is_labelled_on_its_own_line_and_every_stream_ends_with_a_newline() {
+        let kinds = vec![
+            EventKind::ReasoningDelta {
+                text: "The user ".into(),
+            },
+            EventKind::ReasoningDelta {
+                text: "asks.".into(),
+            },
+            EventKind::TextDelta {
+                text: "Hello".into(),
+            },
+            EventKind::ReasoningDelta {
+                text: "More.".into(),
+            },
+            EventKind::RunCancelled {
+                partial_text: String::new(),
+            },
+        ];
+        let (out, err, _) = render(kinds, TEXT);
+        assert_eq!(out, "Hello\n");
+        assert_eq!(err, "thinking: The user asks.\nthinking: More.\n");
+    }
+
+    #[test]
+    fn reasoning_is_dimmed_on_a_terminal() {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut renderer = Renderer::new(&mut out, &mut err, TEXT, true);
+        let kind = EventKind::ReasoningDelta { text: "hm".into() };
+        renderer.on_event(&Event { seq: 0, kind }).unwrap();
+        let kind = EventKind::TextDelta { text: "ok".into() };
+        renderer.on_event(&Event { seq: 1, kind }).unwrap();
+        drop(renderer);
+        assert_eq!(String::from_utf8(err).unwrap(), "\x1b[2mhm\x1b[0m\n");
+        assert_eq!(out, b"ok");
+    }
+
+    #[test]
+    fn tool_failures_print_their_error_once() {
+        let kinds = vec![EventKind::ToolCallCompleted {
+            call_id: "c".into(),
+            name: "calculator".into(),
+            result: ToolResult::Error {
+                kind: ToolErrorKind::Failed,
+                message: "division by zero".into(),
+            },
+            duration_ms: 0.0,
+        }];
+        let (_, err, _) = render(kinds, TEXT);
+        assert_eq!(err, "[tool] calculator failed: division by zero (0.0 ms)\n");
     }
 
     #[test]
@@ -349,7 +505,10 @@ mod tests {
             },
         ];
         let (_, err, outcome) = render(kinds, TEXT);
-        assert!(err.contains("failed (unknown_tool): no tool named x"));
+        assert!(
+            err.contains("failed (unknown tool): no tool named x"),
+            "{err}"
+        );
         assert!(matches!(outcome, Outcome::Failed(e) if e.kind == ErrorKind::Connect));
     }
 }

@@ -23,6 +23,8 @@ pub enum ModelChoice {
     Compatible {
         /// The provider configuration (the key, if any, is redacted in `Debug`).
         config: Box<OpenAiConfig>,
+        /// Why this server: `--base-url`, or OpenAI itself because the key variable is set.
+        source: ModelSource,
         /// The variable the key came from, for error messages.
         key_var: String,
         /// Whether a key was found.
@@ -32,7 +34,19 @@ pub enum ModelChoice {
     Demo {
         /// Delay between words.
         pace: Duration,
+        /// Whether `--demo` asked for it (rather than no server and no key being given).
+        forced: bool,
     },
+}
+
+/// Why a [`ModelChoice::Compatible`] server was chosen, so that messages can speak of what
+/// the user actually did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The user passed `--base-url`.
+    BaseUrl,
+    /// No `--base-url`, but the API key variable is set: OpenAI itself.
+    OpenAiKey,
 }
 
 /// A usage error in the flags.
@@ -49,6 +63,7 @@ impl std::error::Error for UsageError {}
 
 /// Select the model from the flags and `env` (a lookup of environment variables).
 ///
+/// * `--demo`: the demo model, whatever the environment holds.
 /// * `--base-url`: that OpenAI-compatible server, with `--model` (required) and the key from
 ///   `--api-key-env` when that variable is set.
 /// * no `--base-url`, key variable set: OpenAI itself.
@@ -59,12 +74,21 @@ impl std::error::Error for UsageError {}
 /// use clap::Parser;
 /// let cli = agent_cli::cli::Cli::parse_from(["agent", "hi"]);
 /// assert!(matches!(choose_model(&cli.model, |_| None).unwrap(), ModelChoice::Demo { .. }));
+/// let cli = agent_cli::cli::Cli::parse_from(["agent", "--demo", "hi"]);
+/// let key = |_: &str| Some("sk-from-the-shell".to_string());
+/// assert!(matches!(choose_model(&cli.model, key).unwrap(), ModelChoice::Demo { forced: true, .. }));
 /// ```
 pub fn choose_model(
     args: &ModelArgs,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<ModelChoice, UsageError> {
     let timeouts = timeouts(args)?;
+    if args.demo {
+        return Ok(ModelChoice::Demo {
+            pace: Duration::from_millis(args.demo_pace_ms),
+            forced: true,
+        });
+    }
     let key = env(&args.api_key_env).filter(|k| !k.trim().is_empty());
     let has_key = key.is_some();
     match (&args.base_url, key) {
@@ -85,6 +109,7 @@ pub fn choose_model(
             }
             Ok(ModelChoice::Compatible {
                 config: Box::new(config),
+                source: ModelSource::BaseUrl,
                 key_var: args.api_key_env.clone(),
                 has_key,
             })
@@ -98,12 +123,14 @@ pub fn choose_model(
                 config: Box::new(
                     OpenAiConfig::openai(model, Secret::new(key)).with_timeouts(timeouts),
                 ),
+                source: ModelSource::OpenAiKey,
                 key_var: args.api_key_env.clone(),
                 has_key,
             })
         }
         (None, None) => Ok(ModelChoice::Demo {
             pace: Duration::from_millis(args.demo_pace_ms),
+            forced: false,
         }),
     }
 }
@@ -129,16 +156,54 @@ fn timeouts(args: &ModelArgs) -> Result<Timeouts, UsageError> {
 }
 
 impl ModelChoice {
-    /// A line for stderr saying which model answers.
+    /// The first line on stderr: which model answers, at which endpoint, and why (never
+    /// the key itself).
+    ///
+    /// ```
+    /// use clap::Parser;
+    /// use agent_cli::setup::choose_model;
+    /// let cli = agent_cli::cli::Cli::parse_from(["agent", "hi"]);
+    /// let choice = choose_model(&cli.model, |_| Some("sk-secret".into())).unwrap();
+    /// let line = choice.announcement();
+    /// assert!(line.contains("OpenAI gpt-4o-mini at https://api.openai.com/v1 because OPENAI_API_KEY is set"));
+    /// assert!(line.contains("--demo"));
+    /// assert!(!line.contains("sk-secret"));
+    /// ```
     pub fn announcement(&self) -> String {
+        const DEMO: &str = "It is scripted and has a calculator and a clock.";
         match self {
-            ModelChoice::Demo { .. } => {
-                "agent: using the built-in demo model (scripted; no --base-url and no API key \
-                 set). It has a calculator and a clock."
-                    .into()
+            ModelChoice::Demo { forced: true, .. } => {
+                format!("agent: using the built-in demo model (--demo). {DEMO}")
             }
-            ModelChoice::Compatible { config, .. } => {
-                format!("agent: model {} at {}", config.model, config.base_url)
+            ModelChoice::Demo { forced: false, .. } => format!(
+                "agent: using the built-in demo model because no --base-url is given and \
+                 OPENAI_API_KEY is not set. {DEMO}"
+            ),
+            ModelChoice::Compatible {
+                config,
+                source: ModelSource::OpenAiKey,
+                key_var,
+                ..
+            } => format!(
+                "agent: using OpenAI {} at {} because {key_var} is set; pass --demo for the \
+                 built-in model",
+                config.model, config.base_url
+            ),
+            ModelChoice::Compatible {
+                config,
+                source: ModelSource::BaseUrl,
+                key_var,
+                has_key,
+            } => {
+                let key = if *has_key {
+                    format!("with the API key from {key_var}")
+                } else {
+                    format!("without an API key ({key_var} is not set)")
+                };
+                format!(
+                    "agent: using model {} at {} (--base-url), {key}",
+                    config.model, config.base_url
+                )
             }
         }
     }
@@ -146,7 +211,7 @@ impl ModelChoice {
     /// The model, speaking through `client`.
     pub fn model(&self, client: Arc<dyn HttpClient>) -> Arc<dyn Model> {
         match self {
-            ModelChoice::Demo { pace } => Arc::new(demo::model(*pace)),
+            ModelChoice::Demo { pace, .. } => Arc::new(demo::model(*pace)),
             ModelChoice::Compatible { config, .. } => {
                 Arc::new(OpenAiModel::new((**config).clone(), client))
             }
