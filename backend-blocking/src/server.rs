@@ -140,8 +140,9 @@ impl Drop for ConnectionSlot {
 /// * a client that stops reading blocks its connection thread in `write` once the socket
 ///   buffers are full, so the run is not pulled any further (nothing is buffered beyond the
 ///   socket buffers and the frame being written); after [`ServerConfig::write_timeout`]
-///   without progress (the socket's `SO_SNDTIMEO`; default 30 s, zero turns it off) the
-///   connection is closed and the run cancelled;
+///   without the client accepting a byte (default 30 s, zero turns it off) the connection is
+///   closed and the run cancelled: each `write` blocks at most 100 ms and the deadline moves
+///   only on progress, so a partial write of a big frame does not restart it;
 /// * graceful [`shutdown`](ThreadServer::shutdown): stop accepting, cancel every running
 ///   stream (each ends with its terminal `run_cancelled` frame), close idle connections, and
 ///   wait up to [`ThreadServerOptions::shutdown_timeout`] for open connections to finish.

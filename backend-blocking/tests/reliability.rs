@@ -94,6 +94,39 @@ fn a_client_that_stops_reading_is_disconnected() {
     assert!(server.shutdown_within(WATCHDOG));
 }
 
+/// The bound on a client that stops reading is `write_timeout` without progress, not a
+/// multiple of it: with big frames, a blocking `write_all` under `SO_SNDTIMEO` restarted
+/// the timeout after every partial write, so a stalled client was dropped only after about
+/// three timeouts (94 s with the default 30 s).
+#[test]
+fn a_stalled_client_of_big_frames_is_dropped_within_the_write_timeout() {
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(1000);
+    for delta in [64 * 1024, 1024 * 1024] {
+        let model = FloodModel::new(delta);
+        let counters = model.counters.clone();
+        let config = ServerConfig::default().with_write_timeout(WRITE_TIMEOUT);
+        let server = serve(model, config);
+        let (mut stream, head) = stalling_client(server.local_addr(), &post_run("flood"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let stopped_reading = Instant::now();
+        wait_until(
+            "the run of a client that stopped reading is cancelled",
+            || counters.dropped() == 1,
+        );
+        let after = stopped_reading.elapsed();
+        eprintln!("{delta}-byte frames: run cancelled {after:?} after the client stopped reading");
+        // The socket buffers fill within milliseconds; then `write_timeout` without
+        // progress, plus scheduling slack.
+        assert!(
+            after < WRITE_TIMEOUT * 2,
+            "{delta}-byte frames: a client that stopped reading was dropped after {after:?}, \
+             with write_timeout = {WRITE_TIMEOUT:?}"
+        );
+        read_until_closed(&mut stream);
+        assert!(server.shutdown_within(WATCHDOG));
+    }
+}
+
 /// A declared body over the limit is refused at once: before `100 Continue`, before a byte
 /// of it is read, with `Connection: close`; a chunked one as soon as it crosses the limit.
 #[test]
