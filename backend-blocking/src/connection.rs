@@ -21,6 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::server::Shared;
+use crate::waiting::Waiting;
 
 /// A blocking read returns at least this often, so that an idle connection notices a
 /// shutdown and a deadline is checked.
@@ -84,10 +85,21 @@ pub(crate) struct Connection {
     current: Option<(String, String, Instant)>,
     /// The socket's `SO_SNDTIMEO` as last set (`None`: writes block without a bound).
     write_slice: Option<Duration>,
+    /// When the first head must be complete (set by the waiting thread).
+    head_deadline: Option<Instant>,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
+    /// Take over a connection from the waiting thread: its head (complete or refused) is in
+    /// `waiting.buf`.
+    pub(crate) fn resume(waiting: Waiting, shared: Arc<Shared>) -> Self {
+        let mut connection = Connection::new(waiting.stream, shared);
+        connection.buf = waiting.buf;
+        connection.head_deadline = Some(waiting.deadline);
+        connection
+    }
+
+    fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
         let service = shared.service.clone();
         let config = service.config();
         let parser = HeadParser::new(HeadLimits {
@@ -102,6 +114,7 @@ impl Connection {
             service,
             current: None,
             write_slice: None,
+            head_deadline: None,
         }
     }
 
@@ -142,6 +155,11 @@ impl Connection {
             };
             let keep_alive = self.respond(request);
             if !keep_alive || self.shared.is_shutting_down() {
+                return;
+            }
+            if self.buf.is_empty() {
+                // Idle between requests: wait for the next head without a thread.
+                crate::server::park(&self.shared, self.stream);
                 return;
             }
         }
@@ -219,7 +237,10 @@ impl Connection {
     /// Read the head of the next request within `head_read_timeout`, counted from now (a
     /// new connection, or the end of the previous response).
     fn read_head(&mut self) -> Result<RequestHead, ReadFailure> {
-        let deadline = Instant::now() + self.service.config().head_read_timeout;
+        let deadline = self
+            .head_deadline
+            .take()
+            .unwrap_or_else(|| Instant::now() + self.service.config().head_read_timeout);
         self.parser.reset();
         loop {
             if self.buf.is_empty() {
