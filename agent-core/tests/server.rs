@@ -861,3 +861,82 @@ fn idle_streams_get_keep_alive_comments() {
         }
     });
 }
+
+#[test]
+fn sessions_are_bounded_in_bytes_per_session_and_in_total() {
+    within_deadline(
+        "sessions_are_bounded_in_bytes_per_session_and_in_total",
+        |steps| {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let largest_request = Arc::new(AtomicUsize::new(0));
+            let (c, l) = (calls.clone(), largest_request.clone());
+            let service = service_with(
+                ScriptedModel::from_fn(move |request, _| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let bytes: usize = request
+                        .messages
+                        .iter()
+                        .map(agent_core::agent::message_bytes)
+                        .sum();
+                    l.fetch_max(bytes, Ordering::SeqCst);
+                    Turn::new().text("ok")
+                }),
+                ServerConfig::default()
+                    .with_max_body_bytes(1024 * 1024)
+                    .with_max_session_bytes(64 * 1024)
+                    .with_max_total_session_bytes(200 * 1024),
+            );
+            let input = "x".repeat(20 * 1024);
+            let run = |session: &str, input: &str| {
+                let body = json!({"input": input, "session_id": session}).to_string();
+                call(&service, "POST", "/v1/runs", &[], body.as_bytes())
+            };
+            steps.step("20 runs of 20 KiB in one session");
+            for _ in 0..20 {
+                let items = decode_all(stream_body(run("s1", &input)));
+                assert!(!items.is_empty());
+                assert!(
+                    service.session_bytes() <= 64 * 1024,
+                    "one session holds {} bytes, over its 64 KiB bound",
+                    service.session_bytes()
+                );
+            }
+            // The history plus the new input, never more: old exchanges were dropped.
+            assert!(largest_request.load(Ordering::SeqCst) <= 64 * 1024 + 21 * 1024);
+            assert_eq!(calls.load(Ordering::SeqCst), 20);
+
+            steps.step("an input larger than a session's bound is refused before a run");
+            let response = run("s1", &"y".repeat(70 * 1024));
+            assert_error(&response, 413, "session_turn_too_large");
+            assert_eq!(calls.load(Ordering::SeqCst), 20, "no run started");
+            assert_eq!(service.running_streams(), 0);
+            // Without a session the same input is fine (only the body limit applies).
+            let body = json!({"input": "y".repeat(70 * 1024)}).to_string();
+            decode_all(stream_body(call(
+                &service,
+                "POST",
+                "/v1/runs",
+                &[],
+                body.as_bytes(),
+            )));
+            assert_eq!(calls.load(Ordering::SeqCst), 21);
+
+            steps.step("20 sessions of 40 KiB: the least recently used are forgotten");
+            for i in 0..20 {
+                let session = format!("t{i}");
+                decode_all(stream_body(run(&session, &input)));
+                decode_all(stream_body(run(&session, &input)));
+                assert!(
+                    service.session_bytes() <= 200 * 1024,
+                    "all sessions hold {} bytes, over their 200 KiB bound",
+                    service.session_bytes()
+                );
+            }
+            assert!(service.session_count() < 20, "{}", service.session_count());
+            // The newest session kept its history: its next run sees both exchanges.
+            largest_request.store(0, Ordering::SeqCst);
+            decode_all(stream_body(run("t19", "again")));
+            assert!(largest_request.load(Ordering::SeqCst) >= 40 * 1024);
+        },
+    );
+}

@@ -21,10 +21,14 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::server::Shared;
+use crate::waiting::Waiting;
 
 /// A blocking read returns at least this often, so that an idle connection notices a
 /// shutdown and a deadline is checked.
 const READ_SLICE: Duration = Duration::from_millis(100);
+/// A blocking write returns at least this often (`SO_SNDTIMEO`), so that the
+/// `write_timeout` is measured from the last progress, not restarted by every partial write.
+const WRITE_SLICE: Duration = Duration::from_millis(100);
 /// How long, and how many bytes, a connection closed after an error response keeps reading
 /// (and discarding) what the client still sends.
 const LINGER_TIME: Duration = Duration::from_millis(500);
@@ -79,10 +83,23 @@ pub(crate) struct Connection {
     service: AgentService,
     /// Method, path and arrival of the request being read (for the request log).
     current: Option<(String, String, Instant)>,
+    /// The socket's `SO_SNDTIMEO` as last set (`None`: writes block without a bound).
+    write_slice: Option<Duration>,
+    /// When the first head must be complete (set by the waiting thread).
+    head_deadline: Option<Instant>,
 }
 
 impl Connection {
-    pub(crate) fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
+    /// Take over a connection from the waiting thread: its head (complete or refused) is in
+    /// `waiting.buf`.
+    pub(crate) fn resume(waiting: Waiting, shared: Arc<Shared>) -> Self {
+        let mut connection = Connection::new(waiting.stream, shared);
+        connection.buf = waiting.buf;
+        connection.head_deadline = Some(waiting.deadline);
+        connection
+    }
+
+    fn new(stream: TcpStream, shared: Arc<Shared>) -> Self {
         let service = shared.service.clone();
         let config = service.config();
         let parser = HeadParser::new(HeadLimits {
@@ -96,6 +113,8 @@ impl Connection {
             shared,
             service,
             current: None,
+            write_slice: None,
+            head_deadline: None,
         }
     }
 
@@ -110,12 +129,11 @@ impl Connection {
     pub(crate) fn serve(mut self) {
         // Nagle's algorithm would hold small SSE frames back: write each one at once.
         let _ = self.stream.set_nodelay(true);
-        // A client that stops reading: `write` fails once it has made no progress for this
-        // long (`SO_SNDTIMEO`), which drops the response body and cancels the run.
+        // A client that stops reading: see `write_flush`.
         let write_timeout = self.service.config().write_timeout;
-        let _ = self
-            .stream
-            .set_write_timeout((!write_timeout.is_zero()).then_some(write_timeout));
+        if !write_timeout.is_zero() {
+            self.set_write_slice(WRITE_SLICE.min(write_timeout));
+        }
         loop {
             let request = match self.read_request() {
                 Ok(request) => request,
@@ -137,6 +155,11 @@ impl Connection {
             };
             let keep_alive = self.respond(request);
             if !keep_alive || self.shared.is_shutting_down() {
+                return;
+            }
+            if self.buf.is_empty() {
+                // Idle between requests: wait for the next head without a thread.
+                crate::server::park(&self.shared, self.stream);
                 return;
             }
         }
@@ -214,7 +237,10 @@ impl Connection {
     /// Read the head of the next request within `head_read_timeout`, counted from now (a
     /// new connection, or the end of the previous response).
     fn read_head(&mut self) -> Result<RequestHead, ReadFailure> {
-        let deadline = Instant::now() + self.service.config().head_read_timeout;
+        let deadline = self
+            .head_deadline
+            .take()
+            .unwrap_or_else(|| Instant::now() + self.service.config().head_read_timeout);
         self.parser.reset();
         loop {
             if self.buf.is_empty() {
@@ -271,7 +297,7 @@ impl Connection {
             return Err(ReadFailure::Respond(ApiError::payload_too_large(limit)));
         }
         if head.expects_continue() && framing != BodyFraming::Length(0) {
-            self.stream.write_all(&HeadWriter::response(100).finish())?;
+            self.write_flush(&HeadWriter::response(100).finish())?;
         }
         let body = match framing {
             BodyFraming::Length(len) => {
@@ -374,8 +400,7 @@ impl Connection {
         if !head_only {
             out.extend_from_slice(body);
         }
-        self.stream.write_all(&out)?;
-        self.stream.flush()
+        self.write_flush(&out)
     }
 
     /// Answer a head that was not understood: `status`, an empty body, and close.
@@ -432,9 +457,53 @@ impl Connection {
         }
     }
 
-    fn write_flush(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
+    /// Write all of `bytes` (the socket has `TCP_NODELAY`: nothing waits to be flushed),
+    /// failing with `TimedOut` once [`ServerConfig::write_timeout`] has passed without the
+    /// client accepting a byte.
+    ///
+    /// `write_all` on a socket with `SO_SNDTIMEO = write_timeout` would restart the timeout
+    /// at every partial write, so a client that stopped reading a big frame was dropped only
+    /// after several timeouts (94 s for 30 s). Here each `write` blocks at most
+    /// [`WRITE_SLICE`] (or what is left of the deadline), and the deadline moves only when a
+    /// write accepted bytes: to the start of that call, which is never later than the
+    /// progress itself, so the bound is `write_timeout`, never more.
+    ///
+    /// [`ServerConfig::write_timeout`]: agent_core::server::ServerConfig::write_timeout
+    fn write_flush(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let timeout = self.service.config().write_timeout;
+        if timeout.is_zero() {
+            return self.stream.write_all(bytes);
+        }
+        let mut last_progress = Instant::now();
+        while !bytes.is_empty() {
+            let started = Instant::now();
+            let left = (last_progress + timeout).saturating_duration_since(started);
+            if left.is_zero() {
+                tracing::debug!(
+                    ?timeout,
+                    "the client accepted no byte within write_timeout; closing"
+                );
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.set_write_slice(left.min(WRITE_SLICE));
+            match self.stream.write(bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    last_progress = started;
+                }
+                Err(err) if is_timeout(&err) || err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the socket's `SO_SNDTIMEO` to `slice` (non-zero) unless it already is.
+    fn set_write_slice(&mut self, slice: Duration) {
+        if self.write_slice != Some(slice) && self.stream.set_write_timeout(Some(slice)).is_ok() {
+            self.write_slice = Some(slice);
+        }
     }
 
     /// The next frame of `body`, checking every `disconnect_poll` whether the client closed

@@ -43,6 +43,7 @@ mod connection;
 mod iter;
 mod runtime;
 mod server;
+mod waiting;
 
 use std::sync::Arc;
 

@@ -3,7 +3,8 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use agent_core::server::{AgentService, ApiError, ServerConfig};
 use agent_http1::HeadWriter;
 
 use crate::connection::Connection;
+use crate::waiting::{Waiting, wait_for_heads};
 
 /// Settings of a [`ThreadServer`] beyond the [`ServerConfig`] every backend shares.
 ///
@@ -32,9 +34,19 @@ use crate::connection::Connection;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ThreadServerOptions {
-    /// Most connections served at once (one thread each); further connections get `503`.
-    /// Default 1024.
+    /// Most connections served at once: a connection thread each, from the moment its
+    /// request head is complete until its response is written. A connection whose head is
+    /// complete beyond this gets `503` (`too_many_connections`) and is closed. Connections
+    /// waiting for a head (new or kept alive between requests, slow heads included) do not
+    /// count: one thread holds them (see
+    /// [`max_waiting_connections`](Self::max_waiting_connections)). Default 1024.
     pub max_connections: usize,
+    /// Most connections waiting for a request head at once (new ones, kept-alive idle ones,
+    /// slow heads), all held by one thread on non-blocking sockets, each for at most
+    /// [`ServerConfig::head_read_timeout`]. A new connection beyond gets `503` and is closed;
+    /// a kept-alive one beyond is closed. Default 10,000 (mind the process's file
+    /// descriptor limit).
+    pub max_waiting_connections: usize,
     /// How often an idle stream checks whether its client closed the connection, which
     /// bounds how long a run outlives its client. Default 250 ms.
     pub disconnect_poll: Duration,
@@ -46,6 +58,7 @@ impl Default for ThreadServerOptions {
     fn default() -> Self {
         ThreadServerOptions {
             max_connections: 1024,
+            max_waiting_connections: 10_000,
             disconnect_poll: Duration::from_millis(250),
             shutdown_timeout: Duration::from_secs(5),
         }
@@ -56,6 +69,12 @@ impl ThreadServerOptions {
     /// Set [`max_connections`](Self::max_connections) (at least 1).
     pub fn with_max_connections(mut self, max_connections: usize) -> Self {
         self.max_connections = max_connections.max(1);
+        self
+    }
+
+    /// Set [`max_waiting_connections`](Self::max_waiting_connections) (at least 1).
+    pub fn with_max_waiting_connections(mut self, max: usize) -> Self {
+        self.max_waiting_connections = max.max(1);
         self
     }
 
@@ -79,6 +98,9 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     connections: Mutex<usize>,
     connections_changed: Condvar,
+    /// Connections held by the waiting thread (as of its last pass, plus arrivals since).
+    waiting: AtomicUsize,
+    to_waiting: Mutex<Option<Sender<Waiting>>>,
     stop_requested: Mutex<bool>,
     stop_changed: Condvar,
 }
@@ -90,6 +112,73 @@ impl Shared {
 
     fn connections(&self) -> MutexGuard<'_, usize> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_waiting(&self, n: usize) {
+        self.waiting.store(n, Ordering::Release);
+    }
+
+    /// Give `stream` to the waiting thread, to wait for a head until `deadline`; `false`
+    /// (and the stream is dropped) when it holds `max_waiting_connections` already.
+    fn to_waiting(
+        &self,
+        stream: TcpStream,
+        buf: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), TcpStream> {
+        let held = self.waiting.load(Ordering::Acquire);
+        if held >= self.options.max_waiting_connections {
+            return Err(stream);
+        }
+        let sender = self.to_waiting.lock().unwrap_or_else(|p| p.into_inner());
+        match sender.as_ref() {
+            Some(sender) => {
+                self.waiting.fetch_add(1, Ordering::AcqRel);
+                sender
+                    .send(Waiting {
+                        stream,
+                        buf,
+                        deadline,
+                    })
+                    .map_err(|unsent| unsent.0.stream)
+            }
+            None => Err(stream),
+        }
+    }
+}
+
+/// A kept-alive connection whose response was written and which sent nothing more: back to
+/// the waiting thread, its connection thread ends.
+pub(crate) fn park(shared: &Shared, stream: TcpStream) {
+    let deadline = Instant::now() + shared.service.config().head_read_timeout;
+    if shared.to_waiting(stream, Vec::new(), deadline).is_err() {
+        tracing::debug!("too many waiting connections; closing a kept-alive one");
+    }
+}
+
+/// Serve a connection whose head is complete on a connection thread of its own, or answer
+/// `503` when `max_connections` are being served.
+pub(crate) fn start_connection(shared: &Arc<Shared>, waiting: Waiting) {
+    {
+        let mut open = shared.connections();
+        if *open >= shared.options.max_connections {
+            drop(open);
+            refuse(waiting.stream);
+            return;
+        }
+        *open += 1;
+    }
+    let slot = ConnectionSlot(shared.clone());
+    let connection_shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("agent-server-conn".into())
+        .spawn(move || {
+            let _slot = slot;
+            Connection::resume(waiting, connection_shared).serve();
+        });
+    if let Err(err) = spawned {
+        // The closure (and with it the slot and the stream) was dropped.
+        tracing::warn!(error = %err, "could not start a connection thread");
     }
 }
 
@@ -114,8 +203,11 @@ impl Drop for ConnectionSlot {
 ///
 /// Behaviour, identical to the other backends (the [`AgentService`] does the API work):
 ///
-/// * one thread per connection, at most [`ThreadServerOptions::max_connections`] at once;
-///   beyond, a connection gets a `503` JSON error and is closed;
+/// * a connection thread per connection being served, from a complete request head to the
+///   end of its response, at most [`ThreadServerOptions::max_connections`] at once; beyond,
+///   a connection gets a `503` JSON error and is closed. Connections waiting for a head (new,
+///   kept alive, slow) are held by one thread on non-blocking sockets, up to
+///   [`ThreadServerOptions::max_waiting_connections`], so they take no connection thread;
 /// * HTTP/1.1 keep-alive; `Content-Length` and `Transfer-Encoding: chunked` request bodies,
 ///   limited to [`ServerConfig::max_body_bytes`] while reading (`413`, never buffering more);
 ///   `Expect: 100-continue` is answered;
@@ -140,8 +232,9 @@ impl Drop for ConnectionSlot {
 /// * a client that stops reading blocks its connection thread in `write` once the socket
 ///   buffers are full, so the run is not pulled any further (nothing is buffered beyond the
 ///   socket buffers and the frame being written); after [`ServerConfig::write_timeout`]
-///   without progress (the socket's `SO_SNDTIMEO`; default 30 s, zero turns it off) the
-///   connection is closed and the run cancelled;
+///   without the client accepting a byte (default 30 s, zero turns it off) the connection is
+///   closed and the run cancelled: each `write` blocks at most 100 ms and the deadline moves
+///   only on progress, so a partial write of a big frame does not restart it;
 /// * graceful [`shutdown`](ThreadServer::shutdown): stop accepting, cancel every running
 ///   stream (each ends with its terminal `run_cancelled` frame), close idle connections, and
 ///   wait up to [`ThreadServerOptions::shutdown_timeout`] for open connections to finish.
@@ -219,9 +312,17 @@ impl ThreadServer {
             shutting_down: AtomicBool::new(false),
             connections: Mutex::new(0),
             connections_changed: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+            to_waiting: Mutex::new(None),
             stop_requested: Mutex::new(false),
             stop_changed: Condvar::new(),
         });
+        let (sender, arrivals) = std::sync::mpsc::channel();
+        *shared.to_waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        let waiting_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("agent-server-heads".into())
+            .spawn(move || wait_for_heads(&waiting_shared, &arrivals))?;
         let acceptor_shared = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("agent-server-accept".into())
@@ -244,9 +345,17 @@ impl ThreadServer {
         &self.shared.service
     }
 
-    /// Connections being served right now.
+    /// Connections being served right now (a connection thread each; see
+    /// [`ThreadServerOptions::max_connections`]).
     pub fn open_connections(&self) -> usize {
         *self.shared.connections()
+    }
+
+    /// Connections waiting for a request head right now, new or kept alive (see
+    /// [`ThreadServerOptions::max_waiting_connections`]); about, as of the waiting thread's
+    /// last pass.
+    pub fn waiting_connections(&self) -> usize {
+        self.shared.waiting.load(Ordering::Acquire)
     }
 
     /// A handle that asks the server to shut down from another thread (a signal handler, an
@@ -339,6 +448,12 @@ impl ThreadServer {
     /// Stop accepting and cancel the running streams, without waiting for connections.
     fn begin_stop(&mut self) {
         self.shared.shutting_down.store(true, Ordering::Release);
+        // The waiting thread closes its idle connections and ends.
+        self.shared
+            .to_waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.shared.service.shutdown();
         if let Some(acceptor) = self.acceptor.take() {
             // Unblock `accept` with a connection of our own; the acceptor sees the flag.
@@ -416,26 +531,9 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 continue;
             }
         };
-        {
-            let mut open = shared.connections();
-            if *open >= shared.options.max_connections {
-                drop(open);
-                refuse(stream);
-                continue;
-            }
-            *open += 1;
-        }
-        let slot = ConnectionSlot(shared.clone());
-        let connection_shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("agent-server-conn".into())
-            .spawn(move || {
-                let _slot = slot;
-                Connection::new(stream, connection_shared).serve();
-            });
-        if let Err(err) = spawned {
-            // The closure (and with it the slot and the stream) was dropped.
-            tracing::warn!(error = %err, "could not start a connection thread");
+        let deadline = Instant::now() + shared.service.config().head_read_timeout;
+        if let Err(stream) = shared.to_waiting(stream, Vec::new(), deadline) {
+            refuse(stream);
         }
     }
 }

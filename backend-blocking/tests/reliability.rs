@@ -94,6 +94,108 @@ fn a_client_that_stops_reading_is_disconnected() {
     assert!(server.shutdown_within(WATCHDOG));
 }
 
+/// The bound on a client that stops reading is `write_timeout` without progress, not a
+/// multiple of it: with big frames, a blocking `write_all` under `SO_SNDTIMEO` restarted
+/// the timeout after every partial write, so a stalled client was dropped only after about
+/// three timeouts (94 s with the default 30 s).
+#[test]
+fn a_stalled_client_of_big_frames_is_dropped_within_the_write_timeout() {
+    const WRITE_TIMEOUT: Duration = Duration::from_millis(1000);
+    for delta in [64 * 1024, 1024 * 1024] {
+        let model = FloodModel::new(delta);
+        let counters = model.counters.clone();
+        let config = ServerConfig::default().with_write_timeout(WRITE_TIMEOUT);
+        let server = serve(model, config);
+        let (mut stream, head) = stalling_client(server.local_addr(), &post_run("flood"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        let stopped_reading = Instant::now();
+        wait_until(
+            "the run of a client that stopped reading is cancelled",
+            || counters.dropped() == 1,
+        );
+        let after = stopped_reading.elapsed();
+        eprintln!("{delta}-byte frames: run cancelled {after:?} after the client stopped reading");
+        // The socket buffers fill within milliseconds; then `write_timeout` without
+        // progress, plus scheduling slack.
+        assert!(
+            after < WRITE_TIMEOUT * 2,
+            "{delta}-byte frames: a client that stopped reading was dropped after {after:?}, \
+             with write_timeout = {WRITE_TIMEOUT:?}"
+        );
+        read_until_closed(&mut stream);
+        assert!(server.shutdown_within(WATCHDOG));
+    }
+}
+
+/// Idle kept-alive connections and slow heads take no connection thread: with 1,500 idle
+/// connections and 1,100 slow heads open (together well over the default 1,024 connection
+/// threads; 2,600 of the process's file descriptors on each side), `/healthz` and a real run
+/// are still served. Before, every connection held a thread from accept on, so all of these
+/// got `503 too_many_connections`.
+#[test]
+fn idle_and_slow_head_connections_do_not_take_the_capacity_of_live_requests() {
+    const IDLE: usize = 1500;
+    const SLOW: usize = 1100;
+    let server = serve(
+        agent_core::model::ScriptedModel::from_fn(|_, _| {
+            agent_core::model::Turn::new().text("served")
+        }),
+        ServerConfig::default(),
+    );
+    let addr = server.local_addr();
+    let mut held = Vec::with_capacity(IDLE + SLOW);
+    for i in 0..IDLE + SLOW {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        if i >= IDLE {
+            // A head that never completes.
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+                .unwrap();
+        } else if i % 2 == 0 {
+            // Kept alive after one request.
+            stream.set_read_timeout(Some(WATCHDOG)).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&answer).contains(r#"{"status":"ok"}"#) {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+                answer.extend_from_slice(&buf[..n]);
+            }
+            assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+        }
+        held.push(stream);
+    }
+    wait_until("every held connection being counted", || {
+        server.waiting_connections() >= IDLE + SLOW
+    });
+    assert!(
+        server.open_connections() < 10,
+        "{}",
+        server.open_connections()
+    );
+    let health = exchange(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let body = r#"{"input":"hi"}"#;
+    let run = exchange(
+        addr,
+        format!(
+            "POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert!(run.starts_with("HTTP/1.1 200"), "{run}");
+    assert!(run.contains("event: run_completed"), "{run}");
+    drop(held);
+    assert!(server.shutdown_within(WATCHDOG));
+}
+
 /// A declared body over the limit is refused at once: before `100 Continue`, before a byte
 /// of it is read, with `Connection: close`; a chunked one as soon as it crosses the limit.
 #[test]

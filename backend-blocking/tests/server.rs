@@ -554,8 +554,22 @@ fn connections_beyond_the_limit_get_503() {
     let mut first = Client::connect(server.local_addr());
     first.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(first.read_response().0.status, 200);
-    assert_eq!(server.open_connections(), 1);
+    // An idle kept-alive connection holds no connection thread: another is served.
+    let mut idle = Client::connect(server.local_addr());
+    idle.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(idle.read_response().0.status, 200);
+    // A request being served (its body still arriving) does.
+    first.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{");
+    let start = std::time::Instant::now();
+    while server.open_connections() != 1 {
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "the first request never got a thread"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let mut second = Client::connect(server.local_addr());
+    second.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_error(&mut second, 503, "too_many_connections");
     server.shutdown();
 }

@@ -96,6 +96,7 @@ macro_rules! suite {
             conformance_responses_lockstep => "responses_lockstep",
             conformance_responses_free_running => "responses_free_running",
             conformance_responses_cancel_disconnect => "responses_cancel_disconnect",
+            conformance_server_session_bounds => "server_session_bounds",
             }
         }
     };

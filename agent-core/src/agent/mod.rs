@@ -33,11 +33,12 @@
 
 mod drive;
 mod emit;
+mod history;
 mod run;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,7 +47,10 @@ use crate::policy::Timeouts;
 use crate::runtime::SharedRuntime;
 use crate::tool::Tool;
 
+pub use history::message_bytes;
 pub use run::{COOPERATIVE_BUDGET, CancelHandle, RunStream};
+
+use history::History;
 
 /// Default for [`AgentBuilder::max_rounds`].
 pub const DEFAULT_MAX_ROUNDS: u32 = 10;
@@ -155,9 +159,47 @@ impl Agent {
 
     /// A new multi-turn session with an empty history.
     pub fn session(&self) -> Session {
+        self.session_in(None, None)
+    }
+
+    /// A new multi-turn session whose history is kept under `max_bytes` (as counted by
+    /// [`message_bytes`]): when a completed run makes it larger, its oldest exchanges (a
+    /// user message and everything the run added after it, tool rounds included) are
+    /// dropped until the rest fits. An exchange larger than `max_bytes` on its own is not
+    /// kept either.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures_util::StreamExt;
+    /// use agent_core::agent::Agent;
+    /// use agent_core::model::{ScriptedModel, Turn};
+    /// use agent_core::runtime::{block_on, ThreadRuntime};
+    ///
+    /// let agent = Agent::builder()
+    ///     .model(ScriptedModel::from_fn(|_, _| Turn::new().text("ok")))
+    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .build()
+    ///     .unwrap();
+    /// let session = agent.session_with_max_bytes(4096);
+    /// for _ in 0..10 {
+    ///     block_on(session.run("x".repeat(1000)).count());
+    /// }
+    /// assert!(session.history_bytes() <= 4096);
+    /// assert_eq!(session.history().len() % 2, 0, "whole exchanges only");
+    /// ```
+    pub fn session_with_max_bytes(&self, max_bytes: usize) -> Session {
+        self.session_in(Some(max_bytes), None)
+    }
+
+    /// A session bounded by `max_bytes` whose size is also added to `total`.
+    pub(crate) fn session_in(
+        &self,
+        max_bytes: Option<usize>,
+        total: Option<Arc<AtomicUsize>>,
+    ) -> Session {
         Session {
             agent: self.clone(),
-            history: Arc::new(Mutex::new(Vec::new())),
+            history: Arc::new(Mutex::new(History::bounded(max_bytes, total))),
         }
     }
 
@@ -175,7 +217,7 @@ impl Agent {
         &self,
         input: String,
         options: RunOptions,
-        session: Option<Arc<Mutex<Vec<Message>>>>,
+        session: Option<Arc<Mutex<History>>>,
     ) -> RunStream {
         let RunOptions {
             history,
@@ -248,7 +290,7 @@ impl Agent {
 #[derive(Debug, Clone)]
 pub struct Session {
     agent: Agent,
-    history: Arc<Mutex<Vec<Message>>>,
+    history: Arc<Mutex<History>>,
 }
 
 impl Session {
@@ -269,18 +311,26 @@ impl Session {
 
     /// The conversation so far (user, assistant and tool messages; no system message).
     pub fn history(&self) -> Vec<Message> {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().messages().to_vec()
+    }
+
+    /// The size of [`history`](Self::history) in bytes, as [`message_bytes`] counts them.
+    pub fn history_bytes(&self) -> usize {
+        self.lock().bytes()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stop counting this session in a server's total (it was forgotten).
+    pub(crate) fn detach(&self) {
+        self.lock().detach();
     }
 
     /// Forget the conversation.
     pub fn clear(&self) {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.lock().clear();
     }
 
     /// The agent of this session.

@@ -13,9 +13,9 @@ use futures_util::task::AtomicWaker;
 
 use super::drive::Finished;
 use super::emit::Emitter;
+use super::history::History;
 use crate::error::{ErrorKind, panic_message};
 use crate::event::{Event, EventKind, RunError};
-use crate::model::Message;
 use crate::runtime::{BoxFuture, SharedRuntime};
 
 /// How many events a [`RunStream`] yields back to back before it returns `Pending` once (after
@@ -47,7 +47,7 @@ pub struct RunStream {
     runtime: SharedRuntime,
     cancel: Arc<CancelState>,
     deadline: Option<BoxFuture<()>>,
-    session: Option<Arc<Mutex<Vec<Message>>>>,
+    session: Option<Arc<Mutex<History>>>,
     next_seq: u64,
     ready_streak: u32,
     partial_text: String,
@@ -73,7 +73,7 @@ impl RunStream {
         emitter: Emitter,
         runtime: SharedRuntime,
         deadline: Option<BoxFuture<()>>,
-        session: Option<Arc<Mutex<Vec<Message>>>>,
+        session: Option<Arc<Mutex<History>>>,
         discard_text: bool,
     ) -> Self {
         RunStream {
@@ -209,7 +209,7 @@ impl Stream for RunStream {
                     session
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .extend(finished.new_messages);
+                        .append(finished.new_messages);
                 }
                 this.finish(finished.terminal)
             }

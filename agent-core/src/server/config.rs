@@ -31,6 +31,18 @@ pub struct ServerConfig {
     pub max_concurrent_runs: usize,
     /// Most sessions remembered; the least recently used is forgotten beyond. Default 10,000.
     pub max_sessions: usize,
+    /// Largest history one session keeps, in bytes (as
+    /// [`message_bytes`](crate::agent::message_bytes) counts them: the text of every
+    /// message plus a small fixed overhead each). When a completed run makes a session
+    /// larger, its oldest exchanges (a user input and everything its run added, tool rounds
+    /// included: never half of one) are forgotten until the rest fits. A `POST /v1/runs`
+    /// whose input alone would not fit is refused with `413 session_turn_too_large` before
+    /// any run starts. Default 8 MiB.
+    pub max_session_bytes: usize,
+    /// Largest history all sessions keep together, in bytes. When a run ends with the
+    /// sessions over this bound, the least recently used sessions are forgotten (a later
+    /// request with their id starts an empty one) until they fit again. Default 256 MiB.
+    pub max_total_session_bytes: usize,
     /// A client that has not accepted any bytes of a response for this long (it stopped
     /// reading) is disconnected, which cancels its run. Buffering per slow client is thus
     /// bounded by the socket buffers plus one frame. Default 30 s; `Duration::ZERO` turns the
@@ -73,6 +85,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_concurrent_runs: 1024,
             max_sessions: 10_000,
+            max_session_bytes: 8 * 1024 * 1024,
+            max_total_session_bytes: 256 * 1024 * 1024,
             write_timeout: Duration::from_secs(30),
             head_read_timeout: Duration::from_secs(30),
             max_headers: 100,
@@ -159,6 +173,35 @@ impl ServerConfig {
     ) -> Self {
         self.allowed_origins
             .extend(origins.into_iter().map(Into::into));
+        self
+    }
+
+    /// Set the most sessions remembered (see [`max_sessions`](Self::max_sessions)).
+    pub fn with_max_sessions(mut self, limit: usize) -> Self {
+        self.max_sessions = limit;
+        self
+    }
+
+    /// Set the largest history of one session (see
+    /// [`max_session_bytes`](Self::max_session_bytes)).
+    ///
+    /// ```
+    /// use agent_core::server::ServerConfig;
+    /// let config = ServerConfig::default()
+    ///     .with_max_session_bytes(1 << 20)
+    ///     .with_max_total_session_bytes(64 << 20);
+    /// assert_eq!(config.max_session_bytes, 1 << 20);
+    /// assert_eq!(config.max_total_session_bytes, 64 << 20);
+    /// ```
+    pub fn with_max_session_bytes(mut self, limit: usize) -> Self {
+        self.max_session_bytes = limit;
+        self
+    }
+
+    /// Set the largest history of all sessions together (see
+    /// [`max_total_session_bytes`](Self::max_total_session_bytes)).
+    pub fn with_max_total_session_bytes(mut self, limit: usize) -> Self {
+        self.max_total_session_bytes = limit;
         self
     }
 

@@ -70,6 +70,18 @@ impl ApiError {
         }
     }
 
+    /// A 413 for a session run whose input alone is larger than
+    /// [`ServerConfig::max_session_bytes`], so the session could not keep it.
+    pub fn session_turn_too_large(input_bytes: usize, limit: usize) -> Self {
+        ApiError {
+            status: 413,
+            code: "session_turn_too_large",
+            message: format!(
+                "the input ({input_bytes} bytes in the session history) exceeds the session's {limit}-byte history limit"
+            ),
+        }
+    }
+
     /// A 408 for a request body that did not arrive within
     /// [`ServerConfig::body_read_timeout`] (it stopped midway or trickled). Every backend
     /// answers a slow body with exactly this.
@@ -212,6 +224,8 @@ struct ServiceInner {
     config: ServerConfig,
     sessions: Mutex<HashMap<String, (Session, u64)>>,
     session_clock: AtomicU64,
+    /// The bytes of every remembered session's history (see `max_total_session_bytes`).
+    session_bytes: Arc<AtomicUsize>,
     running: AtomicUsize,
     active: Mutex<HashMap<u64, CancelHandle>>,
     next_stream: AtomicU64,
@@ -241,6 +255,7 @@ impl AgentService {
                 config,
                 sessions: Mutex::new(HashMap::new()),
                 session_clock: AtomicU64::new(0),
+                session_bytes: Arc::new(AtomicUsize::new(0)),
                 running: AtomicUsize::new(0),
                 active: Mutex::new(HashMap::new()),
                 next_stream: AtomicU64::new(0),
@@ -399,7 +414,16 @@ impl AgentService {
                 let request: RunRequest =
                     serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
                 let run = match &request.session_id {
-                    Some(id) => self.session(id)?.run(request.input),
+                    Some(id) => {
+                        let limit = self.inner.config.max_session_bytes;
+                        let input_bytes = crate::agent::message_bytes(
+                            &crate::model::Message::user(request.input.as_str()),
+                        );
+                        if input_bytes > limit {
+                            return Err(ApiError::session_turn_too_large(input_bytes, limit));
+                        }
+                        self.session(id)?.run(request.input)
+                    }
                     None => self.inner.agent.run(request.input),
                 };
                 let permit = self.admit(&run)?;
@@ -506,13 +530,28 @@ impl AgentService {
                 .iter()
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(k, _)| k.clone());
-            if let Some(oldest) = oldest {
-                sessions.remove(&oldest);
+            if let Some(oldest) = oldest
+                && let Some((forgotten, _)) = sessions.remove(&oldest)
+            {
+                forgotten.detach();
             }
         }
-        let session = self.inner.agent.session();
+        let session = self.inner.agent.session_in(
+            Some(self.inner.config.max_session_bytes),
+            Some(self.inner.session_bytes.clone()),
+        );
         sessions.insert(id.to_string(), (session.clone(), tick));
         Ok(session)
+    }
+
+    /// The bytes of all remembered sessions' histories together.
+    pub fn session_bytes(&self) -> usize {
+        self.inner.session_bytes.load(Ordering::Acquire)
+    }
+
+    /// How many sessions are remembered.
+    pub fn session_count(&self) -> usize {
+        lock(&self.inner.sessions).len()
     }
 
     /// Count the run against the concurrent-run limit and register it for shutdown.
@@ -573,6 +612,41 @@ impl Drop for RunPermit {
     fn drop(&mut self) {
         lock(&self.inner.active).remove(&self.id);
         self.inner.running.fetch_sub(1, Ordering::AcqRel);
+        // A session run has just appended its exchange: keep all sessions within bounds.
+        self.inner.forget_sessions_beyond_total();
+    }
+}
+
+impl ServiceInner {
+    /// Forget the least recently used sessions while all sessions together exceed
+    /// `max_total_session_bytes`.
+    fn forget_sessions_beyond_total(&self) {
+        let limit = self.config.max_total_session_bytes;
+        if self.session_bytes.load(Ordering::Acquire) <= limit {
+            return;
+        }
+        let mut sessions = lock(&self.sessions);
+        let mut by_age: Vec<(u64, String)> = sessions
+            .iter()
+            .map(|(id, (_, used))| (*used, id.clone()))
+            .collect();
+        by_age.sort_unstable();
+        let mut forgotten = 0usize;
+        for (_, id) in by_age {
+            if self.session_bytes.load(Ordering::Acquire) <= limit {
+                break;
+            }
+            if let Some((session, _)) = sessions.remove(&id) {
+                session.detach();
+                forgotten += 1;
+            }
+        }
+        tracing::info!(
+            forgotten,
+            bytes = self.session_bytes.load(Ordering::Acquire),
+            limit,
+            "sessions over max_total_session_bytes; least recently used forgotten"
+        );
     }
 }
 

@@ -21,6 +21,7 @@
 //! | 13 | soak | `soak_sequential`, `soak_concurrent` |
 //! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
 //! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
+//! | 16 | session bounds | `server_session_bounds` |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -42,6 +43,7 @@ pub mod incremental;
 pub mod leaks;
 pub mod parallel;
 pub mod responses_api;
+pub mod sessions;
 pub mod soak;
 pub mod starvation;
 pub(crate) mod support;
@@ -219,6 +221,7 @@ cases! {
     "responses_lockstep", "front-end: Responses API", "POST /v1/responses (stream: true): each output_text delta is written before the next exists, sequence_number without gaps (lockstep)", responses_api::lockstep;
     "responses_free_running", "front-end: Responses API", "POST /v1/responses: 40 paced deltas arrive in many separate socket reads", responses_api::free_running;
     "responses_cancel_disconnect", "front-end: Responses API", "a client leaving POST /v1/responses cancels its run", responses_api::cancel_disconnect;
+    "server_session_bounds", "16 session bounds", "sessions over HTTP stay within max_session_bytes (oldest exchanges dropped, 413 for an input that cannot fit) and max_total_session_bytes (least recently used forgotten)", sessions::session_bounds;
 }
 
 /// The case named `name`.
