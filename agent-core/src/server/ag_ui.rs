@@ -49,11 +49,12 @@ use std::collections::{HashMap, HashSet};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::chat::{ChatMessage, ChatToolCall, conversation as conversation_of};
 use super::protocol::{FrameEncoder, Start};
 use super::service::ApiError;
 use crate::agent::Agent;
 use crate::event::{Event, EventKind};
-use crate::model::{Message, ToolCall};
+use crate::model::Message;
 
 /// The `RunAgentInput` body (fields the agent does not use are ignored).
 #[derive(Debug, Deserialize)]
@@ -75,7 +76,7 @@ struct AgUiMessage {
     #[serde(default)]
     content: Value,
     #[serde(default)]
-    tool_calls: Vec<AgUiToolCall>,
+    tool_calls: Vec<ChatToolCall>,
     #[serde(default)]
     tool_call_id: Option<String>,
     #[serde(default)]
@@ -83,26 +84,9 @@ struct AgUiMessage {
 }
 
 #[derive(Debug, Deserialize)]
-struct AgUiToolCall {
-    id: String,
-    function: AgUiFunction,
-}
-
-#[derive(Debug, Deserialize)]
-struct AgUiFunction {
-    name: String,
-    #[serde(default)]
-    arguments: String,
-}
-
-#[derive(Debug, Deserialize)]
 struct ContextEntry {
     description: String,
     value: String,
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_messages", message)
 }
 
 /// Start a run from a `RunAgentInput` body.
@@ -130,65 +114,26 @@ pub(crate) fn start(agent: &Agent, body: &[u8]) -> Result<Start, ApiError> {
 }
 
 fn input_and_history(messages: &[AgUiMessage]) -> Result<(String, Vec<Message>), ApiError> {
-    // Reasoning and activity messages are the UI's; the model never sees them.
-    let conversation: Vec<&AgUiMessage> = messages
+    // Reasoning and activity messages are the UI's; the model never sees them. The rest
+    // have the chat shape (camelCase on the wire), so the chat endpoint's rules apply.
+    let conversation: Vec<ChatMessage> = messages
         .iter()
         .filter(|m| !matches!(m.role.as_str(), "reasoning" | "activity"))
+        .map(|m| ChatMessage {
+            role: m.role.clone(),
+            content: match (&m.error, &m.content) {
+                // A failed front-end tool call: its error is what the model gets back.
+                (Some(error), Value::Null) => Value::String(format!("error: {error}")),
+                (Some(error), Value::String(text)) if text.is_empty() => {
+                    Value::String(format!("error: {error}"))
+                }
+                _ => m.content.clone(),
+            },
+            tool_calls: m.tool_calls.clone(),
+            tool_call_id: m.tool_call_id.clone(),
+        })
         .collect();
-    let Some((last, earlier)) = conversation.split_last() else {
-        return Err(invalid("`messages` must contain a user message"));
-    };
-    if last.role != "user" {
-        return Err(invalid("the last message must have role \"user\""));
-    }
-    let input = content_text(&last.content)?;
-    let mut history = Vec::with_capacity(earlier.len());
-    for message in earlier {
-        let content = content_text(&message.content)?;
-        history.push(match message.role.as_str() {
-            "system" | "developer" => Message::system(content),
-            "user" => Message::user(content),
-            "assistant" => Message::Assistant {
-                content,
-                tool_calls: message
-                    .tool_calls
-                    .iter()
-                    .map(|call| ToolCall {
-                        id: call.id.clone(),
-                        name: call.function.name.clone(),
-                        arguments: call.function.arguments.clone(),
-                    })
-                    .collect(),
-            },
-            "tool" => Message::Tool {
-                call_id: message.tool_call_id.clone().ok_or_else(|| {
-                    invalid("a message with role \"tool\" needs its `toolCallId`")
-                })?,
-                content: match &message.error {
-                    Some(error) if content.is_empty() => format!("error: {error}"),
-                    _ => content,
-                },
-            },
-            other => return Err(invalid(format!("unsupported message role {other:?}"))),
-        });
-    }
-    Ok((input, history))
-}
-
-/// A string, an array of content parts (their `text`s are concatenated; binary parts are
-/// skipped), or nothing.
-fn content_text(content: &Value) -> Result<String, ApiError> {
-    match content {
-        Value::String(s) => Ok(s.clone()),
-        Value::Null => Ok(String::new()),
-        Value::Array(parts) => Ok(parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect()),
-        _ => Err(invalid(
-            "message content must be a string or an array of content parts",
-        )),
-    }
+    conversation_of(&conversation)
 }
 
 /// What is open right now: at most one text or reasoning message.

@@ -86,56 +86,63 @@ impl ChatCompletionRequest {
     /// Split the conversation into the new input (the last user message) and the history
     /// before it.
     pub fn input_and_history(&self) -> Result<(String, Vec<Message>), ApiError> {
-        let Some((last, earlier)) = self.messages.split_last() else {
-            return Err(ApiError::bad_request(
-                "invalid_messages",
-                "`messages` must not be empty",
-            ));
-        };
-        if last.role != "user" {
-            return Err(ApiError::bad_request(
-                "invalid_messages",
-                "the last message must have role \"user\"",
-            ));
-        }
-        let input = content_text(&last.content)?;
-        let mut history = Vec::with_capacity(earlier.len());
-        for message in earlier {
-            let content = content_text(&message.content)?;
-            history.push(match message.role.as_str() {
-                "system" | "developer" => Message::system(content),
-                "user" => Message::user(content),
-                "assistant" => Message::Assistant {
-                    content,
-                    tool_calls: message
-                        .tool_calls
-                        .iter()
-                        .map(|call| crate::model::ToolCall {
-                            id: call.id.clone(),
-                            name: call.function.name.clone(),
-                            arguments: call.function.arguments.clone(),
-                        })
-                        .collect(),
-                },
-                "tool" => Message::Tool {
-                    call_id: message.tool_call_id.clone().ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_messages",
-                            "a message with role \"tool\" needs its `tool_call_id`",
-                        )
-                    })?,
-                    content,
-                },
-                other => {
-                    return Err(ApiError::bad_request(
-                        "invalid_messages",
-                        format!("unsupported message role {other:?}"),
-                    ));
-                }
-            });
-        }
-        Ok((input, history))
+        conversation(&self.messages)
     }
+}
+
+/// Split chat-shaped `messages` into the new input (the last message, which must be the
+/// user's) and the history before it. Shared by every endpoint whose messages have the
+/// chat shape (chat completions, AG-UI).
+pub(crate) fn conversation(messages: &[ChatMessage]) -> Result<(String, Vec<Message>), ApiError> {
+    let Some((last, earlier)) = messages.split_last() else {
+        return Err(ApiError::bad_request(
+            "invalid_messages",
+            "`messages` must not be empty",
+        ));
+    };
+    if last.role != "user" {
+        return Err(ApiError::bad_request(
+            "invalid_messages",
+            "the last message must have role \"user\"",
+        ));
+    }
+    let input = content_text(&last.content)?;
+    let mut history = Vec::with_capacity(earlier.len());
+    for message in earlier {
+        let content = content_text(&message.content)?;
+        history.push(match message.role.as_str() {
+            "system" | "developer" => Message::system(content),
+            "user" => Message::user(content),
+            "assistant" => Message::Assistant {
+                content,
+                tool_calls: message
+                    .tool_calls
+                    .iter()
+                    .map(|call| crate::model::ToolCall {
+                        id: call.id.clone(),
+                        name: call.function.name.clone(),
+                        arguments: call.function.arguments.clone(),
+                    })
+                    .collect(),
+            },
+            "tool" => Message::Tool {
+                call_id: message.tool_call_id.clone().ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_messages",
+                        "a message with role \"tool\" needs its `tool_call_id`",
+                    )
+                })?,
+                content,
+            },
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_messages",
+                    format!("unsupported message role {other:?}"),
+                ));
+            }
+        });
+    }
+    Ok((input, history))
 }
 
 fn content_text(content: &Value) -> Result<String, ApiError> {

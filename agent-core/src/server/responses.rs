@@ -283,12 +283,7 @@ async fn complete(mut run: RunStream, mut encoder: ResponsesEncoder) -> ApiRespo
             _ => {}
         }
     }
-    ApiError {
-        status: 500,
-        code: "internal",
-        message: "the run ended without a terminal event".into(),
-    }
-    .into_response()
+    missing_terminal_response()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

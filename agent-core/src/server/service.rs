@@ -666,12 +666,7 @@ async fn complete_chat(
             _ => {}
         }
     }
-    ApiError {
-        status: 500,
-        code: "internal",
-        message: "the run ended without a terminal event".into(),
-    }
-    .into_response()
+    missing_terminal_response()
 }
 
 /// The answer to a non-streamed request whose run failed, the same on every endpoint:
@@ -693,6 +688,17 @@ pub(crate) fn failed_run_response(error: &crate::event::RunError) -> ApiResponse
             .push(("retry-after", wait_ms.div_ceil(1000).to_string()));
     }
     response
+}
+
+/// The answer to a non-streamed request whose run ended without a terminal event (a
+/// broken contract: every run ends with exactly one).
+pub(crate) fn missing_terminal_response() -> ApiResponse {
+    ApiError {
+        status: 500,
+        code: "internal",
+        message: "the run ended without a terminal event".into(),
+    }
+    .into_response()
 }
 
 /// The answer to a non-streamed request whose run was cancelled (the server is shutting
