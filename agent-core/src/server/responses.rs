@@ -54,7 +54,10 @@ use serde_json::{Value, json};
 
 use super::chat::unix_now;
 use super::protocol::{FrameEncoder, Start};
-use super::service::{ApiBody, ApiError, ApiResponse, cancelled_run_response, failed_run_response};
+use super::service::{
+    ApiBody, ApiError, ApiResponse, cancelled_run_response, failed_run_response,
+    missing_terminal_response,
+};
 use crate::agent::{Agent, RunStream};
 use crate::error::ErrorKind;
 use crate::event::{Event, EventKind};
