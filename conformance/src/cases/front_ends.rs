@@ -7,14 +7,12 @@
 //! | `front_end_ai_sdk_free_running`, `front_end_ag_ui_free_running` | deltas produced 15 ms apart, never waiting, arrive in many separate socket reads (a server that coalesces on idle or by size fails) |
 //! | `front_end_ai_sdk_disconnect`, `front_end_ag_ui_disconnect` | a client leaving mid-stream cancels the run (its model stream is dropped) |
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent_core::model::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 
-use super::free_running::{FREE_DELTAS, MIN_ARRIVALS, PACE};
+use super::free_running::{FREE_DELTAS, MIN_ARRIVALS, PACE, read_counting};
 use super::support::{Server, WAIT, agent_builder, wait_until};
 use super::{Outcome, TEXT_DELTAS};
 use crate::backend::Backend;
@@ -202,47 +200,6 @@ pub fn ag_ui_lockstep(backend: &dyn Backend) -> Outcome {
 
 fn free_delta(k: usize) -> String {
     format!("w{k:02} ")
-}
-
-/// Send `request` and read until the body contains `end` (or the connection ends),
-/// counting the reads that returned bytes.
-fn read_counting(addr: SocketAddr, what: &str, request: &[u8], end: &str) -> (String, usize) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .unwrap_or_else(|err| panic!("free-running delivery through {what}: connect: {err}"));
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(request)
-        .unwrap_or_else(|err| panic!("free-running delivery through {what}: send: {err}"));
-    let deadline = Instant::now() + WAIT;
-    let mut received = Vec::new();
-    let mut reads = 0;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "free-running delivery: through {what}, the stream did not end within {WAIT:?}; \
-             received {} bytes in {reads} reads",
-            received.len()
-        );
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                reads += 1;
-                received.extend_from_slice(&chunk[..n]);
-                if String::from_utf8_lossy(&received).contains(end) {
-                    break;
-                }
-            }
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => panic!(
-                "free-running delivery through {what}: read failed after {} bytes: {err}",
-                received.len()
-            ),
-        }
-    }
-    (String::from_utf8_lossy(&received).into_owned(), reads)
 }
 
 fn free_running(backend: &dyn Backend, front_end: &FrontEnd, end: &str) -> Outcome {

@@ -8,15 +8,13 @@
 //! | `responses_free_running` | deltas paced [`PACE`] apart that never wait for the client arrive in many separate reads |
 //! | `responses_cancel_disconnect` | a client leaving mid-stream cancels the run (its model stream is dropped) |
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use agent_core::model::{ScriptedModel, Turn};
 use serde_json::{Value, json};
 
 use super::cancellation::CLOSE_WITHIN;
-use super::free_running::{FREE_DELTAS, MIN_ARRIVALS, PACE};
+use super::free_running::{FREE_DELTAS, MIN_ARRIVALS, PACE, read_counting};
 use super::support::{Server, WAIT, agent_builder, wait_until};
 use super::{Outcome, TEXT_DELTAS};
 use crate::backend::Backend;
@@ -170,44 +168,9 @@ pub fn free_running(backend: &dyn Backend) -> Outcome {
         server.addr(),
         body.len()
     );
-    let mut stream = TcpStream::connect_timeout(&server.addr(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("responses API free-running: connect: {e}"));
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(head.as_bytes())
-        .unwrap_or_else(|e| panic!("responses API free-running: send: {e}"));
     step("reading the free-running stream of POST /v1/responses");
-    let deadline = Instant::now() + WAIT;
-    let mut received = Vec::new();
-    let mut reads = 0usize;
-    let mut chunk = vec![0u8; 64 * 1024];
     let end = "event: response.completed";
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "responses API free-running: the stream did not end within {WAIT:?}; received {} \
-             bytes in {reads} reads",
-            received.len()
-        );
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                reads += 1;
-                received.extend_from_slice(&chunk[..n]);
-                if String::from_utf8_lossy(&received).contains(end) {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => panic!(
-                "responses API free-running: read failed after {} bytes: {e}",
-                received.len()
-            ),
-        }
-    }
-    let text = String::from_utf8_lossy(&received);
+    let (text, reads) = read_counting(server.addr(), "POST /v1/responses", head.as_bytes(), end);
     assert!(
         text.contains(end),
         "responses API free-running: the stream ended without response.completed:\n{text}"
