@@ -90,47 +90,12 @@ struct Numbers {
 /// How long a test may run before it fails instead of holding CI.
 const DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The last step a test recorded, reported when it misses its deadline.
-#[derive(Clone, Default)]
-struct Steps(std::sync::Arc<std::sync::Mutex<String>>);
+mod support;
+use support::Steps;
 
-impl Steps {
-    fn step(&self, what: impl Into<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = what.into();
-    }
-
-    fn last(&self) -> String {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Run `body` on its own thread and fail the test, naming it and its last step, if it has
-/// not finished within [`DEADLINE`]: a run, channel, gate or join that never ends fails in
-/// seconds instead of hanging. A panic in the body is re-raised unchanged.
+/// [`support::within`] with this file's [`DEADLINE`].
 fn within_deadline(name: &str, body: impl FnOnce(&Steps) + Send + 'static) {
-    use std::sync::mpsc::RecvTimeoutError;
-    let steps = Steps::default();
-    steps.step("started");
-    let inner = steps.clone();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            body(&inner);
-            let _ = done_tx.send(());
-        })
-        .expect("spawn the test thread");
-    match done_rx.recv_timeout(DEADLINE) {
-        Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(RecvTimeoutError::Timeout) => panic!(
-            "{name}: did not finish within {DEADLINE:?} (hung); last step: {}",
-            steps.last()
-        ),
-    }
+    support::within(name, DEADLINE, body)
 }
 
 #[test]

@@ -1,113 +1,26 @@
 //! `POST /v1/ai-sdk/chat`: the Vercel AI SDK UI message stream, through `AgentService::handle`.
 
-use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::agent::Agent;
 use agent_core::error::{ErrorKind, ModelError};
-use agent_core::model::{
-    FinishReason, Message, ModelRequest, ScriptedModel, Step, ToolCall, ToolCallDelta, Turn,
-};
-use agent_core::runtime::{ThreadRuntime, block_on};
-use agent_core::server::{AgentService, ApiBody, ApiResponse, ServerConfig};
-use agent_core::tool::{ToolError, async_tool};
+use agent_core::model::{Message, ScriptedModel, ToolCall, Turn};
+use agent_core::runtime::block_on;
+use agent_core::server::{AgentService, ApiBody, ApiResponse};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 const PATH: &str = "/v1/ai-sdk/chat";
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Run `body` on its own thread and fail if it takes longer than [`DEADLINE`].
+mod support;
+use support::{header, service_of, tool_round_service};
+
 fn bounded<T: Send + 'static>(name: &str, body: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = channel();
-    let handle = std::thread::spawn(move || {
-        let _ = tx.send(body());
-    });
-    match rx.recv_timeout(DEADLINE) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the body sent nothing and did not panic"),
-        },
-        Err(RecvTimeoutError::Timeout) => panic!("{name}: did not finish within {DEADLINE:?}"),
-    }
-}
-
-type Requests = Arc<Mutex<Vec<ModelRequest>>>;
-
-fn piece(id: Option<&str>, name: Option<&str>, arguments: &str) -> Step {
-    Step::ToolCallDelta(ToolCallDelta {
-        index: 0,
-        id: id.map(Into::into),
-        name: name.map(Into::into),
-        arguments: arguments.into(),
-    })
-}
-
-/// Round 1: reasoning, text and a calculator call whose arguments stream in two pieces;
-/// round 2: a call to a tool that fails; round 3: the answer.
-fn tool_round_service() -> (AgentService, Requests) {
-    let requests: Requests = Arc::default();
-    let seen = requests.clone();
-    let model = ScriptedModel::from_fn(move |request, n| {
-        seen.lock().unwrap().push(request.clone());
-        match n {
-            0 => Turn::new()
-                .reasoning("Need a tool.")
-                .text("Let me compute.")
-                .step(piece(
-                    Some("call_1"),
-                    Some("calculator"),
-                    "{\"expression\":",
-                ))
-                .step(piece(None, None, "\"2+2\"}"))
-                .step(Step::Finish(FinishReason::ToolCalls)),
-            1 => Turn::new()
-                .tool_call("call_2", "broken", "{}")
-                .step(Step::Finish(FinishReason::ToolCalls)),
-            _ => Turn::new().text("4"),
-        }
-    });
-    let agent = Agent::builder()
-        .model(model)
-        .tool(async_tool(
-            "calculator",
-            "Evaluate an expression",
-            json!({"type": "object"}),
-            |_| async { Ok(json!(4)) },
-        ))
-        .tool(async_tool(
-            "broken",
-            "Always fails",
-            json!({"type": "object"}),
-            |_| async { Err(ToolError::failed("division by zero")) },
-        ))
-        .runtime(Arc::new(ThreadRuntime::new()))
-        .build()
-        .unwrap();
-    (AgentService::new(agent, ServerConfig::default()), requests)
-}
-
-fn service_of(model: ScriptedModel) -> AgentService {
-    let agent = Agent::builder()
-        .model(model)
-        .runtime(Arc::new(ThreadRuntime::new()))
-        .build()
-        .unwrap();
-    AgentService::new(agent, ServerConfig::default())
+    support::bounded(name, DEADLINE, body)
 }
 
 fn post(service: &AgentService, body: &[u8]) -> ApiResponse {
     block_on(service.handle("POST", PATH, &[("content-type", "application/json")], body))
-}
-
-fn header<'a>(response: &'a ApiResponse, name: &str) -> Option<&'a str> {
-    response
-        .headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }
 
 fn user(text: &str) -> Value {

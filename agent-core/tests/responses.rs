@@ -20,27 +20,11 @@ use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Run `body` on its own thread; fail naming the test if it has not finished within
-/// [`DEADLINE`] (a run that never ends fails instead of hanging).
+mod support;
+
+/// [`support::within`] with this file's [`DEADLINE`].
 fn within_deadline(name: &str, body: impl FnOnce() + Send + 'static) {
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let handle = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            body();
-            let _ = done_tx.send(());
-        })
-        .expect("spawn the test thread");
-    match done_rx.recv_timeout(DEADLINE) {
-        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(panic) = handle.join() {
-                std::panic::resume_unwind(panic);
-            }
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{name}: did not finish within {DEADLINE:?} (hung)")
-        }
-    }
+    support::within(name, DEADLINE, move |_| body())
 }
 
 fn builder(model: ScriptedModel) -> AgentBuilder {
