@@ -71,7 +71,9 @@ fn read_until(stream: &mut TcpStream, needle: &str, what: &str) -> String {
 fn a_client_that_stops_reading_is_disconnected() {
     let model = FloodModel::new(DELTA_BYTES);
     let counters = model.counters.clone();
-    let config = ServerConfig::default().with_write_timeout(Duration::from_millis(300));
+    let config = ServerConfig::default()
+        .with_write_timeout(Duration::from_millis(300))
+        .with_run_detach_grace(Duration::ZERO);
     let server = serve(model, config);
     let (mut stream, head) = stalling_client(server.local_addr(), &post_run("flood"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -104,7 +106,9 @@ fn a_stalled_client_of_big_frames_is_dropped_within_the_write_timeout() {
     for delta in [64 * 1024, 1024 * 1024] {
         let model = FloodModel::new(delta);
         let counters = model.counters.clone();
-        let config = ServerConfig::default().with_write_timeout(WRITE_TIMEOUT);
+        let config = ServerConfig::default()
+            .with_write_timeout(WRITE_TIMEOUT)
+            .with_run_detach_grace(Duration::ZERO);
         let server = serve(model, config);
         let (mut stream, head) = stalling_client(server.local_addr(), &post_run("flood"));
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -248,7 +252,10 @@ fn payload_too_large_is_answered_early() {
 fn the_concurrent_run_limit_answers_503() {
     let model = HoldModel::default();
     let counters = model.counters.clone();
-    let server = serve(model, ServerConfig::default().with_max_concurrent_runs(1));
+    let config = ServerConfig::default()
+        .with_max_concurrent_runs(1)
+        .with_run_detach_grace(Duration::ZERO);
+    let server = serve(model, config);
     let mut first = TcpStream::connect(server.local_addr()).unwrap();
     first.write_all(&post_run("a")).unwrap();
     read_until(&mut first, "partial", "the first run's delta");

@@ -15,8 +15,11 @@ use backend_blocking::{ThreadServer, ThreadServerOptions};
 use common::{WATCHDOG, gated_model};
 use serde_json::Value;
 
+/// No detach grace: a client leaving cancels its run at once (what these tests check).
 fn config() -> ServerConfig {
-    ServerConfig::default().with_addr("127.0.0.1:0".parse().unwrap())
+    ServerConfig::default()
+        .with_addr("127.0.0.1:0".parse().unwrap())
+        .with_run_detach_grace(std::time::Duration::ZERO)
 }
 
 fn scripted_agent(text: &str) -> Agent {

@@ -68,7 +68,9 @@ fn a_client_that_stops_reading_is_disconnected() {
     for (name, setup) in setups() {
         let model = FloodModel::new(DELTA_BYTES);
         let counters = model.counters.clone();
-        let config = ServerConfig::default().with_write_timeout(Duration::from_millis(300));
+        let config = ServerConfig::default()
+            .with_write_timeout(Duration::from_millis(300))
+            .with_run_detach_grace(Duration::ZERO);
         let server = serve(&setup, model, config);
         let (mut stream, head) = stalling_client(server.local_addr(), &post_run("flood"));
         assert!(head.starts_with("HTTP/1.1 200"), "{name}: {head}");
@@ -154,7 +156,9 @@ fn the_concurrent_run_limit_answers_503() {
         let server = serve(
             &setup,
             model,
-            ServerConfig::default().with_max_concurrent_runs(1),
+            ServerConfig::default()
+                .with_max_concurrent_runs(1)
+                .with_run_detach_grace(Duration::ZERO),
         );
         let mut first = RawClient::connect(server.local_addr());
         first.post("/v1/runs", "", r#"{"input":"a"}"#);

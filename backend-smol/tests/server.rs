@@ -34,8 +34,11 @@ fn setups() -> Vec<(&'static str, Setup)> {
     ]
 }
 
+/// No detach grace: a client leaving cancels its run at once (what these tests check).
 fn config() -> ServerConfig {
-    ServerConfig::default().with_addr("127.0.0.1:0".parse().unwrap())
+    ServerConfig::default()
+        .with_addr("127.0.0.1:0".parse().unwrap())
+        .with_run_detach_grace(std::time::Duration::ZERO)
 }
 
 fn serve(setup: &Setup, model: impl Model, config: ServerConfig) -> SmolServer {

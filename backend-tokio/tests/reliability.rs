@@ -28,7 +28,9 @@ const STALLED_DELTAS_BOUND: usize = 1024;
 fn slow_reader_is_disconnected(flavour: Flavour) {
     let model = FloodModel::new(DELTA_BYTES);
     let counters = model.counters.clone();
-    let config = ServerConfig::default().with_write_timeout(Duration::from_millis(300));
+    let config = ServerConfig::default()
+        .with_write_timeout(Duration::from_millis(300))
+        .with_run_detach_grace(Duration::ZERO);
     let server = TestServer::start(flavour, config, |rt| {
         Agent::builder().model(model).runtime(rt).build().unwrap()
     });
@@ -134,7 +136,9 @@ fn payload_too_large_answered_before_the_body(flavour: Flavour) {
 fn concurrent_run_limit(flavour: Flavour) {
     let model = HoldModel::default();
     let counters = model.counters.clone();
-    let config = ServerConfig::default().with_max_concurrent_runs(1);
+    let config = ServerConfig::default()
+        .with_max_concurrent_runs(1)
+        .with_run_detach_grace(Duration::ZERO);
     let server = TestServer::start(flavour, config, |rt| {
         Agent::builder().model(model).runtime(rt).build().unwrap()
     });

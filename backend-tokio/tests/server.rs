@@ -223,7 +223,8 @@ fn payload_too_large_chunked(flavour: Flavour) {
 /// model stream is dropped (the upstream request would be closed).
 fn disconnect_cancels_run(flavour: Flavour) {
     let (model, gate) = gated_model();
-    let server = TestServer::start(flavour, ServerConfig::default(), |rt| {
+    let config = ServerConfig::default().with_run_detach_grace(Duration::ZERO);
+    let server = TestServer::start(flavour, config, |rt| {
         Agent::builder().model(model).runtime(rt).build().unwrap()
     });
     let mut client =

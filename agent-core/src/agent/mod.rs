@@ -111,6 +111,18 @@ impl fmt::Debug for Agent {
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(1);
 
+/// A run id: `run_` and 20 decimal digits, unique within the process and, with a per-process
+/// random key, not repeated by another process or a restart (runs are addressed by id over
+/// HTTP, and instances may share a store), nor guessable from the previous one.
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = KEY.get_or_init(Default::default).build_hasher();
+    hasher.write_u64(RUN_COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("run_{:020}", hasher.finish())
+}
+
 impl Agent {
     /// Start building an agent.
     pub fn builder() -> AgentBuilder {
@@ -236,7 +248,7 @@ impl Agent {
             None => self.inner.run_timeout,
         };
         let model_timeouts = timeouts.or(self.inner.timeouts);
-        let run_id = format!("run_{}", RUN_COUNTER.fetch_add(1, Ordering::Relaxed));
+        let run_id = new_run_id();
         let emitter = emit::Emitter::default();
         let span =
             tracing::info_span!("agent_run", run_id = %run_id, model = self.inner.model.name());

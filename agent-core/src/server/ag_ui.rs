@@ -51,7 +51,7 @@ use serde_json::{Value, json};
 
 use super::chat::{ChatMessage, ChatToolCall, conversation as conversation_of};
 use super::protocol::{FrameEncoder, Start};
-use super::service::ApiError;
+use super::response::ApiError;
 use crate::agent::Agent;
 use crate::event::{Event, EventKind};
 use crate::model::Message;

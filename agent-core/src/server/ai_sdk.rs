@@ -49,7 +49,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::protocol::{FrameEncoder, Start};
-use super::service::ApiError;
+use super::response::ApiError;
 use crate::agent::Agent;
 use crate::event::{Event, EventKind};
 use crate::model::{Message, ToolCall};

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::service::ApiError;
+use super::response::ApiError;
 use crate::event::{Event, EventKind};
 use crate::model::{Message, Usage};
 

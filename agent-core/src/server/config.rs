@@ -71,6 +71,21 @@ pub struct ServerConfig {
     /// allowed gets `403` before anything else. Default: none (only requests without
     /// `Origin`, i.e. not from a browser page on another origin).
     pub allowed_origins: Vec<String>,
+    /// How long a `/v1/runs` run goes on after its last reader disconnected, waiting for a
+    /// client to resume it (`GET /v1/runs/{id}/events` with `Last-Event-ID`); cancelled
+    /// when nobody came back by then. The other endpoints' protocols cannot resume, so
+    /// their runs are cancelled at once. Default 10 s; `Duration::ZERO` cancels at once.
+    pub run_detach_grace: Duration,
+    /// How long a finished run stays addressable (status, events) after it ended.
+    /// Default 5 minutes.
+    pub run_retention: Duration,
+    /// Most finished runs kept addressable; the oldest are forgotten beyond. Default 256.
+    pub max_retained_runs: usize,
+    /// Most bytes of events one run's log holds for resuming readers (text plus a fixed
+    /// per-event overhead). Beyond, the oldest events every connected reader has already
+    /// taken are dropped (resuming before them answers `410`), and a reader that still
+    /// needs the oldest holds the run back. Default 512 KiB.
+    pub max_run_log_bytes: usize,
 }
 
 /// The smallest [`ServerConfig::max_head_bytes`] a server applies.
@@ -93,6 +108,10 @@ impl Default for ServerConfig {
             max_head_bytes: 64 * 1024,
             body_read_timeout: Duration::from_secs(30),
             allowed_origins: Vec::new(),
+            run_detach_grace: Duration::from_secs(10),
+            run_retention: Duration::from_secs(300),
+            max_retained_runs: 256,
+            max_run_log_bytes: 512 * 1024,
         }
     }
 }
@@ -208,6 +227,45 @@ impl ServerConfig {
     /// Set the concurrent-run limit.
     pub fn with_max_concurrent_runs(mut self, limit: usize) -> Self {
         self.max_concurrent_runs = limit;
+        self
+    }
+
+    /// Set how long a disconnected `/v1/runs` run waits for a client to resume it (see
+    /// [`run_detach_grace`](Self::run_detach_grace)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agent_core::server::ServerConfig;
+    /// let config = ServerConfig::default()
+    ///     .with_run_detach_grace(Duration::from_secs(5))
+    ///     .with_run_retention(Duration::from_secs(60))
+    ///     .with_max_retained_runs(10)
+    ///     .with_max_run_log_bytes(64 * 1024);
+    /// assert_eq!(config.run_detach_grace, Duration::from_secs(5));
+    /// assert_eq!(config.max_run_log_bytes, 64 * 1024);
+    /// ```
+    pub fn with_run_detach_grace(mut self, grace: Duration) -> Self {
+        self.run_detach_grace = grace;
+        self
+    }
+
+    /// Set how long finished runs stay addressable (see
+    /// [`run_retention`](Self::run_retention)).
+    pub fn with_run_retention(mut self, retention: Duration) -> Self {
+        self.run_retention = retention;
+        self
+    }
+
+    /// Set the most finished runs kept (see [`max_retained_runs`](Self::max_retained_runs)).
+    pub fn with_max_retained_runs(mut self, limit: usize) -> Self {
+        self.max_retained_runs = limit;
+        self
+    }
+
+    /// Set the byte bound of one run's event log (see
+    /// [`max_run_log_bytes`](Self::max_run_log_bytes)).
+    pub fn with_max_run_log_bytes(mut self, limit: usize) -> Self {
+        self.max_run_log_bytes = limit;
         self
     }
 }

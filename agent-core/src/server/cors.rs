@@ -10,7 +10,7 @@
 //! that closes the no-preflight path.
 
 use super::ServerConfig;
-use super::service::{ApiError, ApiResponse};
+use super::response::{ApiError, ApiResponse};
 
 /// Methods the API answers, for `Access-Control-Allow-Methods`.
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, OPTIONS";

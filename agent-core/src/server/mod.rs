@@ -34,18 +34,21 @@
 
 mod ag_ui;
 mod ai_sdk;
+mod body;
 mod chat;
 mod config;
 mod cors;
 mod protocol;
+mod response;
 mod responses;
+mod runs;
 mod service;
 
+pub use body::ResponseBody;
 pub use chat::{ChatCompletionRequest, ChatFunctionCall, ChatMessage, ChatToolCall};
 pub use config::{MIN_HEAD_BYTES, ServerConfig};
-pub use service::{
-    AgentService, ApiBody, ApiError, ApiResponse, ResponseBody, RunRequest, encode_event_frame,
-};
+pub use response::{ApiBody, ApiError, ApiResponse};
+pub use service::{AgentService, RunRequest, encode_event_frame};
 
 /// The comment frame a server sends on an idle SSE stream.
 pub const KEEP_ALIVE_FRAME: &str = ": keep-alive\n\n";

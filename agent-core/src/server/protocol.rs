@@ -15,7 +15,8 @@ use crate::agent::{Agent, RunStream};
 use crate::event::Event;
 use crate::runtime::BoxFuture;
 
-use super::service::{ApiError, ApiResponse};
+use super::response::{ApiError, ApiResponse};
+use super::runs::RunEvents;
 
 /// Turns a run's events into the frames of one wire protocol.
 ///
@@ -36,11 +37,11 @@ pub(crate) enum Start {
         encoder: Box<dyn FrameEncoder>,
         headers: Vec<(&'static str, String)>,
     },
-    /// Answer once, when the run ends (a non-streamed request): `finish` consumes the run
-    /// and resolves to the complete response.
+    /// Answer once, when the run ends (a non-streamed request): `finish` reads the run's
+    /// events and resolves to the complete response.
     Complete {
         run: RunStream,
-        finish: Box<dyn FnOnce(RunStream) -> BoxFuture<ApiResponse> + Send>,
+        finish: Box<dyn FnOnce(RunEvents) -> BoxFuture<ApiResponse> + Send>,
     },
 }
 

@@ -54,11 +54,11 @@ use serde_json::{Value, json};
 
 use super::chat::unix_now;
 use super::protocol::{FrameEncoder, Start};
-use super::service::{
-    ApiBody, ApiError, ApiResponse, cancelled_run_response, failed_run_response,
-    missing_terminal_response,
+use super::response::{
+    ApiError, ApiResponse, cancelled_run_response, failed_run_response, missing_terminal_response,
 };
-use crate::agent::{Agent, RunStream};
+use super::runs::RunEvents;
+use crate::agent::Agent;
 use crate::error::ErrorKind;
 use crate::event::{Event, EventKind};
 use crate::model::{Message, ToolCall, Usage};
@@ -263,23 +263,15 @@ pub(crate) fn start(agent: &Agent, body: &[u8]) -> Result<Start, ApiError> {
     }
 }
 
-fn json_response(status: u16, value: &Value) -> ApiResponse {
-    ApiResponse {
-        status,
-        headers: vec![("content-type", "application/json".to_string())],
-        body: ApiBody::Full(value.to_string().into_bytes()),
-    }
-}
-
 /// The non-streamed answer: the same encoder, its frames discarded, its final object sent.
-async fn complete(mut run: RunStream, mut encoder: ResponsesEncoder) -> ApiResponse {
+async fn complete(mut run: RunEvents, mut encoder: ResponsesEncoder) -> ApiResponse {
     let mut discard = String::new();
     while let Some(event) = run.next().await {
         discard.clear();
         encoder.encode(&event, &mut discard);
         match &event.kind {
             EventKind::RunCompleted { .. } => {
-                return json_response(200, &encoder.response("completed"));
+                return ApiResponse::json(200, &encoder.response("completed"));
             }
             EventKind::RunFailed { error, .. } => return failed_run_response(error),
             EventKind::RunCancelled { .. } => return cancelled_run_response(),

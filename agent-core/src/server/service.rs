@@ -2,20 +2,21 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_core::Stream;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use super::body::ResponseBody;
 use super::chat::{ChatCompletionRequest, ChunkEncoder};
 use super::protocol::{self, FrameEncoder};
+use super::response::{
+    ApiError, ApiResponse, cancelled_run_response, failed_run_response, missing_terminal_response,
+};
+use super::runs::{AttachError, RunEvents, RunLimits, RunLog, RunRegistry};
 use super::{ServerConfig, cors};
 use crate::agent::{Agent, CancelHandle, RunStream, Session};
 use crate::event::{Event, EventKind};
@@ -29,172 +30,6 @@ pub struct RunRequest {
     /// Continue this session (created on first use); omit for a one-off run.
     #[serde(default)]
     pub session_id: Option<String>,
-}
-
-/// An HTTP error with a JSON body in the OpenAI error shape:
-/// `{"error":{"message":…,"type":…,"code":…}}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status (4xx or 5xx).
-    pub status: u16,
-    /// Machine-readable code, e.g. `invalid_json`.
-    pub code: &'static str,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl ApiError {
-    /// A 400 with `code` and `message`.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: 400,
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// A 400 for a body that is not the expected JSON.
-    pub fn invalid_json(err: &serde_json::Error) -> Self {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("the request body is not valid: {err}"),
-        )
-    }
-
-    /// A 413 for a body larger than `limit` bytes (backends use it while reading the body).
-    pub fn payload_too_large(limit: usize) -> Self {
-        ApiError {
-            status: 413,
-            code: "payload_too_large",
-            message: format!("the request body exceeds the {limit}-byte limit"),
-        }
-    }
-
-    /// A 413 for a session run whose input alone is larger than
-    /// [`ServerConfig::max_session_bytes`], so the session could not keep it.
-    pub fn session_turn_too_large(input_bytes: usize, limit: usize) -> Self {
-        ApiError {
-            status: 413,
-            code: "session_turn_too_large",
-            message: format!(
-                "the input ({input_bytes} bytes in the session history) exceeds the session's {limit}-byte history limit"
-            ),
-        }
-    }
-
-    /// A 408 for a request body that did not arrive within
-    /// [`ServerConfig::body_read_timeout`] (it stopped midway or trickled). Every backend
-    /// answers a slow body with exactly this.
-    pub fn body_timeout(timeout: std::time::Duration) -> Self {
-        ApiError {
-            status: 408,
-            code: "request_timeout",
-            message: format!("the request body did not arrive within {timeout:?}"),
-        }
-    }
-
-    /// A 400 for a request body whose framing is broken (bad chunked coding, a connection
-    /// that ended midway). The message is the same on every backend; the transport's own
-    /// wording of the cause belongs in its log, not in the answer.
-    pub fn invalid_body() -> Self {
-        ApiError::bad_request(
-            "invalid_body",
-            "the request body could not be read: its framing is invalid or it ended early",
-        )
-    }
-
-    /// A 501 for a request body sent with a transfer coding other than exactly `chunked`
-    /// (`gzip, chunked`, …): decoding it as plain chunked would misread it, so no backend
-    /// does. The connection is closed after this answer.
-    pub fn unsupported_transfer_encoding() -> Self {
-        ApiError {
-            status: 501,
-            code: "unsupported_transfer_encoding",
-            message: "only the chunked transfer coding is supported for request bodies".into(),
-        }
-    }
-
-    fn error_type(&self) -> &'static str {
-        match self.status {
-            401 => "authentication_error",
-            404 | 405 => "not_found_error",
-            413 | 400 | 408 | 415 | 501 => "invalid_request_error",
-            429 => "rate_limit_error",
-            403 => "permission_error",
-            503 => "overloaded_error",
-            _ => "server_error",
-        }
-    }
-
-    /// The JSON body.
-    pub fn body(&self) -> Vec<u8> {
-        json!({"error": {"message": self.message, "type": self.error_type(), "code": self.code}})
-            .to_string()
-            .into_bytes()
-    }
-
-    /// As a complete response.
-    pub fn into_response(self) -> ApiResponse {
-        let mut headers = vec![("content-type", "application/json".to_string())];
-        if self.status == 401 {
-            headers.push(("www-authenticate", "Bearer".to_string()));
-        }
-        ApiResponse {
-            status: self.status,
-            headers,
-            body: ApiBody::Full(self.body()),
-        }
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.code, self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-/// A response for a backend to write.
-#[derive(Debug)]
-pub struct ApiResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// Header names (lowercase) and values.
-    pub headers: Vec<(&'static str, String)>,
-    /// The body.
-    pub body: ApiBody,
-}
-
-/// The body of an [`ApiResponse`].
-#[derive(Debug)]
-pub enum ApiBody {
-    /// A complete body.
-    Full(Vec<u8>),
-    /// A streamed body: write and flush each chunk as soon as it is yielded.
-    Stream(ResponseBody),
-}
-
-impl ApiResponse {
-    fn json(status: u16, value: &Value) -> Self {
-        ApiResponse {
-            status,
-            headers: vec![("content-type", "application/json".to_string())],
-            body: ApiBody::Full(value.to_string().into_bytes()),
-        }
-    }
-
-    fn sse(body: ResponseBody) -> Self {
-        ApiResponse {
-            status: 200,
-            headers: vec![
-                ("content-type", "text/event-stream".to_string()),
-                ("cache-control", "no-cache".to_string()),
-                ("x-accel-buffering", "no".to_string()),
-            ],
-            body: ApiBody::Stream(body),
-        }
-    }
 }
 
 /// Append the SSE frame of `event` to `out`: `id: <seq>`, `event: <type>`, `data: <json>`.
@@ -230,6 +65,8 @@ struct ServiceInner {
     active: Mutex<HashMap<u64, CancelHandle>>,
     next_stream: AtomicU64,
     shutting_down: AtomicBool,
+    /// Every addressable run (live, and finished within the retention).
+    runs: Arc<RunRegistry>,
 }
 
 impl fmt::Debug for AgentService {
@@ -252,7 +89,6 @@ impl AgentService {
         AgentService {
             inner: Arc::new(ServiceInner {
                 agent,
-                config,
                 sessions: Mutex::new(HashMap::new()),
                 session_clock: AtomicU64::new(0),
                 session_bytes: Arc::new(AtomicUsize::new(0)),
@@ -260,6 +96,12 @@ impl AgentService {
                 active: Mutex::new(HashMap::new()),
                 next_stream: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
+                runs: RunRegistry::new(RunLimits {
+                    max_log_bytes: config.max_run_log_bytes,
+                    retention: config.run_retention,
+                    max_retained: config.max_retained_runs,
+                }),
+                config,
             }),
         }
     }
@@ -335,23 +177,19 @@ impl AgentService {
         body: &[u8],
         origin: &cors::Origin,
     ) -> Result<Routed, ApiError> {
-        let path = path.split('?').next().unwrap_or(path);
-        let known = matches!(
-            path,
-            "/healthz" | "/v1/models" | "/v1/runs" | "/v1/chat/completions"
-        ) || protocol::find(path).is_some();
-        if !known {
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let Some(resource) = Resource::find(path) else {
             return Err(ApiError {
                 status: 404,
                 code: "not_found",
                 message: format!(
-                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, POST /v1/chat/completions, POST /v1/responses, POST /v1/ai-sdk/chat, POST /v1/ag-ui"
+                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, GET /v1/runs/{{id}}, GET /v1/runs/{{id}}/events, POST /v1/runs/{{id}}/cancel, POST /v1/chat/completions, POST /v1/responses, POST /v1/ai-sdk/chat, POST /v1/ag-ui"
                 ),
             });
-        }
+        };
         // RFC 9110: HEAD is allowed wherever GET is (the transport sends no body for it),
         // and every 405 names the allowed methods in `Allow`.
-        let readable = matches!(path, "/healthz" | "/v1/models");
+        let readable = resource.is_readable();
         let allowed = if readable {
             "GET, HEAD, OPTIONS"
         } else {
@@ -360,8 +198,9 @@ impl AgentService {
         if method.eq_ignore_ascii_case("OPTIONS") {
             return Ok(Routed::Ready(cors::options(origin, headers, allowed)));
         }
+        let head = method.eq_ignore_ascii_case("HEAD");
         let accepted = if readable {
-            method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD")
+            method.eq_ignore_ascii_case("GET") || head
         } else {
             method.eq_ignore_ascii_case("POST")
         };
@@ -375,22 +214,31 @@ impl AgentService {
             response.headers.push(("allow", allowed.to_string()));
             return Ok(Routed::Ready(response));
         }
-        if path == "/healthz" {
+        if let Resource::Healthz = resource {
             return Ok(Routed::Ready(ApiResponse::json(
                 200,
                 &json!({"status": "ok"}),
             )));
         }
         self.check_auth(headers)?;
-        if path == "/v1/models" {
-            // The agent is the one model this server offers (OpenAI's list shape).
-            let id = self.inner.agent.model().name().to_string();
-            return Ok(Routed::Ready(ApiResponse::json(
-                200,
-                &json!({"object": "list", "data": [
-                    {"id": id, "object": "model", "created": 0, "owned_by": "agent"}
-                ]}),
-            )));
+        match resource {
+            Resource::Models => {
+                // The agent is the one model this server offers (OpenAI's list shape).
+                let id = self.inner.agent.model().name().to_string();
+                return Ok(Routed::Ready(ApiResponse::json(
+                    200,
+                    &json!({"object": "list", "data": [
+                        {"id": id, "object": "model", "created": 0, "owned_by": "agent"}
+                    ]}),
+                )));
+            }
+            Resource::Run(id) => {
+                let log = self.find_run(id)?;
+                return Ok(Routed::Ready(ApiResponse::json(200, &log.status_json())));
+            }
+            Resource::RunEvents(id) => return self.run_events(id, headers, query, head),
+            Resource::RunCancel(id) => return self.cancel_run(id),
+            _ => {}
         }
         // A run starts only from a JSON request: a cross-site form post (text/plain,
         // form-urlencoded: no preflight) cannot start one.
@@ -406,11 +254,9 @@ impl AgentService {
                 self.inner.config.max_body_bytes,
             ));
         }
-        if let Some(start) = protocol::find(path) {
-            return self.start_protocol(start(&self.inner.agent, body)?);
-        }
-        match path {
-            "/v1/runs" => {
+        match resource {
+            Resource::Protocol(start) => self.start_protocol(start(&self.inner.agent, body)?),
+            Resource::Runs => {
                 let request: RunRequest =
                     serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e))?;
                 let run = match &request.session_id {
@@ -426,16 +272,10 @@ impl AgentService {
                     }
                     None => self.inner.agent.run(request.input),
                 };
-                let permit = self.admit(&run)?;
-                let run_id = run.run_id().to_string();
-                let mut response = ApiResponse::sse(ResponseBody::new(
-                    run,
-                    Box::new(EventFrames),
-                    permit,
-                    &self.inner,
-                ));
-                response.headers.push(("x-run-id", run_id));
-                Ok(Routed::Ready(response))
+                // The one resumable stream: its frames carry `id: <seq>`, so a client that
+                // lost its connection reads on from GET /v1/runs/{id}/events.
+                let grace = self.inner.config.run_detach_grace;
+                self.stream(run, Box::new(EventFrames), grace, Vec::new())
             }
             _ => {
                 let request = ChatCompletionRequest::parse(body)?;
@@ -446,19 +286,54 @@ impl AgentService {
                     .clone()
                     .unwrap_or_else(|| self.inner.agent.model().name().to_string());
                 let encoder = ChunkEncoder::new(run.run_id(), model, request.include_usage());
-                let permit = self.admit(&run)?;
                 if request.stream {
-                    Ok(Routed::Ready(ApiResponse::sse(ResponseBody::new(
-                        run,
-                        Box::new(encoder),
-                        permit,
-                        &self.inner,
-                    ))))
+                    self.stream(run, Box::new(encoder), Duration::ZERO, Vec::new())
                 } else {
-                    Ok(Routed::Later(Box::pin(complete_chat(run, encoder, permit))))
+                    let events = self.register(run, Duration::ZERO)?;
+                    Ok(later_with_run_id(
+                        events.run_id().to_string(),
+                        Box::pin(complete_chat(events, encoder)),
+                    ))
                 }
             }
         }
+    }
+
+    /// Admit `run`, register it, and answer with its frames as SSE (`x-run-id` names it).
+    fn stream(
+        &self,
+        run: RunStream,
+        encoder: Box<dyn FrameEncoder>,
+        detach_grace: Duration,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<Routed, ApiError> {
+        let events = self.register(run, detach_grace)?;
+        let run_id = events.run_id().to_string();
+        let mut response = ApiResponse::sse(self.body(events, encoder));
+        response.headers.extend(headers);
+        response.headers.push(("x-run-id", run_id));
+        Ok(Routed::Ready(response))
+    }
+
+    fn body(&self, events: RunEvents, encoder: Box<dyn FrameEncoder>) -> ResponseBody {
+        ResponseBody::new(
+            events,
+            encoder,
+            self.inner.config.keep_alive,
+            self.inner.agent.runtime().clone(),
+        )
+    }
+
+    /// Admit `run` against the concurrent-run limit and make it addressable; its first
+    /// reader is returned.
+    fn register(&self, run: RunStream, detach_grace: Duration) -> Result<RunEvents, ApiError> {
+        let permit = self.admit(&run)?;
+        Ok(self.inner.runs.start(
+            run,
+            Box::new(permit),
+            detach_grace,
+            self.inner.agent.runtime().clone(),
+        ))
     }
 
     /// Admit and answer a front-end protocol's run (see [`protocol`]).
@@ -468,23 +343,109 @@ impl AgentService {
                 run,
                 encoder,
                 headers,
-            } => {
-                let permit = self.admit(&run)?;
-                let run_id = run.run_id().to_string();
-                let mut response =
-                    ApiResponse::sse(ResponseBody::new(run, encoder, permit, &self.inner));
-                response.headers.extend(headers);
-                response.headers.push(("x-run-id", run_id));
-                Ok(Routed::Ready(response))
-            }
+            } => self.stream(run, encoder, Duration::ZERO, headers),
             protocol::Start::Complete { run, finish } => {
-                let permit = self.admit(&run)?;
-                Ok(Routed::Later(Box::pin(async move {
-                    let _permit = permit;
-                    finish(run).await
-                })))
+                let events = self.register(run, Duration::ZERO)?;
+                Ok(later_with_run_id(
+                    events.run_id().to_string(),
+                    finish(events),
+                ))
             }
         }
+    }
+
+    fn find_run(&self, id: &str) -> Result<Arc<RunLog>, ApiError> {
+        self.inner.runs.get(id).ok_or_else(|| ApiError {
+            status: 404,
+            code: "run_not_found",
+            message: format!(
+                "no run {id:?}: it never existed here, or it ended longer ago than the retention period"
+            ),
+        })
+    }
+
+    /// `GET /v1/runs/{id}/events`: the run's events as SSE from the start, or from after
+    /// `Last-Event-ID` (the header, or the `last_event_id` query parameter for a first
+    /// `EventSource` connection, which cannot set headers; the header wins, as a browser's
+    /// reconnect sends it).
+    fn run_events(
+        &self,
+        id: &str,
+        headers: &[(&str, &str)],
+        query: &str,
+        head: bool,
+    ) -> Result<Routed, ApiError> {
+        let log = self.find_run(id)?;
+        let header = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("last-event-id"))
+            .map(|(_, v)| *v);
+        let param = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("last_event_id="));
+        let from = match header.or(param).map(str::trim) {
+            None | Some("") => 0,
+            Some(seq) => seq.parse::<u64>().map(|seq| seq + 1).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be the seq of an event of this run (a decimal number)",
+                )
+            })?,
+        };
+        if log.exhausted_at(from) {
+            // Nothing more will come: 204 tells an EventSource to stop reconnecting.
+            return Ok(Routed::Ready(ApiResponse {
+                status: 204,
+                headers: Vec::new(),
+                body: super::ApiBody::Full(Vec::new()),
+            }));
+        }
+        if head {
+            let mut response = ApiResponse::json(200, &json!({}));
+            response.headers = vec![("content-type", "text/event-stream".to_string())];
+            response.body = super::ApiBody::Full(Vec::new());
+            return Ok(Routed::Ready(response));
+        }
+        let events = RunLog::attach(&log, from).map_err(|err| match err {
+            AttachError::Expired { first } => ApiError {
+                status: 410,
+                code: "events_expired",
+                message: format!(
+                    "the events before seq {first} of this run are no longer held (the run's log is bounded by max_run_log_bytes)"
+                ),
+            },
+            AttachError::Ahead { next } => ApiError::bad_request(
+                "invalid_last_event_id",
+                format!("Last-Event-ID is beyond this run's events (the next seq is {next})"),
+            ),
+        })?;
+        let body = self
+            .body(events, Box::new(EventFrames))
+            .with_preamble(SSE_RETRY);
+        let mut response = ApiResponse::sse(body);
+        response.headers.push(("x-run-id", log.id().to_string()));
+        Ok(Routed::Ready(response))
+    }
+
+    /// `POST /v1/runs/{id}/cancel`: cancel the run, wait (bounded) for it to end, and answer
+    /// its status (a finished run's status as it is: cancelling twice is harmless).
+    fn cancel_run(&self, id: &str) -> Result<Routed, ApiError> {
+        let log = self.find_run(id)?;
+        log.cancel();
+        let runtime = self.inner.agent.runtime().clone();
+        Ok(Routed::Later(Box::pin(async move {
+            let waiter = log.waiter_id();
+            let ended = crate::runtime::timeout(
+                &*runtime,
+                CANCEL_WAIT,
+                std::future::poll_fn(|cx| log.poll_drive(cx, waiter)),
+            )
+            .await;
+            if ended.is_none() {
+                tracing::warn!(run_id = %log.id(), "a cancelled run did not end within {CANCEL_WAIT:?}");
+            }
+            ApiResponse::json(200, &log.status_json())
+        })))
     }
 
     fn check_auth(&self, headers: &[(&str, &str)]) -> Result<(), ApiError> {
@@ -549,6 +510,13 @@ impl AgentService {
         self.inner.session_bytes.load(Ordering::Acquire)
     }
 
+    /// How many runs are addressable over `/v1/runs/{id}`: the live ones and the finished
+    /// ones within [`ServerConfig::run_retention`] and
+    /// [`ServerConfig::max_retained_runs`].
+    pub fn addressable_runs(&self) -> usize {
+        self.inner.runs.len()
+    }
+
     /// How many sessions are remembered.
     pub fn session_count(&self) -> usize {
         lock(&self.inner.sessions).len()
@@ -593,6 +561,70 @@ impl AgentService {
 enum Routed {
     Ready(ApiResponse),
     Later(BoxFuture<ApiResponse>),
+}
+
+/// A non-streamed answer for a registered run, with its `x-run-id` (so that it can be
+/// cancelled or looked up while the client waits).
+fn later_with_run_id(run_id: String, answer: BoxFuture<ApiResponse>) -> Routed {
+    Routed::Later(Box::pin(async move {
+        let mut response = answer.await;
+        response.headers.push(("x-run-id", run_id));
+        response
+    }))
+}
+
+/// How long `POST /v1/runs/{id}/cancel` waits for the run to end before answering.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
+
+/// Sent first on `GET /v1/runs/{id}/events`: a browser's `EventSource` reconnects after one
+/// second (instead of its default three) when the connection drops.
+const SSE_RETRY: &str = "retry: 1000\n\n";
+
+/// What a request path names.
+#[derive(Clone, Copy)]
+enum Resource<'a> {
+    Healthz,
+    Models,
+    Runs,
+    Run(&'a str),
+    RunEvents(&'a str),
+    RunCancel(&'a str),
+    ChatCompletions,
+    Protocol(protocol::StartFn),
+}
+
+impl<'a> Resource<'a> {
+    fn find(path: &'a str) -> Option<Self> {
+        match path {
+            "/healthz" => return Some(Resource::Healthz),
+            "/v1/models" => return Some(Resource::Models),
+            "/v1/runs" => return Some(Resource::Runs),
+            "/v1/chat/completions" => return Some(Resource::ChatCompletions),
+            _ => {}
+        }
+        if let Some(start) = protocol::find(path) {
+            return Some(Resource::Protocol(start));
+        }
+        let rest = path.strip_prefix("/v1/runs/")?;
+        let (id, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if id.is_empty() {
+            return None;
+        }
+        match tail {
+            "" => Some(Resource::Run(id)),
+            "events" => Some(Resource::RunEvents(id)),
+            "cancel" => Some(Resource::RunCancel(id)),
+            _ => None,
+        }
+    }
+
+    /// Read with GET (and HEAD); everything else takes POST.
+    fn is_readable(self) -> bool {
+        matches!(
+            self,
+            Resource::Healthz | Resource::Models | Resource::Run(_) | Resource::RunEvents(_)
+        )
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -650,66 +682,18 @@ impl ServiceInner {
     }
 }
 
-async fn complete_chat(
-    mut run: RunStream,
-    encoder: ChunkEncoder,
-    permit: RunPermit,
-) -> ApiResponse {
-    let _permit = permit;
-    while let Some(event) = run.next().await {
-        match event.kind {
+async fn complete_chat(mut events: RunEvents, encoder: ChunkEncoder) -> ApiResponse {
+    while let Some(event) = events.next().await {
+        match &event.kind {
             EventKind::RunCompleted { text, usage, .. } => {
-                return ApiResponse::json(200, &encoder.completion(&text, &usage));
+                return ApiResponse::json(200, &encoder.completion(text, usage));
             }
-            EventKind::RunFailed { error, .. } => return failed_run_response(&error),
+            EventKind::RunFailed { error, .. } => return failed_run_response(error),
             EventKind::RunCancelled { .. } => return cancelled_run_response(),
             _ => {}
         }
     }
     missing_terminal_response()
-}
-
-/// The answer to a non-streamed request whose run failed, the same on every endpoint:
-/// `429` with the upstream's `Retry-After` when the upstream rate-limited the run, `504`
-/// for a run timeout, `502` otherwise; the body names the error kind.
-pub(crate) fn failed_run_response(error: &crate::event::RunError) -> ApiResponse {
-    let status = match error.kind {
-        crate::error::ErrorKind::RunTimeout => 504,
-        crate::error::ErrorKind::RateLimited => 429,
-        _ => 502,
-    };
-    let body =
-        json!({"error": {"message": error.message, "type": "run_failed", "code": error.kind}});
-    let mut response = ApiResponse::json(status, &body);
-    if let (429, Some(wait_ms)) = (status, error.retry_after_ms) {
-        // Whole seconds, rounded up: the header has no fractions.
-        response
-            .headers
-            .push(("retry-after", wait_ms.div_ceil(1000).to_string()));
-    }
-    response
-}
-
-/// The answer to a non-streamed request whose run ended without a terminal event (a
-/// broken contract: every run ends with exactly one).
-pub(crate) fn missing_terminal_response() -> ApiResponse {
-    ApiError {
-        status: 500,
-        code: "internal",
-        message: "the run ended without a terminal event".into(),
-    }
-    .into_response()
-}
-
-/// The answer to a non-streamed request whose run was cancelled (the server is shutting
-/// down).
-pub(crate) fn cancelled_run_response() -> ApiResponse {
-    ApiError {
-        status: 503,
-        code: "cancelled",
-        message: "the run was cancelled (the server is shutting down)".into(),
-    }
-    .into_response()
 }
 
 /// `/v1/runs`: one SSE frame per event.
@@ -724,128 +708,5 @@ impl FrameEncoder for EventFrames {
 impl FrameEncoder for ChunkEncoder {
     fn encode(&mut self, event: &Event, out: &mut String) {
         ChunkEncoder::encode(self, event, out);
-    }
-}
-
-/// A streamed response body: one chunk of bytes per event (SSE frames), plus `: keep-alive`
-/// comments while the run is idle.
-///
-/// Each chunk must be written and flushed as soon as it is yielded. The body ends after the
-/// frame of the run's terminal event. Dropping it cancels the run (a client disconnect).
-pub struct ResponseBody {
-    // Boxed so that responses stay small to move around; one allocation per stream.
-    state: Box<BodyState>,
-}
-
-struct BodyState {
-    run: RunStream,
-    encoding: Box<dyn FrameEncoder>,
-    keep_alive: std::time::Duration,
-    timer: Option<BoxFuture<()>>,
-    last_sent: Instant,
-    runtime: crate::runtime::SharedRuntime,
-    _permit: RunPermit,
-    done: bool,
-}
-
-impl fmt::Debug for ResponseBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("run", &self.state.run)
-            .field("done", &self.state.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ResponseBody {
-    fn new(
-        run: RunStream,
-        encoding: Box<dyn FrameEncoder>,
-        permit: RunPermit,
-        inner: &ServiceInner,
-    ) -> Self {
-        let state = BodyState {
-            run,
-            encoding,
-            keep_alive: inner.config.keep_alive,
-            timer: None,
-            last_sent: Instant::now(),
-            runtime: inner.agent.runtime().clone(),
-            _permit: permit,
-            done: false,
-        };
-        ResponseBody {
-            state: Box::new(state),
-        }
-    }
-}
-
-impl BodyState {
-    fn encode(&mut self, event: &Event) -> Bytes {
-        let mut out = String::with_capacity(128);
-        self.encoding.encode(event, &mut out);
-        Bytes::from(out)
-    }
-
-    /// Poll the keep-alive timer; `true` when a keep-alive comment is due now. One timer is
-    /// armed at a time and re-armed for the remainder when events were sent meanwhile.
-    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.keep_alive.is_zero() {
-            return false;
-        }
-        loop {
-            let timer = match &mut self.timer {
-                Some(timer) => timer,
-                None => {
-                    let due = self.last_sent + self.keep_alive;
-                    let wait = due.saturating_duration_since(Instant::now());
-                    self.timer.insert(self.runtime.sleep(wait))
-                }
-            };
-            if timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            self.timer = None;
-            if self.last_sent.elapsed() >= self.keep_alive {
-                return true;
-            }
-        }
-    }
-}
-
-impl Stream for ResponseBody {
-    type Item = Bytes;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        let this = &mut *self.state;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match this.run.poll_next_unpin(cx) {
-                Poll::Ready(Some(event)) => {
-                    this.done = event.is_terminal();
-                    let frame = this.encode(&event);
-                    if frame.is_empty() {
-                        continue;
-                    }
-                    this.last_sent = Instant::now();
-                    return Poll::Ready(Some(frame));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => {
-                    if this.poll_keep_alive(cx) {
-                        this.last_sent = Instant::now();
-                        return Poll::Ready(Some(Bytes::from_static(
-                            super::KEEP_ALIVE_FRAME.as_bytes(),
-                        )));
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
     }
 }

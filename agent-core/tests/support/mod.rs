@@ -77,6 +77,19 @@ pub fn bounded<T: Send + 'static>(
     }
 }
 
+/// Wait until `condition` holds, checking every millisecond, at most `limit` long; whether
+/// it came to hold. (The caller's deadline still bounds the test as a whole.)
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !condition() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
 pub type Requests = Arc<Mutex<Vec<ModelRequest>>>;
 
 pub fn piece(id: Option<&str>, name: Option<&str>, arguments: &str) -> Step {

@@ -43,6 +43,7 @@ pub mod incremental;
 pub mod leaks;
 pub mod parallel;
 pub mod responses_api;
+pub mod resumable;
 pub mod sessions;
 pub mod soak;
 pub mod starvation;
@@ -176,6 +177,9 @@ cases! {
     "cancel_server_disconnect", "6 cancellation", "a client leaving the server cancels its run", cancellation::server_disconnect_cancels_run;
     "cancel_server_disconnect_closes_upstream", "6 cancellation", "client leaves → run cancelled → upstream request closed", cancellation::server_disconnect_closes_upstream;
     "cancel_server_shutdown", "6 cancellation", "graceful shutdown ends open streams with run_cancelled", cancellation::server_graceful_shutdown;
+    "runs_resume", "6 cancellation", "a client reconnecting mid-run with Last-Event-ID misses nothing and sees nothing twice; the run went on meanwhile", resumable::resume;
+    "runs_cancel", "6 cancellation", "POST /v1/runs/{id}/cancel from another connection ends the open stream with run_cancelled", resumable::cancel;
+    "runs_detach_grace", "6 cancellation", "a run nobody comes back to is cancelled after the detach grace", resumable::detach_grace;
     "backpressure_consume", "7 backpressure", "a stalled consume callback stops the run (bounded events ahead)", backpressure::consume_bound;
     "backpressure_server", "7 backpressure", "a client that stops reading stops the run (bytes in flight bounded)", backpressure::server_bound;
     "error_upstream_500", "8 errors", "upstream 500 → run_failed upstream_status", errors::upstream_500, exclusive;

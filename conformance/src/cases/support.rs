@@ -138,11 +138,14 @@ pub(crate) fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool)
 }
 
 /// The server config of the suite: `127.0.0.1:0`, keep-alive comments rare enough not to
-/// interleave with the cases' frames.
+/// interleave with the cases' frames, and no detach grace: a client leaving `/v1/runs`
+/// cancels its run at once, as the disconnect, leak and soak cases expect (the `runs_*`
+/// cases set a grace to resume within).
 pub(crate) fn server_config() -> ServerConfig {
     ServerConfig::default()
         .with_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
         .with_keep_alive(Duration::from_secs(60))
+        .with_run_detach_grace(Duration::ZERO)
 }
 
 /// A running server, shut down when dropped.

@@ -1,0 +1,146 @@
+//! [`ResponseBody`]: a run's events as a stream of encoded frames, with keep-alive comments
+//! while the run is idle.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::StreamExt;
+
+use super::protocol::FrameEncoder;
+use super::runs::RunEvents;
+use crate::runtime::{BoxFuture, SharedRuntime};
+
+/// A streamed response body: one chunk of bytes per event (SSE frames), plus `: keep-alive`
+/// comments while the run is idle.
+///
+/// Each chunk must be written and flushed as soon as it is yielded. The body ends after the
+/// frame of the run's terminal event. Dropping it detaches its reader from the run: the run
+/// is cancelled at once, or after the detach grace for a resumable `/v1/runs` stream (a
+/// client disconnect).
+pub struct ResponseBody {
+    // Boxed so that responses stay small to move around; one allocation per stream.
+    state: Box<BodyState>,
+}
+
+struct BodyState {
+    events: RunEvents,
+    encoding: Box<dyn FrameEncoder>,
+    /// Written before the first event (an SSE `retry:` field, say); empty for none.
+    preamble: &'static str,
+    keep_alive: Duration,
+    timer: Option<BoxFuture<()>>,
+    last_sent: Instant,
+    runtime: SharedRuntime,
+    done: bool,
+}
+
+impl fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("events", &self.state.events)
+            .field("done", &self.state.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    pub(crate) fn new(
+        events: RunEvents,
+        encoding: Box<dyn FrameEncoder>,
+        keep_alive: Duration,
+        runtime: SharedRuntime,
+    ) -> Self {
+        let state = BodyState {
+            events,
+            encoding,
+            preamble: "",
+            keep_alive,
+            timer: None,
+            last_sent: Instant::now(),
+            runtime,
+            done: false,
+        };
+        ResponseBody {
+            state: Box::new(state),
+        }
+    }
+
+    /// Send `preamble` before the first event's frame.
+    pub(crate) fn with_preamble(mut self, preamble: &'static str) -> Self {
+        self.state.preamble = preamble;
+        self
+    }
+}
+
+impl BodyState {
+    /// Poll the keep-alive timer; `true` when a keep-alive comment is due now. One timer is
+    /// armed at a time and re-armed for the remainder when events were sent meanwhile.
+    fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.keep_alive.is_zero() {
+            return false;
+        }
+        loop {
+            let timer = match &mut self.timer {
+                Some(timer) => timer,
+                None => {
+                    let due = self.last_sent + self.keep_alive;
+                    let wait = due.saturating_duration_since(Instant::now());
+                    self.timer.insert(self.runtime.sleep(wait))
+                }
+            };
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            self.timer = None;
+            if self.last_sent.elapsed() >= self.keep_alive {
+                return true;
+            }
+        }
+    }
+}
+
+impl Stream for ResponseBody {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self.state;
+        if !this.preamble.is_empty() {
+            let preamble = std::mem::take(&mut this.preamble);
+            return Poll::Ready(Some(Bytes::from_static(preamble.as_bytes())));
+        }
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.events.poll_next_unpin(cx) {
+                Poll::Ready(Some(event)) => {
+                    this.done = event.is_terminal();
+                    let mut out = String::with_capacity(128);
+                    this.encoding.encode(&event, &mut out);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    this.last_sent = Instant::now();
+                    return Poll::Ready(Some(Bytes::from(out)));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.poll_keep_alive(cx) {
+                        this.last_sent = Instant::now();
+                        return Poll::Ready(Some(Bytes::from_static(
+                            super::KEEP_ALIVE_FRAME.as_bytes(),
+                        )));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
