@@ -19,6 +19,7 @@
 
 mod openai;
 mod scripted;
+mod transport;
 
 use std::fmt;
 use std::pin::Pin;
