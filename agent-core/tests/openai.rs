@@ -15,7 +15,7 @@ use agent_core::http::{
 };
 use agent_core::model::{
     FinishReason, Message, Model, ModelContext, ModelDelta, ModelRequest, OpenAiConfig,
-    OpenAiModel, ToolCall, ToolCallDelta, Usage,
+    OpenAiModel, OutputSchema, ToolCall, ToolCallDelta, Usage,
 };
 use agent_core::policy::{RetryPolicy, Timeouts};
 use agent_core::runtime::{BoxFuture, SharedRuntime, ThreadRuntime, block_on, timeout};
@@ -1062,6 +1062,7 @@ fn request_body_maps_messages_tools_and_options() {
                 description: "Current weather".into(),
                 parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
             }],
+            output: None,
         };
         let client = FakeClient::new([ok(chunks([DONE]))]);
         let config = config()
@@ -1108,6 +1109,42 @@ fn request_body_maps_messages_tools_and_options() {
             json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
         );
     });
+}
+
+#[test]
+fn output_schema_becomes_a_strict_json_schema_response_format() {
+    within_deadline(
+        "output_schema_becomes_a_strict_json_schema_response_format",
+        |_steps| {
+            #[derive(serde::Deserialize, schemars::JsonSchema)]
+            #[allow(dead_code)]
+            struct Verdict {
+                ok: bool,
+            }
+            let client = FakeClient::new([ok(chunks([DONE]))]);
+            run_with(
+                config_without_usage(),
+                client.clone(),
+                hello().with_output(OutputSchema::for_type::<Verdict>()),
+            );
+            let body: Value = serde_json::from_slice(&client.requests()[0].body).unwrap();
+            assert_eq!(
+                body["response_format"],
+                json!({"type": "json_schema", "json_schema": {
+                    "name": "Verdict",
+                    "strict": true,
+                    "schema": {
+                        "title": "Verdict",
+                        "type": "object",
+                        "properties": {"ok": {"type": "boolean"}},
+                        "required": ["ok"],
+                        "additionalProperties": false
+                    }
+                }}),
+                "the request body was {body}"
+            );
+        },
+    );
 }
 
 fn config_without_usage() -> OpenAiConfig {

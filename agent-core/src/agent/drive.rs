@@ -13,7 +13,8 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::AgentInner;
+use super::output::OnInvalidOutput;
+use super::{AgentInner, OutputType};
 use super::emit::Emitter;
 use crate::error::{ErrorKind, panic_message};
 use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
@@ -72,6 +73,7 @@ pub(crate) async fn drive(
     input: String,
     model_timeouts: Option<Timeouts>,
     limits: TextLimits,
+    output: Option<OutputType>,
 ) -> Finished {
     let run_start = Instant::now();
     emitter
@@ -103,6 +105,8 @@ pub(crate) async fn drive(
     let mut usage = Usage::default();
     let mut rounds = Vec::new();
     let mut run_ttft = None;
+    // Whether an invalid structured answer was already sent back once.
+    let mut output_retried = false;
 
     for round in 1.. {
         if round > agent.max_rounds {
@@ -120,6 +124,7 @@ pub(crate) async fn drive(
         let request = ModelRequest {
             messages: messages.clone(),
             tools: tool_definitions.clone(),
+            output: output.as_ref().map(|o| o.schema().clone()),
         };
         let span = tracing::info_span!("model_request", round, model = agent.model.name());
         let mut stream = InSpan {
@@ -139,6 +144,7 @@ pub(crate) async fn drive(
         let mut finish_reason = None;
         let mut round_usage = None;
         let mut ttft = None;
+        let mut partial: Option<Value> = None;
         loop {
             let item = stream.next().await;
             let delta = match item {
@@ -187,6 +193,16 @@ pub(crate) async fn drive(
                         text.push_str(prefix_within(&t, room));
                     }
                     emitter.emit(EventKind::TextDelta { text: t }).await;
+                    if let Some(output) = &output
+                        && output.reports_partial_output()
+                        && let Some(value) = crate::model::parse_partial_json(&text[round_start..])
+                        && partial.as_ref() != Some(&value)
+                    {
+                        partial = Some(value.clone());
+                        emitter
+                            .emit(EventKind::PartialOutput { output: value })
+                            .await;
+                    }
                 }
                 ModelDelta::Reasoning(t) => {
                     emitter.emit(EventKind::ReasoningDelta { text: t }).await
@@ -259,6 +275,37 @@ pub(crate) async fn drive(
                 tools_duration_ms: 0.0,
                 tool_calls: 0,
             });
+            let parsed = match &output {
+                None => None,
+                Some(output) => match output.validate(&text[round_start..]) {
+                    Ok(value) => Some(value),
+                    Err(error)
+                        if !output_retried
+                            && output.invalid_policy() == OnInvalidOutput::RetryOnce =>
+                    {
+                        tracing::debug!(%error, "invalid structured output; asking once more");
+                        output_retried = true;
+                        messages.push(Message::user(format!(
+                            "Your answer does not match the required JSON schema `{}`: {error}. \
+                             Answer again with only a JSON value that matches the schema.",
+                            output.schema().name
+                        )));
+                        continue;
+                    }
+                    Err(error) => {
+                        let answer = &text[round_start..];
+                        return fail(
+                            ErrorKind::InvalidOutput,
+                            format!(
+                                "the answer is not a valid `{}`: {error} (the answer, {} bytes, is kept as partial_text)",
+                                output.schema().name,
+                                answer.len()
+                            ),
+                            kept(text),
+                        );
+                    }
+                },
+            };
             let metrics = RunMetrics {
                 time_to_first_token_ms: run_ttft,
                 duration_ms: ms(run_start),
@@ -269,6 +316,7 @@ pub(crate) async fn drive(
                     text: kept(text),
                     usage,
                     metrics,
+                    output: parsed,
                 },
                 new_messages: messages.split_off(first_new),
             };

@@ -18,6 +18,7 @@
 //! ```
 
 mod openai;
+mod output;
 mod scripted;
 mod transport;
 
@@ -33,6 +34,7 @@ use crate::runtime::SharedRuntime;
 use crate::tool::ToolDefinition;
 
 pub use openai::{OpenAiConfig, OpenAiModel};
+pub use output::{OutputSchema, parse_partial_json};
 pub use scripted::{ScriptedModel, Step, Turn};
 
 /// One message of a conversation, in the shape Chat Completions APIs use.
@@ -108,15 +110,31 @@ pub struct ModelRequest {
     pub messages: Vec<Message>,
     /// The tools the model may call.
     pub tools: Vec<ToolDefinition>,
+    /// The JSON Schema the answer must follow (structured output), if any. Providers send
+    /// it in their own shape; models that cannot enforce a schema ignore it.
+    pub output: Option<OutputSchema>,
 }
 
 impl ModelRequest {
-    /// A request with `messages` and no tools.
+    /// A request with `messages`, no tools and no output schema.
     pub fn new(messages: Vec<Message>) -> Self {
         ModelRequest {
             messages,
             tools: Vec::new(),
+            output: None,
         }
+    }
+
+    /// The same request with these tools.
+    pub fn with_tools(mut self, tools: Vec<ToolDefinition>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// The same request asking for an answer that follows `output`.
+    pub fn with_output(mut self, output: OutputSchema) -> Self {
+        self.output = Some(output);
+        self
     }
 
     /// The content of the last user message, if any.

@@ -36,7 +36,7 @@ pub(super) fn http_request(
 }
 
 /// The JSON body: model, messages, `stream: true`, stream options, tools, sampling options,
-/// then the configured extra fields.
+/// the output schema (`response_format`), then the configured extra fields.
 pub(super) fn body(config: &OpenAiConfig, request: &ModelRequest) -> Vec<u8> {
     let body = Body {
         model: &config.model,
@@ -48,6 +48,14 @@ pub(super) fn body(config: &OpenAiConfig, request: &ModelRequest) -> Vec<u8> {
         tools: request.tools.iter().map(WireTool::from).collect(),
         temperature: config.temperature,
         max_tokens: config.max_tokens,
+        response_format: request.output.as_ref().map(|output| ResponseFormat {
+            kind: "json_schema",
+            json_schema: JsonSchemaFormat {
+                name: &output.name,
+                strict: output.strict,
+                schema: &output.schema,
+            },
+        }),
     };
     let bytes = if config.extra_body.is_empty() {
         serde_json::to_vec(&body)
@@ -86,6 +94,23 @@ struct Body<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<ResponseFormat<'a>>,
+}
+
+/// `response_format: {type: "json_schema", json_schema: {name, strict, schema}}`.
+#[derive(Serialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    json_schema: JsonSchemaFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSchemaFormat<'a> {
+    name: &'a str,
+    strict: bool,
+    schema: &'a Value,
 }
 
 #[derive(Serialize)]
