@@ -13,9 +13,9 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::emit::Emitter;
 use super::output::OnInvalidOutput;
 use super::{AgentInner, OutputType};
-use super::emit::Emitter;
 use crate::error::{ErrorKind, panic_message};
 use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
 use crate::model::{

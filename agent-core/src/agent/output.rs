@@ -46,7 +46,8 @@ type Validator = dyn Fn(&str) -> Result<Value, String> + Send + Sync;
 ///     .partial_output(true);
 /// assert_eq!(output.schema().name, "Verdict");
 /// assert!(output.validate(r#"{"guilty": false, "reason": "alibi"}"#).is_ok());
-/// assert!(output.validate(r#"{"guilty": "maybe"}"#).unwrap_err().contains("guilty"));
+/// let error = output.validate(r#"{"guilty": "maybe"}"#).unwrap_err();
+/// assert!(error.contains("expected a boolean at line 1 column 18"), "{error}");
 /// ```
 #[derive(Clone)]
 pub struct OutputType {
@@ -64,8 +65,12 @@ impl OutputType {
         OutputType {
             schema: OutputSchema::for_type::<T>(),
             validate: Arc::new(|text| {
-                let value = parse_answer(text)?;
-                T::deserialize(&value).map_err(|error| error.to_string())?;
+                let json = answer_json(text)?;
+                let value: Value = serde_json::from_str(json)
+                    .map_err(|error| format!("the answer is not valid JSON: {error}"))?;
+                // Deserializing from the text (not the value) puts the line and column of
+                // the mismatch in the message the model may get back.
+                serde_json::from_str::<T>(json).map_err(|error| error.to_string())?;
                 Ok(value)
             }),
             type_name: std::any::type_name::<T>(),
@@ -137,9 +142,9 @@ impl PartialEq for OutputType {
     }
 }
 
-/// The JSON of an answer: trimmed, and unwrapped from a ```` ```json ```` fence if the model
-/// added one.
-fn parse_answer(text: &str) -> Result<Value, String> {
+/// The JSON text of an answer: trimmed, and unwrapped from a ```` ```json ```` fence if the
+/// model added one.
+fn answer_json(text: &str) -> Result<&str, String> {
     let mut text = text.trim();
     if let Some(rest) = text.strip_prefix("```") {
         let rest = rest.strip_prefix("json").unwrap_or(rest);
@@ -148,7 +153,7 @@ fn parse_answer(text: &str) -> Result<Value, String> {
     if text.is_empty() {
         return Err("the answer is empty, not JSON".into());
     }
-    serde_json::from_str(text).map_err(|error| format!("the answer is not valid JSON: {error}"))
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -166,11 +171,18 @@ mod tests {
     fn fences_and_whitespace_are_tolerated() {
         let output = OutputType::of::<Point>();
         assert_eq!(
-            output.validate("\n```json\n{\"x\":1,\"y\":2}\n```\n").unwrap(),
+            output
+                .validate("\n```json\n{\"x\":1,\"y\":2}\n```\n")
+                .unwrap(),
             serde_json::json!({"x": 1, "y": 2})
         );
         assert!(output.validate("").unwrap_err().contains("empty"));
-        assert!(output.validate("{\"x\":1").unwrap_err().contains("not valid JSON"));
+        assert!(
+            output
+                .validate("{\"x\":1")
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
         assert!(output.validate("{\"x\":1}").unwrap_err().contains("`y`"));
     }
 }

@@ -1,8 +1,9 @@
 //! Models: anything that streams [`ModelDelta`]s for a conversation.
 //!
-//! Two providers ship with the core: [`OpenAiModel`] (any OpenAI-compatible Chat Completions
-//! endpoint, over an [`HttpClient`](crate::http::HttpClient)) and [`ScriptedModel`] (a
-//! deterministic script, for tests, demos and benchmarks).
+//! Three providers ship with the core: [`OpenAiModel`] (any OpenAI-compatible Chat
+//! Completions endpoint) and [`AnthropicModel`] (the Anthropic Messages API), both over an
+//! [`HttpClient`](crate::http::HttpClient), and [`ScriptedModel`] (a deterministic script,
+//! for tests, demos and benchmarks).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,6 +18,7 @@
 //! assert_eq!(first, ModelDelta::Text("Hello".into()));
 //! ```
 
+mod anthropic;
 mod openai;
 mod output;
 mod scripted;
@@ -33,6 +35,7 @@ use crate::policy::Timeouts;
 use crate::runtime::SharedRuntime;
 use crate::tool::ToolDefinition;
 
+pub use anthropic::{AnthropicConfig, AnthropicModel};
 pub use openai::{OpenAiConfig, OpenAiModel};
 pub use output::{OutputSchema, parse_partial_json};
 pub use scripted::{ScriptedModel, Step, Turn};

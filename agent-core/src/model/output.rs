@@ -18,7 +18,7 @@
 //! // Strict schemas close every object and require every property (`Option` fields accept
 //! // `null`), as OpenAI's strict mode and Anthropic's structured outputs expect.
 //! assert_eq!(schema.schema["additionalProperties"], false);
-//! assert_eq!(schema.schema["required"], serde_json::json!(["city", "celsius"]));
+//! assert_eq!(schema.schema["required"], serde_json::json!(["celsius", "city"]));
 //! ```
 
 use serde_json::Value;
@@ -228,7 +228,10 @@ mod tests {
             json!({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "integer"}}}},
                    "$defs": {"D": {"type": "object", "properties": {"x": {}}, "additionalProperties": true}}}),
         );
-        assert_eq!(schema.schema["properties"]["a"]["additionalProperties"], false);
+        assert_eq!(
+            schema.schema["properties"]["a"]["additionalProperties"],
+            false
+        );
         assert_eq!(schema.schema["properties"]["a"]["required"], json!(["b"]));
         assert_eq!(schema.schema["$defs"]["D"]["additionalProperties"], true);
     }
@@ -249,7 +252,10 @@ mod tests {
             last = value.or(last);
         }
         assert_eq!(last, serde_json::from_str(full).ok());
-        assert_eq!(parse_partial_json("{\"a\": \"\\u00"), Some(json!({"a": ""})));
+        assert_eq!(
+            parse_partial_json("{\"a\": \"\\u00"),
+            Some(json!({"a": ""}))
+        );
         assert_eq!(parse_partial_json("]"), None);
     }
 }

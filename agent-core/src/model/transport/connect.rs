@@ -391,4 +391,3 @@ pub(super) fn redact(mut error: ModelError, key: Option<&Secret>) -> ModelError 
     }
     error
 }
-

@@ -26,8 +26,8 @@ use crate::runtime::{BoxFuture, SharedRuntime};
 use crate::secret::Secret;
 use crate::sse::{SseEvent, SseLimits};
 
-pub(crate) use text::{EXCERPT_CHARS, error_message, excerpt, host_of, redact_credentials};
 pub(crate) use text::redact_location;
+pub(crate) use text::{EXCERPT_CHARS, error_message, excerpt, host_of, redact_credentials};
 
 /// Where and how a provider's requests go: everything the shared state machine needs to know
 /// about the provider's configuration.
@@ -147,9 +147,8 @@ impl<W: WireFormat> Stream for SseModelStream<W> {
                             this.state = State::Done;
                             return Poll::Ready(None);
                         };
-                        this.state = State::Streaming(Box::new(streaming::Streaming::new(
-                            connected, wire,
-                        )));
+                        this.state =
+                            State::Streaming(Box::new(streaming::Streaming::new(connected, wire)));
                     }
                     Poll::Ready(Err(error)) => {
                         this.state = State::Done;

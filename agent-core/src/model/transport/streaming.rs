@@ -148,7 +148,10 @@ impl<W: WireFormat> Streaming<W> {
                         }
                     }
                     Err(error) => {
-                        return Poll::Ready(Outcome::Failed(redact(error, self.shared.key.as_ref())));
+                        return Poll::Ready(Outcome::Failed(redact(
+                            error,
+                            self.shared.key.as_ref(),
+                        )));
                     }
                 }
             }
