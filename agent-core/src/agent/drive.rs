@@ -52,6 +52,17 @@ pub(crate) struct TextLimits {
     pub(crate) discard_text: bool,
 }
 
+/// What a run asks of the loop beyond its input: model timeouts, text bounds and the output
+/// type.
+pub(crate) struct DriveOptions {
+    /// Timeouts replacing the model's, if any.
+    pub(crate) model_timeouts: Option<Timeouts>,
+    /// Bounds on the answer text.
+    pub(crate) limits: TextLimits,
+    /// The structured output asked for, if any.
+    pub(crate) output: Option<OutputType>,
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn prefix_within(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -71,10 +82,13 @@ pub(crate) async fn drive(
     run_id: String,
     history: Vec<Message>,
     input: String,
-    model_timeouts: Option<Timeouts>,
-    limits: TextLimits,
-    output: Option<OutputType>,
+    options: DriveOptions,
 ) -> Finished {
+    let DriveOptions {
+        model_timeouts,
+        limits,
+        output,
+    } = options;
     let run_start = Instant::now();
     emitter
         .emit(EventKind::RunStarted {

@@ -252,9 +252,11 @@ impl Agent {
                 run_id.clone(),
                 history,
                 input,
-                model_timeouts,
-                limits,
-                output,
+                drive::DriveOptions {
+                    model_timeouts,
+                    limits,
+                    output,
+                },
             ),
             span,
         );

@@ -141,11 +141,7 @@ pub fn parse_partial_json(text: &str) -> Option<Value> {
             '"' => in_string = true,
             '{' => stack.push('}'),
             '[' => stack.push(']'),
-            '}' | ']' => {
-                if stack.pop() != Some(c) {
-                    return None;
-                }
-            }
+            '}' | ']' if stack.pop() != Some(c) => return None,
             _ => {}
         }
     }
@@ -190,9 +186,8 @@ fn trim_dangling(text: &str) -> String {
     if let Some(rest) = t.strip_suffix([',', ':']) {
         return rest.trim_end().to_string();
     }
-    if t.ends_with('"') {
+    if let Some(body) = t.strip_suffix('"') {
         // A complete string: drop it (it may be a key without a value).
-        let body = &t[..t.len() - 1];
         let mut i = body.len();
         while let Some(at) = body[..i].rfind('"') {
             let backslashes = body[..at].chars().rev().take_while(|&c| c == '\\').count();
