@@ -15,7 +15,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     after_help = "Which model answers:\n  \
         --demo                  the built-in demo model (scripted; a calculator and a clock)\n  \
         --base-url URL --model  that OpenAI-compatible server (Ollama, vLLM, llama.cpp, ...)\n  \
+        --provider anthropic    Anthropic's Messages API with $ANTHROPIC_API_KEY\n                          \
+        (claude-sonnet-4-5 unless --model; with --base-url, that Messages endpoint)\n  \
         $OPENAI_API_KEY set     OpenAI itself (gpt-4o-mini unless --model), at api.openai.com\n  \
+        $ANTHROPIC_API_KEY set  (and no $OPENAI_API_KEY) Anthropic, as --provider anthropic\n  \
         otherwise               the built-in demo model: no key, no server needed\n\
         The first line on stderr says which model is used and why. The answer streams to\n\
         stdout; tool calls, reasoning and errors go to stderr. The prompt is read from stdin\n\
@@ -190,6 +193,26 @@ pub enum RuntimeChoice {
     Blocking,
 }
 
+/// The wire protocol of the model server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderChoice {
+    /// OpenAI Chat Completions (OpenAI, Ollama, vLLM, llama.cpp, LM Studio, OpenRouter, …);
+    /// key from $OPENAI_API_KEY.
+    Openai,
+    /// The Anthropic Messages API; key from $ANTHROPIC_API_KEY.
+    Anthropic,
+}
+
+impl ProviderChoice {
+    /// The variable the key is read from unless `--api-key-env` names another.
+    pub fn default_key_var(self) -> &'static str {
+        match self {
+            ProviderChoice::Openai => "OPENAI_API_KEY",
+            ProviderChoice::Anthropic => "ANTHROPIC_API_KEY",
+        }
+    }
+}
+
 /// Which model to talk to, and on which runtime.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -200,20 +223,27 @@ pub struct ModelArgs {
     /// Use the built-in demo model even when an API key is set or --base-url is given.
     #[arg(long, global = true, conflicts_with = "base_url")]
     pub demo: bool,
-    /// Base URL of an OpenAI-compatible API, e.g. http://localhost:11434/v1 for Ollama.
+    /// The model server's protocol: openai (Chat Completions; the default) or anthropic
+    /// (Messages API). Without it, $OPENAI_API_KEY selects OpenAI, else $ANTHROPIC_API_KEY
+    /// selects Anthropic.
+    #[arg(long, value_enum, value_name = "PROVIDER", global = true)]
+    pub provider: Option<ProviderChoice>,
+    /// Base URL of the API (up to /v1), e.g. http://localhost:11434/v1 for Ollama; an
+    /// Anthropic Messages endpoint with --provider anthropic.
     #[arg(long, value_name = "URL", global = true)]
     pub base_url: Option<String>,
-    /// Model name (required with --base-url; default gpt-4o-mini for OpenAI).
+    /// Model name (required with --base-url; default gpt-4o-mini for OpenAI,
+    /// claude-sonnet-4-5 for Anthropic).
     #[arg(long, value_name = "NAME", global = true)]
     pub model: Option<String>,
-    /// Environment variable holding the API key (sent only when set).
-    #[arg(
-        long,
-        value_name = "VAR",
-        default_value = "OPENAI_API_KEY",
-        global = true
-    )]
-    pub api_key_env: String,
+    /// Environment variable holding the API key (sent only when set); default
+    /// OPENAI_API_KEY, or ANTHROPIC_API_KEY with --provider anthropic.
+    #[arg(long, value_name = "VAR", global = true)]
+    pub api_key_env: Option<String>,
+    /// Most tokens the model may generate per request (default: the server's for OpenAI,
+    /// 4096 for Anthropic, which requires a value).
+    #[arg(long, value_name = "N", global = true)]
+    pub max_tokens: Option<u32>,
     /// System instructions for the agent.
     #[arg(long, value_name = "TEXT", global = true)]
     pub instructions: Option<String>,

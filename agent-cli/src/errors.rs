@@ -17,20 +17,8 @@ use crate::setup::{ModelChoice, ModelSource};
 /// assert!(agent_cli::errors::explain(&error, &choice).contains("could not connect"));
 /// ```
 pub fn explain(error: &RunError, choice: &ModelChoice) -> String {
-    let (url, key_var, has_key, source) = match choice {
-        ModelChoice::Compatible {
-            config,
-            key_var,
-            has_key,
-            source,
-        } => (
-            config.base_url.as_str(),
-            key_var.as_str(),
-            *has_key,
-            Some(*source),
-        ),
-        ModelChoice::Demo { .. } => ("the demo model", "OPENAI_API_KEY", false, None),
-    };
+    let (url, key_var, has_key, source) = choice.endpoint();
+    let protocol = choice.protocol();
     // What to check, in the terms of what the user did.
     let check_url = match source {
         Some(ModelSource::BaseUrl) => "Is the server running, and is --base-url right?".into(),
@@ -38,12 +26,19 @@ pub fn explain(error: &RunError, choice: &ModelChoice) -> String {
             "OpenAI was chosen because ${key_var} is set: check the network, or pass --demo \
              for the built-in model."
         ),
+        Some(ModelSource::AnthropicKey) => format!(
+            "Anthropic was chosen because ${key_var} is set (and $OPENAI_API_KEY is not): \
+             check the network, or pass --demo for the built-in model."
+        ),
+        Some(_) => "Check the network, or pass --demo for the built-in model.".into(),
         None => String::new(),
     };
     let hint = match (error.kind, error.status) {
         (ErrorKind::Connect, _) => format!("could not connect to {url}. {check_url}"),
         (ErrorKind::ConnectTimeout, _) => match source {
-            Some(ModelSource::OpenAiKey) => {
+            Some(
+                ModelSource::OpenAiKey | ModelSource::AnthropicKey | ModelSource::AnthropicProvider,
+            ) => {
                 format!("connecting to {url} timed out. {check_url}")
             }
             _ => format!("connecting to {url} timed out. Is the address reachable?"),
@@ -72,10 +67,13 @@ pub fn explain(error: &RunError, choice: &ModelChoice) -> String {
         (ErrorKind::UpstreamStatus, Some(status)) => format!("{url} answered with HTTP {status}."),
         (ErrorKind::UpstreamReset, _) => format!("the connection to {url} broke mid-answer."),
         (ErrorKind::MalformedResponse, _) if source == Some(ModelSource::BaseUrl) => format!(
-            "{url} did not answer with an OpenAI-compatible stream. Is --base-url an OpenAI-compatible /v1 URL?"
+            "{url} did not answer with {protocol}. Is --base-url the right /v1 URL (and --provider the right protocol)?"
         ),
         (ErrorKind::MalformedResponse, _) => {
-            format!("{url} did not answer with an OpenAI-compatible stream.")
+            format!("{url} did not answer with {protocol}.")
+        }
+        (ErrorKind::InvalidOutput, _) => {
+            "the answer did not match the requested output type.".to_string()
         }
         (ErrorKind::MaxRounds, _) => {
             "the model kept calling tools past the round limit.".to_string()

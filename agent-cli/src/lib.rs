@@ -39,6 +39,10 @@ mod book {
     struct AgentChapter;
     #[doc = include_str!("../../docs/src/events.md")]
     struct EventsChapter;
+    #[doc = include_str!("../../docs/src/structured-output.md")]
+    struct StructuredOutputChapter;
+    #[doc = include_str!("../../docs/src/anthropic.md")]
+    struct AnthropicChapter;
     #[doc = include_str!("../../docs/src/http-api.md")]
     struct HttpApiChapter;
     #[doc = include_str!("../../docs/src/conformance-guide.md")]

@@ -406,6 +406,7 @@ mod tests {
                 duration_ms: 2.0,
                 rounds: vec![],
             },
+            output: None,
         });
         let (out, err, outcome) = render(kinds, TEXT);
         assert_eq!(

@@ -5,16 +5,19 @@ use std::time::Duration;
 
 use agent_core::agent::{Agent, BuildError};
 use agent_core::http::HttpClient;
-use agent_core::model::{Model, OpenAiConfig, OpenAiModel};
+use agent_core::model::{AnthropicConfig, AnthropicModel, Model, OpenAiConfig, OpenAiModel};
 use agent_core::policy::Timeouts;
 use agent_core::runtime::SharedRuntime;
 use agent_core::secret::Secret;
 
-use crate::cli::ModelArgs;
+use crate::cli::{ModelArgs, ProviderChoice};
 use crate::demo;
 
 /// The default model when talking to OpenAI itself.
 pub const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+
+/// The default model when talking to Anthropic itself.
+pub const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
 
 /// Which model the flags and the environment select.
 #[derive(Debug, Clone)]
@@ -24,6 +27,18 @@ pub enum ModelChoice {
         /// The provider configuration (the key, if any, is redacted in `Debug`).
         config: Box<OpenAiConfig>,
         /// Why this server: `--base-url`, or OpenAI itself because the key variable is set.
+        source: ModelSource,
+        /// The variable the key came from, for error messages.
+        key_var: String,
+        /// Whether a key was found.
+        has_key: bool,
+    },
+    /// An Anthropic Messages endpoint: Anthropic itself, or `--base-url` with
+    /// `--provider anthropic`.
+    Anthropic {
+        /// The provider configuration (the key, if any, is redacted in `Debug`).
+        config: Box<AnthropicConfig>,
+        /// Why this server: `--base-url`, `--provider anthropic`, or the key variable.
         source: ModelSource,
         /// The variable the key came from, for error messages.
         key_var: String,
@@ -47,6 +62,11 @@ pub enum ModelSource {
     BaseUrl,
     /// No `--base-url`, but the API key variable is set: OpenAI itself.
     OpenAiKey,
+    /// `--provider anthropic` without `--base-url`: Anthropic itself.
+    AnthropicProvider,
+    /// No `--provider` and no `--base-url`; `ANTHROPIC_API_KEY` is set and
+    /// `OPENAI_API_KEY` is not: Anthropic itself.
+    AnthropicKey,
 }
 
 /// A usage error in the flags.
@@ -64,10 +84,16 @@ impl std::error::Error for UsageError {}
 /// Select the model from the flags and `env` (a lookup of environment variables).
 ///
 /// * `--demo`: the demo model, whatever the environment holds.
+/// * `--provider anthropic`: Anthropic's Messages API with the key from `ANTHROPIC_API_KEY`
+///   (or `--api-key-env`), which must be set; with `--base-url`, that Messages endpoint
+///   (`--model` required, the key sent when set).
 /// * `--base-url`: that OpenAI-compatible server, with `--model` (required) and the key from
 ///   `--api-key-env` when that variable is set.
-/// * no `--base-url`, key variable set: OpenAI itself.
-/// * neither: the demo model.
+/// * no `--base-url`, the OpenAI key variable set: OpenAI itself (`--provider openai`
+///   requires the key).
+/// * no `--provider`, no `--base-url`, no `--api-key-env`, `OPENAI_API_KEY` unset and
+///   `ANTHROPIC_API_KEY` set: Anthropic itself.
+/// * otherwise: the demo model.
 ///
 /// ```
 /// use agent_cli::setup::{choose_model, ModelChoice};
@@ -77,6 +103,9 @@ impl std::error::Error for UsageError {}
 /// let cli = agent_cli::cli::Cli::parse_from(["agent", "--demo", "hi"]);
 /// let key = |_: &str| Some("sk-from-the-shell".to_string());
 /// assert!(matches!(choose_model(&cli.model, key).unwrap(), ModelChoice::Demo { forced: true, .. }));
+/// let cli = agent_cli::cli::Cli::parse_from(["agent", "--provider", "anthropic", "hi"]);
+/// let key = |v: &str| (v == "ANTHROPIC_API_KEY").then(|| "sk-ant".to_string());
+/// assert!(matches!(choose_model(&cli.model, key).unwrap(), ModelChoice::Anthropic { .. }));
 /// ```
 pub fn choose_model(
     args: &ModelArgs,
@@ -89,28 +118,107 @@ pub fn choose_model(
             forced: true,
         });
     }
-    let key = env(&args.api_key_env).filter(|k| !k.trim().is_empty());
+    let key_of = |var: &str| env(var).filter(|k| !k.trim().is_empty());
+    if let Some(url) = &args.base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(UsageError(format!(
+            "--base-url must start with http:// or https:// (got {url:?})"
+        )));
+    }
+    let anthropic = |source: ModelSource| -> Result<ModelChoice, UsageError> {
+        let key_var = args
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| ProviderChoice::Anthropic.default_key_var().into());
+        let key = key_of(&key_var);
+        let has_key = key.is_some();
+        let mut config = match &args.base_url {
+            Some(url) => {
+                let Some(model) = &args.model else {
+                    return Err(UsageError(
+                        "--model is required with --base-url (for example --model claude-sonnet-4-5)"
+                            .into(),
+                    ));
+                };
+                AnthropicConfig::new(url.clone(), model.clone())
+            }
+            None => {
+                if !has_key {
+                    return Err(UsageError(format!(
+                        "--provider anthropic needs an API key: set {key_var} (or name another \
+                         variable with --api-key-env, or give a Messages endpoint with --base-url)"
+                    )));
+                }
+                AnthropicConfig::new(
+                    AnthropicConfig::ANTHROPIC_BASE_URL,
+                    args.model
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_ANTHROPIC_MODEL.into()),
+                )
+            }
+        }
+        .with_timeouts(timeouts);
+        if let Some(key) = key {
+            config = config.with_api_key(Secret::new(key));
+        }
+        if let Some(max_tokens) = args.max_tokens {
+            config = config.with_max_tokens(max_tokens);
+        }
+        let source = if args.base_url.is_some() {
+            ModelSource::BaseUrl
+        } else {
+            source
+        };
+        Ok(ModelChoice::Anthropic {
+            config: Box::new(config),
+            source,
+            key_var,
+            has_key,
+        })
+    };
+    match args.provider {
+        Some(ProviderChoice::Anthropic) => return anthropic(ModelSource::AnthropicProvider),
+        Some(ProviderChoice::Openai) => {}
+        None => {
+            let openai_key_set = key_of(ProviderChoice::Openai.default_key_var()).is_some();
+            if args.base_url.is_none()
+                && args.api_key_env.is_none()
+                && !openai_key_set
+                && key_of(ProviderChoice::Anthropic.default_key_var()).is_some()
+            {
+                return anthropic(ModelSource::AnthropicKey);
+            }
+        }
+    }
+    let key_var = args
+        .api_key_env
+        .clone()
+        .unwrap_or_else(|| ProviderChoice::Openai.default_key_var().into());
+    let key = key_of(&key_var);
     let has_key = key.is_some();
+    let with_options = |mut config: OpenAiConfig| {
+        config = config.with_timeouts(timeouts);
+        if let Some(max_tokens) = args.max_tokens {
+            config = config.with_max_tokens(max_tokens);
+        }
+        Box::new(config)
+    };
     match (&args.base_url, key) {
         (Some(url), key) => {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(UsageError(format!(
-                    "--base-url must start with http:// or https:// (got {url:?})"
-                )));
-            }
             let Some(model) = &args.model else {
                 return Err(UsageError(
                     "--model is required with --base-url (for example --model llama3.2)".into(),
                 ));
             };
-            let mut config = OpenAiConfig::new(url.clone(), model.clone()).with_timeouts(timeouts);
+            let mut config = OpenAiConfig::new(url.clone(), model.clone());
             if let Some(key) = key {
                 config = config.with_api_key(Secret::new(key));
             }
             Ok(ModelChoice::Compatible {
-                config: Box::new(config),
+                config: with_options(config),
                 source: ModelSource::BaseUrl,
-                key_var: args.api_key_env.clone(),
+                key_var,
                 has_key,
             })
         }
@@ -120,14 +228,16 @@ pub fn choose_model(
                 .clone()
                 .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.into());
             Ok(ModelChoice::Compatible {
-                config: Box::new(
-                    OpenAiConfig::openai(model, Secret::new(key)).with_timeouts(timeouts),
-                ),
+                config: with_options(OpenAiConfig::openai(model, Secret::new(key))),
                 source: ModelSource::OpenAiKey,
-                key_var: args.api_key_env.clone(),
+                key_var,
                 has_key,
             })
         }
+        (None, None) if args.provider == Some(ProviderChoice::Openai) => Err(UsageError(format!(
+            "--provider openai needs an API key: set {key_var} (or name another variable with \
+             --api-key-env, or give a server with --base-url)"
+        ))),
         (None, None) => Ok(ModelChoice::Demo {
             pace: Duration::from_millis(args.demo_pace_ms),
             forced: false,
@@ -177,8 +287,37 @@ impl ModelChoice {
             }
             ModelChoice::Demo { forced: false, .. } => format!(
                 "agent: using the built-in demo model because no --base-url is given and \
-                 OPENAI_API_KEY is not set. {DEMO}"
+                 OPENAI_API_KEY is not set (nor ANTHROPIC_API_KEY). {DEMO}"
             ),
+            ModelChoice::Anthropic {
+                config,
+                source,
+                key_var,
+                has_key,
+            } => {
+                let why = match source {
+                    ModelSource::BaseUrl => {
+                        let key = if *has_key {
+                            format!("with the API key from {key_var}")
+                        } else {
+                            format!("without an API key ({key_var} is not set)")
+                        };
+                        format!("(--provider anthropic --base-url), {key}")
+                    }
+                    ModelSource::AnthropicKey => format!(
+                        "because {key_var} is set and OPENAI_API_KEY is not; pass --demo for \
+                         the built-in model"
+                    ),
+                    _ => format!(
+                        "(--provider anthropic) with the API key from {key_var}; pass --demo \
+                         for the built-in model"
+                    ),
+                };
+                format!(
+                    "agent: using Anthropic {} at {} {why}",
+                    config.model, config.base_url
+                )
+            }
             ModelChoice::Compatible {
                 config,
                 source: ModelSource::OpenAiKey,
@@ -191,9 +330,9 @@ impl ModelChoice {
             ),
             ModelChoice::Compatible {
                 config,
-                source: ModelSource::BaseUrl,
                 key_var,
                 has_key,
+                ..
             } => {
                 let key = if *has_key {
                     format!("with the API key from {key_var}")
@@ -215,6 +354,37 @@ impl ModelChoice {
             ModelChoice::Compatible { config, .. } => {
                 Arc::new(OpenAiModel::new((**config).clone(), client))
             }
+            ModelChoice::Anthropic { config, .. } => {
+                Arc::new(AnthropicModel::new((**config).clone(), client))
+            }
+        }
+    }
+
+    /// The endpoint's base URL, the key variable, whether a key was found, and why this
+    /// model was chosen (`None` for the demo model).
+    pub fn endpoint(&self) -> (&str, &str, bool, Option<ModelSource>) {
+        match self {
+            ModelChoice::Compatible {
+                config,
+                key_var,
+                has_key,
+                source,
+            } => (&config.base_url, key_var, *has_key, Some(*source)),
+            ModelChoice::Anthropic {
+                config,
+                key_var,
+                has_key,
+                source,
+            } => (&config.base_url, key_var, *has_key, Some(*source)),
+            ModelChoice::Demo { .. } => ("the demo model", "OPENAI_API_KEY", false, None),
+        }
+    }
+
+    /// What kind of stream the endpoint speaks, for error messages.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            ModelChoice::Anthropic { .. } => "an Anthropic Messages stream",
+            _ => "an OpenAI-compatible stream",
         }
     }
 }
@@ -310,6 +480,71 @@ mod tests {
             !format!("{with:?}").contains("sk-1"),
             "the key never shows in Debug"
         );
+    }
+
+    #[test]
+    fn anthropic_is_chosen_by_the_flag_or_by_its_key_alone() {
+        let ant = |v: &str| (v == "ANTHROPIC_API_KEY").then(|| "sk-ant-1".to_string());
+        let both =
+            |v: &str| matches!(v, "ANTHROPIC_API_KEY" | "OPENAI_API_KEY").then(|| "sk".to_string());
+        // The flag, with the key: Anthropic itself, the default model.
+        let ModelChoice::Anthropic { config, source, .. } =
+            choose_model(&args(&["agent", "--provider", "anthropic", "hi"]), ant).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(config.model, DEFAULT_ANTHROPIC_MODEL);
+        assert_eq!(config.base_url, AnthropicConfig::ANTHROPIC_BASE_URL);
+        assert_eq!(config.api_key.as_ref().unwrap().expose(), "sk-ant-1");
+        assert_eq!(source, ModelSource::AnthropicProvider);
+        // The flag without the key: a usage error naming the variable.
+        let err =
+            choose_model(&args(&["agent", "--provider", "anthropic", "hi"]), |_| None).unwrap_err();
+        assert!(err.0.contains("ANTHROPIC_API_KEY"), "{err}");
+        // Only the Anthropic key set: Anthropic; both set: OpenAI, as before.
+        assert!(matches!(
+            choose_model(&args(&["agent", "hi"]), ant).unwrap(),
+            ModelChoice::Anthropic {
+                source: ModelSource::AnthropicKey,
+                ..
+            }
+        ));
+        assert!(matches!(
+            choose_model(&args(&["agent", "hi"]), both).unwrap(),
+            ModelChoice::Compatible { .. }
+        ));
+        // A Messages endpoint with --base-url, --model and --max-tokens.
+        let a = args(&[
+            "agent",
+            "--provider",
+            "anthropic",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "claude-x",
+            "--max-tokens",
+            "100",
+            "hi",
+        ]);
+        let choice = choose_model(&a, |_| None).unwrap();
+        let ModelChoice::Anthropic {
+            config, has_key, ..
+        } = &choice
+        else {
+            panic!()
+        };
+        assert!(!has_key && config.api_key.is_none());
+        assert_eq!(config.max_tokens, 100);
+        assert!(
+            choice.announcement().contains(
+                "Anthropic claude-x at http://127.0.0.1:9/v1 (--provider anthropic --base-url)"
+            ),
+            "{}",
+            choice.announcement()
+        );
+        // --provider openai without a key or a server is a usage error, not the demo.
+        let err = choose_model(&args(&["agent", "--provider", "openai", "hi"]), ant).unwrap_err();
+        assert!(err.0.contains("OPENAI_API_KEY"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent_core::event::{Event, EventKind};
+use conformance::cases::anthropic::messages;
 use conformance::kit::client::SseClient;
 use conformance::kit::upstream::{GatedUpstream, Response, openai};
 use serde_json::json;
@@ -20,6 +21,7 @@ fn agent() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_agent"));
     command
         .env_remove("OPENAI_API_KEY")
+        .env_remove("ANTHROPIC_API_KEY")
         .env_remove("AGENT_SERVE_TOKEN")
         .stdin(Stdio::null());
     command
@@ -1409,4 +1411,97 @@ fn chat_on_a_terminal_cancels_an_answer_on_ctrl_c_keeps_history_and_quits_on_ctr
     }
     let tail = &screen.seen[at..];
     assert!(tail.contains('\n'), "no line break after Ctrl-D: {tail:?}");
+}
+
+/// `--provider anthropic --base-url`: the Messages API is spoken on every runtime (the key
+/// from `ANTHROPIC_API_KEY` as `x-api-key`, never printed), the answer streams to stdout,
+/// and the first line says which model, where and why.
+#[test]
+fn provider_anthropic_speaks_the_messages_api_on_every_runtime() {
+    const KEY: &str = "sk-ant-never-printed";
+    for runtime in RUNTIMES {
+        let answer = Response::sse()
+            .send(messages::message_start(4))
+            .send(messages::text_start(0))
+            .send(messages::text_delta(0, "Bonjour"))
+            .send(messages::ping())
+            .send(messages::text_delta(0, " 🌍"))
+            .send(messages::block_stop(0))
+            .send(messages::end("end_turn", 2));
+        let upstream = GatedUpstream::start([answer]).unwrap();
+        let output = run(agent().env("ANTHROPIC_API_KEY", KEY).args([
+            "--runtime",
+            runtime,
+            "--provider",
+            "anthropic",
+            "--base-url",
+            &upstream.base_url(),
+            "--model",
+            "claude-test",
+            "--max-tokens",
+            "64",
+            "--instructions",
+            "Be brief.",
+            "hi",
+        ]));
+        let stderr = text(&output.stderr);
+        assert!(output.status.success(), "{runtime}: {stderr}");
+        assert_eq!(text(&output.stdout).trim_end(), "Bonjour 🌍", "{runtime}");
+        assert_eq!(
+            stderr.lines().next(),
+            Some(
+                format!(
+                    "agent: using Anthropic claude-test at {} (--provider anthropic --base-url), \
+                     with the API key from ANTHROPIC_API_KEY",
+                    upstream.base_url()
+                )
+                .as_str()
+            ),
+            "{runtime}: {stderr}"
+        );
+        let request = &upstream.requests()[0];
+        assert_eq!(request.path, "/v1/messages", "{runtime}");
+        assert_eq!(request.header("x-api-key"), Some(KEY), "{runtime}");
+        assert_eq!(request.header("anthropic-version"), Some("2023-06-01"));
+        let body = request.json().unwrap();
+        assert_eq!(body["max_tokens"], json!(64), "{runtime}: {body}");
+        assert_eq!(body["system"], json!("Be brief."), "{runtime}: {body}");
+        assert!(!stderr.contains(KEY) && !text(&output.stdout).contains(KEY));
+    }
+}
+
+/// `--provider anthropic` without a key (and without `--base-url`) is a usage error naming
+/// the variable; `ANTHROPIC_API_KEY` alone selects Anthropic and says so.
+#[test]
+fn provider_anthropic_needs_its_key_and_the_key_alone_is_announced() {
+    let output = run(agent().args(["--provider", "anthropic", "hi"]));
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("set ANTHROPIC_API_KEY"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // Anthropic is reached through an HTTPS_PROXY on a closed local port: the test stays on
+    // 127.0.0.1 and fails to connect, after the first line.
+    let proxy = format!("http://127.0.0.1:{}", closed_port());
+    let output = run(agent()
+        .env("ANTHROPIC_API_KEY", "sk-ant-x")
+        .env("HTTPS_PROXY", &proxy)
+        .env("https_proxy", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .args(["--connect-timeout", "2", "hi"]));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().next(),
+        Some(
+            "agent: using Anthropic claude-sonnet-4-5 at https://api.anthropic.com/v1 because \
+             ANTHROPIC_API_KEY is set and OPENAI_API_KEY is not; pass --demo for the built-in model"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Anthropic was chosen because"), "{stderr}");
+    assert!(!stderr.contains("sk-ant-x"));
 }

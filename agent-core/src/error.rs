@@ -52,6 +52,10 @@ pub enum ErrorKind {
     Model,
     /// The request was invalid before it was sent (bad URL, bad configuration).
     InvalidRequest,
+    /// The answer did not parse as the run's output type
+    /// ([`OutputType`](crate::agent::OutputType)); the raw answer is kept as the failure's
+    /// `partial_text`.
+    InvalidOutput,
     /// A bug: a panic inside a model or the agent loop, caught and reported.
     Internal,
 }
@@ -74,6 +78,7 @@ impl ErrorKind {
             ErrorKind::MaxRounds => "max_rounds",
             ErrorKind::Model => "model",
             ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::Internal => "internal",
         }
     }

@@ -35,10 +35,17 @@
 //! {"seq":7,"type":"run_completed","text":"Let me compute. 4",
 //!  "usage":{"prompt_tokens":30,"completion_tokens":9,"total_tokens":39},
 //!  "metrics":{"time_to_first_token_ms":1.2,"duration_ms":9.9,"rounds":[...]}}
+//! {"seq":7,"type":"run_completed","text":"{\"city\":\"Paris\"}","usage":{…},"metrics":{…},
+//!  "output":{"city":"Paris"}}
 //! {"seq":7,"type":"run_failed","error":{"kind":"upstream_status","message":"…","status":500},
 //!  "partial_text":"Let me"}
 //! {"seq":7,"type":"run_cancelled","partial_text":"Let me"}
 //! ```
+//!
+//! With structured output ([`OutputType`](crate::agent::OutputType)), `run_completed` carries
+//! the parsed answer as `output` (the second `run_completed` above), and, when partial output
+//! is asked for, `{"seq":4,"type":"partial_output","output":{"city":"Par"}}` follows text
+//! deltas that change the best-effort parse of the answer so far.
 //!
 //! A tool call that failed completes with
 //! `"result":{"status":"error","kind":"unknown_tool","message":"…"}`; the kinds are listed on
@@ -153,6 +160,14 @@ pub enum EventKind {
         /// Milliseconds the call took.
         duration_ms: f64,
     },
+    /// The best-effort parse of a structured answer so far (runs with an
+    /// [`OutputType`](crate::agent::OutputType) that asks for partial output): emitted after
+    /// a text delta whenever it changes the value. Open strings, arrays and objects are
+    /// closed; it need not match the output type yet.
+    PartialOutput {
+        /// The value so far.
+        output: serde_json::Value,
+    },
     /// Terminal: the run produced its answer.
     RunCompleted {
         /// The answer as it was streamed: all text deltas of the run, concatenated.
@@ -161,6 +176,11 @@ pub enum EventKind {
         usage: Usage,
         /// Timings of the run.
         metrics: RunMetrics,
+        /// The answer parsed as the run's output type, as JSON (runs with an
+        /// [`OutputType`](crate::agent::OutputType) only; absent from the JSON otherwise).
+        /// [`EventKind::parsed_output`] gives it typed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<serde_json::Value>,
     },
     /// Terminal: the run failed. Text produced before the failure is kept.
     RunFailed {
@@ -187,6 +207,33 @@ impl EventKind {
         )
     }
 
+    /// The structured output of a completed run, as `T`: `None` for any other event or a
+    /// run without an output type; `Some(Err)` if `T` is not the type the run validated.
+    ///
+    /// ```
+    /// use agent_core::event::{EventKind, RunMetrics};
+    /// use agent_core::model::Usage;
+    ///
+    /// let done = EventKind::RunCompleted {
+    ///     text: "[1, 2]".into(),
+    ///     usage: Usage::default(),
+    ///     metrics: RunMetrics { time_to_first_token_ms: None, duration_ms: 1.0, rounds: vec![] },
+    ///     output: Some(serde_json::json!([1, 2])),
+    /// };
+    /// assert_eq!(done.parsed_output::<Vec<u8>>().unwrap().unwrap(), vec![1, 2]);
+    /// ```
+    pub fn parsed_output<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Option<Result<T, serde_json::Error>> {
+        match self {
+            EventKind::RunCompleted {
+                output: Some(output),
+                ..
+            } => Some(T::deserialize(output)),
+            _ => None,
+        }
+    }
+
     /// The JSON `type` tag of this kind, e.g. `tool_call_started`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -198,6 +245,7 @@ impl EventKind {
             EventKind::ToolCallDelta { .. } => "tool_call_delta",
             EventKind::ToolCallStarted { .. } => "tool_call_started",
             EventKind::ToolCallCompleted { .. } => "tool_call_completed",
+            EventKind::PartialOutput { .. } => "partial_output",
             EventKind::RunCompleted { .. } => "run_completed",
             EventKind::RunFailed { .. } => "run_failed",
             EventKind::RunCancelled { .. } => "run_cancelled",

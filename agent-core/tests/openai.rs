@@ -1,185 +1,26 @@
 //! Integration tests for the OpenAI-compatible Chat Completions provider, driven through a
-//! scripted in-memory `HttpClient` on the thread runtime.
+//! scripted in-memory `HttpClient` (`support::http`) on the thread runtime.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use agent_core::error::{ErrorKind, ModelError};
-use agent_core::http::{
-    BodyStream, HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse, Method,
-};
+use agent_core::http::{HttpErrorKind, Method};
 use agent_core::model::{
     FinishReason, Message, Model, ModelContext, ModelDelta, ModelRequest, OpenAiConfig,
-    OpenAiModel, ToolCall, ToolCallDelta, Usage,
+    OpenAiModel, OutputSchema, ToolCall, ToolCallDelta, Usage,
 };
 use agent_core::policy::{RetryPolicy, Timeouts};
 use agent_core::runtime::{BoxFuture, SharedRuntime, ThreadRuntime, block_on, timeout};
 use agent_core::sse::SseLimits;
 use agent_core::tool::ToolDefinition;
 use bytes::Bytes;
-use futures_core::Stream;
 use futures_util::{FutureExt, StreamExt, stream};
 use proptest::prelude::*;
 use serde_json::{Value, json};
-
-// ---------------------------------------------------------------------------------------------
-// A scripted HTTP client
-// ---------------------------------------------------------------------------------------------
-
-/// What the fake answers to one request.
-enum Reply {
-    /// A response head, then this body.
-    Respond {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: BodyStream,
-    },
-    /// `send` fails with this kind.
-    Fail(HttpErrorKind),
-    /// `send` never resolves.
-    Hang,
-}
-
-/// An `HttpClient` that plays scripted replies in order and records the requests it got.
-#[derive(Default)]
-struct FakeClient {
-    replies: Mutex<VecDeque<Reply>>,
-    requests: Mutex<Vec<HttpRequest>>,
-}
-
-impl fmt::Debug for FakeClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FakeClient")
-            .field("replies_left", &self.replies.lock().unwrap().len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl FakeClient {
-    fn new(replies: impl IntoIterator<Item = Reply>) -> Arc<Self> {
-        Arc::new(FakeClient {
-            replies: Mutex::new(replies.into_iter().collect()),
-            requests: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn requests(&self) -> Vec<HttpRequest> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl HttpClient for FakeClient {
-    fn send(&self, request: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
-        self.requests.lock().unwrap().push(request);
-        let reply = self.replies.lock().unwrap().pop_front();
-        Box::pin(async move {
-            match reply {
-                Some(Reply::Respond {
-                    status,
-                    headers,
-                    body,
-                }) => Ok(HttpResponse {
-                    status,
-                    headers,
-                    body,
-                }),
-                Some(Reply::Fail(kind)) => Err(HttpError::new(kind, "scripted failure")),
-                Some(Reply::Hang) => std::future::pending().await,
-                None => Err(HttpError::new(
-                    HttpErrorKind::Connect,
-                    "the script is exhausted",
-                )),
-            }
-        })
-    }
-}
-
-fn ok(body: BodyStream) -> Reply {
-    Reply::Respond {
-        status: 200,
-        headers: vec![("content-type".into(), "text/event-stream".into())],
-        body,
-    }
-}
-
-fn status(status: u16, headers: &[(&str, &str)], body: &str) -> Reply {
-    Reply::Respond {
-        status,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect(),
-        body: chunks([body.to_owned()]),
-    }
-}
-
-/// A body made of these chunks, then the end.
-fn chunks<I: IntoIterator<Item = S>, S: Into<Bytes>>(parts: I) -> BodyStream {
-    let parts: Vec<Result<Bytes, HttpError>> = parts.into_iter().map(|p| Ok(p.into())).collect();
-    Box::pin(stream::iter(parts))
-}
-
-/// A body made of these chunks, then a broken connection.
-fn chunks_then_error(parts: Vec<String>) -> BodyStream {
-    let broken = HttpError::new(HttpErrorKind::Io, "connection reset by peer");
-    Box::pin(chunks(parts).chain(stream::iter([Err(broken)])))
-}
-
-/// A body made of these chunks, then nothing, forever.
-fn chunks_then_pending(parts: Vec<String>) -> BodyStream {
-    Box::pin(chunks(parts).chain(stream::pending()))
-}
-
-/// `first`, then a `: keep-alive` comment every `every`, forever.
-fn keep_alive_forever(runtime: SharedRuntime, first: String, every: Duration) -> BodyStream {
-    let rest = stream::unfold(runtime, move |runtime| async move {
-        runtime.sleep(every).await;
-        Some((Ok(Bytes::from_static(b": keep-alive\n\n")), runtime))
-    });
-    Box::pin(chunks([first]).chain(rest))
-}
-
-/// One event every `every`, `count` of them, then `[DONE]`.
-fn paced_events(runtime: SharedRuntime, events: Vec<String>, every: Duration) -> BodyStream {
-    let events: VecDeque<String> = events.into();
-    Box::pin(stream::unfold(
-        (runtime, events),
-        move |(runtime, mut events)| async move {
-            let next = events.pop_front()?;
-            runtime.sleep(every).await;
-            Some((Ok(Bytes::from(next)), (runtime, events)))
-        },
-    ))
-}
-
-/// A body that records when it is dropped.
-struct DropFlag {
-    inner: BodyStream,
-    dropped: Arc<AtomicBool>,
-}
-
-impl Stream for DropFlag {
-    type Item = Result<Bytes, HttpError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
-    }
-}
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------------
 
 /// How long any test waits for a stream before failing instead of hanging.
 const WATCHDOG: Duration = Duration::from_secs(10);
@@ -302,6 +143,7 @@ const DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 mod support;
 use support::Steps;
+use support::http::*;
 
 /// [`support::within`] with this file's [`DEADLINE`].
 fn within_deadline(name: &str, body: impl FnOnce(&Steps) + Send + 'static) {
@@ -1062,6 +904,7 @@ fn request_body_maps_messages_tools_and_options() {
                 description: "Current weather".into(),
                 parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}}),
             }],
+            output: None,
         };
         let client = FakeClient::new([ok(chunks([DONE]))]);
         let config = config()
@@ -1108,6 +951,41 @@ fn request_body_maps_messages_tools_and_options() {
             json!({"model": "test-model", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
         );
     });
+}
+
+#[test]
+fn output_schema_becomes_a_strict_json_schema_response_format() {
+    within_deadline(
+        "output_schema_becomes_a_strict_json_schema_response_format",
+        |_steps| {
+            #[derive(serde::Deserialize, schemars::JsonSchema)]
+            #[allow(dead_code)]
+            struct Verdict {
+                ok: bool,
+            }
+            let client = FakeClient::new([ok(chunks([DONE]))]);
+            run_with(
+                config_without_usage(),
+                client.clone(),
+                hello().with_output(OutputSchema::for_type::<Verdict>()),
+            );
+            let body: Value = serde_json::from_slice(&client.requests()[0].body).unwrap();
+            assert_eq!(
+                body["response_format"],
+                json!({"type": "json_schema", "json_schema": {
+                    "name": "Verdict",
+                    "strict": true,
+                    "schema": {
+                        "type": "object",
+                        "properties": {"ok": {"type": "boolean"}},
+                        "required": ["ok"],
+                        "additionalProperties": false
+                    }
+                }}),
+                "the request body was {body}"
+            );
+        },
+    );
 }
 
 fn config_without_usage() -> OpenAiConfig {

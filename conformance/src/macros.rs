@@ -100,6 +100,10 @@ macro_rules! suite {
             conformance_responses_free_running => "responses_free_running",
             conformance_responses_cancel_disconnect => "responses_cancel_disconnect",
             conformance_server_session_bounds => "server_session_bounds",
+            conformance_anthropic_incremental => "anthropic_incremental",
+            conformance_anthropic_tool_round => "anthropic_tool_round",
+            conformance_structured_output_transcript => "structured_output_transcript",
+            conformance_structured_output_invalid => "structured_output_invalid",
             }
         }
     };

@@ -13,8 +13,9 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tracing::Instrument;
 
-use super::AgentInner;
 use super::emit::Emitter;
+use super::output::OnInvalidOutput;
+use super::{AgentInner, OutputType};
 use crate::error::{ErrorKind, panic_message};
 use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
 use crate::model::{
@@ -51,6 +52,17 @@ pub(crate) struct TextLimits {
     pub(crate) discard_text: bool,
 }
 
+/// What a run asks of the loop beyond its input: model timeouts, text bounds and the output
+/// type.
+pub(crate) struct DriveOptions {
+    /// Timeouts replacing the model's, if any.
+    pub(crate) model_timeouts: Option<Timeouts>,
+    /// Bounds on the answer text.
+    pub(crate) limits: TextLimits,
+    /// The structured output asked for, if any.
+    pub(crate) output: Option<OutputType>,
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
 fn prefix_within(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -70,9 +82,13 @@ pub(crate) async fn drive(
     run_id: String,
     history: Vec<Message>,
     input: String,
-    model_timeouts: Option<Timeouts>,
-    limits: TextLimits,
+    options: DriveOptions,
 ) -> Finished {
+    let DriveOptions {
+        model_timeouts,
+        limits,
+        output,
+    } = options;
     let run_start = Instant::now();
     emitter
         .emit(EventKind::RunStarted {
@@ -103,6 +119,8 @@ pub(crate) async fn drive(
     let mut usage = Usage::default();
     let mut rounds = Vec::new();
     let mut run_ttft = None;
+    // Whether an invalid structured answer was already sent back once.
+    let mut output_retried = false;
 
     for round in 1.. {
         if round > agent.max_rounds {
@@ -120,6 +138,7 @@ pub(crate) async fn drive(
         let request = ModelRequest {
             messages: messages.clone(),
             tools: tool_definitions.clone(),
+            output: output.as_ref().map(|o| o.schema().clone()),
         };
         let span = tracing::info_span!("model_request", round, model = agent.model.name());
         let mut stream = InSpan {
@@ -139,6 +158,7 @@ pub(crate) async fn drive(
         let mut finish_reason = None;
         let mut round_usage = None;
         let mut ttft = None;
+        let mut partial: Option<Value> = None;
         loop {
             let item = stream.next().await;
             let delta = match item {
@@ -187,6 +207,16 @@ pub(crate) async fn drive(
                         text.push_str(prefix_within(&t, room));
                     }
                     emitter.emit(EventKind::TextDelta { text: t }).await;
+                    if let Some(output) = &output
+                        && output.reports_partial_output()
+                        && let Some(value) = crate::model::parse_partial_json(&text[round_start..])
+                        && partial.as_ref() != Some(&value)
+                    {
+                        partial = Some(value.clone());
+                        emitter
+                            .emit(EventKind::PartialOutput { output: value })
+                            .await;
+                    }
                 }
                 ModelDelta::Reasoning(t) => {
                     emitter.emit(EventKind::ReasoningDelta { text: t }).await
@@ -259,6 +289,37 @@ pub(crate) async fn drive(
                 tools_duration_ms: 0.0,
                 tool_calls: 0,
             });
+            let parsed = match &output {
+                None => None,
+                Some(output) => match output.validate(&text[round_start..]) {
+                    Ok(value) => Some(value),
+                    Err(error)
+                        if !output_retried
+                            && output.invalid_policy() == OnInvalidOutput::RetryOnce =>
+                    {
+                        tracing::debug!(%error, "invalid structured output; asking once more");
+                        output_retried = true;
+                        messages.push(Message::user(format!(
+                            "Your answer does not match the required JSON schema `{}`: {error}. \
+                             Answer again with only a JSON value that matches the schema.",
+                            output.schema().name
+                        )));
+                        continue;
+                    }
+                    Err(error) => {
+                        let answer = &text[round_start..];
+                        return fail(
+                            ErrorKind::InvalidOutput,
+                            format!(
+                                "the answer is not a valid `{}`: {error} (the answer, {} bytes, is kept as partial_text)",
+                                output.schema().name,
+                                answer.len()
+                            ),
+                            kept(text),
+                        );
+                    }
+                },
+            };
             let metrics = RunMetrics {
                 time_to_first_token_ms: run_ttft,
                 duration_ms: ms(run_start),
@@ -269,6 +330,7 @@ pub(crate) async fn drive(
                     text: kept(text),
                     usage,
                     metrics,
+                    output: parsed,
                 },
                 new_messages: messages.split_off(first_new),
             };

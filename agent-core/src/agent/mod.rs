@@ -34,6 +34,7 @@
 mod drive;
 mod emit;
 mod history;
+mod output;
 mod run;
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ use crate::runtime::SharedRuntime;
 use crate::tool::Tool;
 
 pub use history::message_bytes;
+pub use output::{OnInvalidOutput, OutputType};
 pub use run::{COOPERATIVE_BUDGET, CancelHandle, RunStream};
 
 use history::History;
@@ -68,6 +70,7 @@ pub(crate) struct AgentInner {
     run_timeout: Option<Duration>,
     timeouts: Option<Timeouts>,
     max_output_bytes: Option<usize>,
+    output: Option<OutputType>,
 }
 
 impl AgentInner {
@@ -236,7 +239,9 @@ impl Agent {
             timeouts,
             max_output_bytes,
             discard_text,
+            output,
         } = options;
+        let output = output.or_else(|| self.inner.output.clone());
         let limits = drive::TextLimits {
             max_output_bytes: max_output_bytes.or(self.inner.max_output_bytes),
             discard_text,
@@ -259,8 +264,11 @@ impl Agent {
                 run_id.clone(),
                 history,
                 input,
-                model_timeouts,
-                limits,
+                drive::DriveOptions {
+                    model_timeouts,
+                    limits,
+                    output,
+                },
             ),
             span,
         );
@@ -364,6 +372,9 @@ pub struct RunOptions {
     pub max_output_bytes: Option<usize>,
     /// Keep no copy of the answer; see [`RunOptions::discard_text`].
     pub discard_text: bool,
+    /// The type this run's answer must be, replacing the agent's
+    /// ([`AgentBuilder::output`]); see [`OutputType`].
+    pub output: Option<OutputType>,
 }
 
 impl RunOptions {
@@ -418,6 +429,20 @@ impl RunOptions {
         self.discard_text = true;
         self
     }
+
+    /// Ask this run for structured output (see [`OutputType`]), replacing the agent's.
+    pub fn output(mut self, output: OutputType) -> Self {
+        self.output = Some(output);
+        self
+    }
+
+    /// Ask this run for an answer of type `T`: [`RunOptions::output`] with
+    /// [`OutputType::of::<T>()`](OutputType::of).
+    pub fn output_type<T: serde::de::DeserializeOwned + schemars::JsonSchema + 'static>(
+        self,
+    ) -> Self {
+        self.output(OutputType::of::<T>())
+    }
 }
 
 /// With [`RunOptions::discard_text`], how much of one round's text is kept to give back to
@@ -464,6 +489,7 @@ pub struct AgentBuilder {
     run_timeout: Option<Duration>,
     timeouts: Option<Timeouts>,
     max_output_bytes: Option<usize>,
+    output: Option<OutputType>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -548,6 +574,44 @@ impl AgentBuilder {
         self
     }
 
+    /// Ask every run for structured output: the answer must be `T`, the request carries its
+    /// JSON Schema, and `run_completed` carries the parsed value (see [`OutputType`] for the
+    /// options, [`OnInvalidOutput`] for what an invalid answer does).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures_util::StreamExt;
+    /// use agent_core::agent::Agent;
+    /// use agent_core::model::{ScriptedModel, Turn};
+    /// use agent_core::runtime::{block_on, ThreadRuntime};
+    ///
+    /// #[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+    /// struct City { name: String, population: u64 }
+    ///
+    /// let agent = Agent::builder()
+    ///     .model(ScriptedModel::new([
+    ///         Turn::new().text(r#"{"name": "Lyon", "#).text(r#""population": 522250}"#),
+    ///     ]))
+    ///     .output_type::<City>()
+    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .build()
+    ///     .unwrap();
+    /// let events: Vec<_> = block_on(agent.run("Largest city near the Alps?").collect());
+    /// let city: City = events.last().unwrap().kind.parsed_output().unwrap().unwrap();
+    /// assert_eq!(city, City { name: "Lyon".into(), population: 522250 });
+    /// ```
+    pub fn output_type<T: serde::de::DeserializeOwned + schemars::JsonSchema + 'static>(
+        self,
+    ) -> Self {
+        self.output(OutputType::of::<T>())
+    }
+
+    /// Ask every run for structured output described by `output` (see [`OutputType`]).
+    pub fn output(mut self, output: OutputType) -> Self {
+        self.output = Some(output);
+        self
+    }
+
     /// Build the agent.
     pub fn build(self) -> Result<Agent, BuildError> {
         let model = self.model.ok_or(BuildError::MissingModel)?;
@@ -581,6 +645,7 @@ impl AgentBuilder {
                 run_timeout: self.run_timeout,
                 timeouts: self.timeouts,
                 max_output_bytes: self.max_output_bytes,
+                output: self.output,
             }),
         })
     }

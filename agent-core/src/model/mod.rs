@@ -1,8 +1,9 @@
 //! Models: anything that streams [`ModelDelta`]s for a conversation.
 //!
-//! Two providers ship with the core: [`OpenAiModel`] (any OpenAI-compatible Chat Completions
-//! endpoint, over an [`HttpClient`](crate::http::HttpClient)) and [`ScriptedModel`] (a
-//! deterministic script, for tests, demos and benchmarks).
+//! Three providers ship with the core: [`OpenAiModel`] (any OpenAI-compatible Chat
+//! Completions endpoint) and [`AnthropicModel`] (the Anthropic Messages API), both over an
+//! [`HttpClient`](crate::http::HttpClient), and [`ScriptedModel`] (a deterministic script,
+//! for tests, demos and benchmarks).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,8 +18,11 @@
 //! assert_eq!(first, ModelDelta::Text("Hello".into()));
 //! ```
 
+mod anthropic;
 mod openai;
+mod output;
 mod scripted;
+mod transport;
 
 use std::fmt;
 use std::pin::Pin;
@@ -31,7 +35,9 @@ use crate::policy::Timeouts;
 use crate::runtime::SharedRuntime;
 use crate::tool::ToolDefinition;
 
+pub use anthropic::{AnthropicConfig, AnthropicModel};
 pub use openai::{OpenAiConfig, OpenAiModel};
+pub use output::{OutputSchema, parse_partial_json};
 pub use scripted::{ScriptedModel, Step, Turn};
 
 /// One message of a conversation, in the shape Chat Completions APIs use.
@@ -107,15 +113,31 @@ pub struct ModelRequest {
     pub messages: Vec<Message>,
     /// The tools the model may call.
     pub tools: Vec<ToolDefinition>,
+    /// The JSON Schema the answer must follow (structured output), if any. Providers send
+    /// it in their own shape; models that cannot enforce a schema ignore it.
+    pub output: Option<OutputSchema>,
 }
 
 impl ModelRequest {
-    /// A request with `messages` and no tools.
+    /// A request with `messages`, no tools and no output schema.
     pub fn new(messages: Vec<Message>) -> Self {
         ModelRequest {
             messages,
             tools: Vec::new(),
+            output: None,
         }
+    }
+
+    /// The same request with these tools.
+    pub fn with_tools(mut self, tools: Vec<ToolDefinition>) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// The same request asking for an answer that follows `output`.
+    pub fn with_output(mut self, output: OutputSchema) -> Self {
+        self.output = Some(output);
+        self
     }
 
     /// The content of the last user message, if any.

@@ -244,6 +244,8 @@ impl FrameEncoder for AgUiEvents {
                 out,
                 &json!({"type": "RUN_STARTED", "threadId": self.thread_id, "runId": self.run_id}),
             ),
+            // The answer's text deltas already carry a structured answer.
+            EventKind::PartialOutput { .. } => {}
             EventKind::ModelRequestStarted { .. } => {
                 self.close_message(out);
                 self.rounds += 1;

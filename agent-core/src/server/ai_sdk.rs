@@ -306,6 +306,8 @@ impl FrameEncoder for UiMessageStream {
             EventKind::RunStarted { .. } => {
                 Self::frame(out, &json!({"type": "start", "messageId": self.message_id}));
             }
+            // The answer's text deltas already carry a structured answer.
+            EventKind::PartialOutput { .. } => {}
             EventKind::ModelRequestStarted { .. } => {
                 self.close_step(out);
                 self.open_step(out);

@@ -568,6 +568,8 @@ impl ResponsesEncoder {
                 self.emit(out, "response.created", json!({"response": response}));
                 self.emit(out, "response.in_progress", json!({"response": response}));
             }
+            // The answer's text deltas already carry a structured answer.
+            EventKind::PartialOutput { .. } => {}
             EventKind::ModelRequestStarted { .. } => {}
             EventKind::TextDelta { text } => self.text_delta(out, TextKind::Message, text),
             EventKind::ReasoningDelta { text } => self.text_delta(out, TextKind::Reasoning, text),

@@ -2,6 +2,8 @@
 //! (`mod support;`) and uses the part it needs.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::sync::mpsc::{RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -22,6 +22,7 @@
 //! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
 //! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
 //! | 16 | session bounds | `server_session_bounds` |
+//! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid` |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -30,6 +31,7 @@
 //! within 5 s.
 
 pub mod accounting;
+pub mod anthropic;
 pub mod backpressure;
 pub mod cancellation;
 pub mod contract;
@@ -47,6 +49,7 @@ pub mod resumable;
 pub mod sessions;
 pub mod soak;
 pub mod starvation;
+pub mod structured_output;
 pub(crate) mod support;
 pub mod transcripts;
 pub mod upstream_policy;
@@ -226,6 +229,10 @@ cases! {
     "responses_free_running", "front-end: Responses API", "POST /v1/responses: 40 paced deltas arrive in many separate socket reads", responses_api::free_running;
     "responses_cancel_disconnect", "front-end: Responses API", "a client leaving POST /v1/responses cancels its run", responses_api::cancel_disconnect;
     "server_session_bounds", "16 session bounds", "sessions over HTTP stay within max_session_bytes (oldest exchanges dropped, 413 for an input that cannot fit) and max_total_session_bytes (least recently used forgotten)", sessions::session_bounds;
+    "anthropic_incremental", "17 agent capabilities", "60 Anthropic Messages text deltas, frames split mid-line, mid-CRLF and inside UTF-8, in lockstep through the backend's HTTP client; x-api-key, anthropic-version, top-level system", anthropic::incremental;
+    "anthropic_tool_round", "17 agent capabilities", "a Messages tool round: input_json_delta pieces become tool_call_deltas, the result goes back as a tool_result block", anthropic::tool_round;
+    "structured_output_transcript", "17 agent capabilities", "structured output: strict json_schema sent, answer streamed in lockstep with partial_output events, run_completed carries the parsed value (shared transcript)", structured_output::transcript;
+    "structured_output_invalid", "17 agent capabilities", "an answer that is not the output type → run_failed invalid_output with the raw text kept", structured_output::invalid;
 }
 
 /// The case named `name`.

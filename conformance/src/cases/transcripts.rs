@@ -48,6 +48,10 @@ const SNAPSHOTS: &[(&str, &str)] = &[
         "transcript_upstream_failure",
         include_str!("../../snapshots/transcript_upstream_failure.snap"),
     ),
+    (
+        "transcript_structured_output",
+        include_str!("../../snapshots/transcript_structured_output.snap"),
+    ),
 ];
 
 /// Set to `review` (`CONFORMANCE_SNAPSHOTS=review cargo test …`, in this repository only)

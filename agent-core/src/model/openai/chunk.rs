@@ -4,10 +4,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ErrorKind, ModelError};
+use crate::model::transport::{error_message, excerpt};
 use crate::model::{FinishReason, ModelDelta, ToolCallDelta, Usage};
-
-/// Longest excerpt of upstream data quoted in an error message, in characters.
-pub(super) const EXCERPT_CHARS: usize = 200;
 
 /// Parse the `data` of one Chat Completions streaming event into [`ModelDelta`]s.
 ///
@@ -80,45 +78,6 @@ pub fn parse_chunk(data: &str) -> Result<Vec<ModelDelta>, ModelError> {
         }));
     }
     Ok(deltas)
-}
-
-/// The message of a provider error report: `{"message": …}` (with its type and code when
-/// given), or a bare string.
-pub(super) fn error_message(error: &Value) -> Option<String> {
-    match error {
-        Value::String(message) if !message.trim().is_empty() => Some(excerpt(message)),
-        Value::Object(fields) => {
-            let message = fields.get("message").and_then(Value::as_str)?;
-            let mut out = excerpt(message);
-            let detail: Vec<String> = ["type", "code"]
-                .iter()
-                .filter_map(|key| match fields.get(*key)? {
-                    Value::String(s) if !s.is_empty() => Some(format!("{key}: {}", excerpt(s))),
-                    Value::Number(n) => Some(format!("{key}: {n}")),
-                    _ => None,
-                })
-                .collect();
-            if !detail.is_empty() {
-                out.push_str(&format!(" ({})", detail.join(", ")));
-            }
-            Some(out)
-        }
-        _ => None,
-    }
-}
-
-/// At most [`EXCERPT_CHARS`] characters of `text` on one line, with `…` when cut.
-pub(super) fn excerpt(text: &str) -> String {
-    let text = text.trim();
-    let mut out = String::with_capacity(text.len().min(EXCERPT_CHARS * 2));
-    for (count, c) in text.chars().enumerate() {
-        if count == EXCERPT_CHARS {
-            out.push('…');
-            break;
-        }
-        out.push(if c.is_control() { ' ' } else { c });
-    }
-    out
 }
 
 #[derive(Deserialize)]
@@ -225,8 +184,6 @@ mod tests {
     #[test]
     fn excerpt_is_bounded() {
         let long = "é".repeat(1000);
-        let e = excerpt(&long);
-        assert_eq!(e.chars().count(), EXCERPT_CHARS + 1);
         let err = parse_chunk(&format!("{{{long}")).unwrap_err();
         assert!(err.message.chars().count() < 400, "{}", err.message);
     }

@@ -27,13 +27,14 @@
 
 mod chunk;
 mod request;
-mod stream;
+mod wire;
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::transport::{Endpoint, SseModelStream, redact_credentials};
 use super::{Model, ModelContext, ModelDelta, ModelRequest, ModelStream};
 use crate::error::ModelError;
 use crate::http::HttpClient;
@@ -196,7 +197,7 @@ impl fmt::Debug for OpenAiConfig {
             }
         }
         f.debug_struct("OpenAiConfig")
-            .field("base_url", &request::redact_credentials(&self.base_url))
+            .field("base_url", &redact_credentials(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
             .field("extra_headers", &RedactedHeaders(&self.extra_headers))
@@ -267,22 +268,31 @@ impl fmt::Debug for OpenAiConfig {
 /// [`ErrorKind::MalformedResponse`]: crate::error::ErrorKind::MalformedResponse
 #[derive(Clone)]
 pub struct OpenAiModel {
-    shared: Arc<stream::Shared>,
+    config: Arc<OpenAiConfig>,
+    endpoint: Arc<Endpoint>,
     client: Arc<dyn HttpClient>,
 }
 
 impl OpenAiModel {
     /// A model with `config`, speaking through `client`.
     pub fn new(config: OpenAiConfig, client: Arc<dyn HttpClient>) -> Self {
+        let endpoint = Endpoint::new(
+            request::endpoint(&config.base_url),
+            config.retry,
+            config.timeouts,
+            config.sse_limits,
+            config.api_key.clone(),
+        );
         OpenAiModel {
-            shared: Arc::new(stream::Shared::new(config)),
+            config: Arc::new(config),
+            endpoint: Arc::new(endpoint),
             client,
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &OpenAiConfig {
-        &self.shared.config
+        &self.config
     }
 
     /// Parse the `data` of one Chat Completions streaming event into [`ModelDelta`]s.
@@ -338,8 +348,8 @@ impl OpenAiModel {
 impl fmt::Debug for OpenAiModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiModel")
-            .field("url", &request::redact_credentials(self.shared.url()))
-            .field("config", &self.shared.config)
+            .field("url", &redact_credentials(&self.endpoint.url))
+            .field("config", &self.config)
             .field("client", &self.client)
             .finish()
     }
@@ -347,21 +357,25 @@ impl fmt::Debug for OpenAiModel {
 
 impl Model for OpenAiModel {
     fn name(&self) -> &str {
-        &self.shared.config.model
+        &self.config.model
     }
 
     fn stream(&self, request: ModelRequest, cx: ModelContext) -> ModelStream {
-        let shared = match cx.timeouts {
-            Some(timeouts) if timeouts != self.shared.config.timeouts => {
-                Arc::new(self.shared.with_timeouts(timeouts))
-            }
-            _ => self.shared.clone(),
+        let endpoint = match cx.timeouts {
+            Some(timeouts) if timeouts != self.endpoint.timeouts => Arc::new(Endpoint {
+                timeouts,
+                ..(*self.endpoint).clone()
+            }),
+            _ => self.endpoint.clone(),
         };
-        Box::pin(stream::OpenAiStream::new(
-            shared,
+        let http = request::http_request(&self.config, &endpoint, &request);
+        drop(request);
+        Box::pin(SseModelStream::new(
+            endpoint,
             self.client.clone(),
-            request,
+            http,
             cx.runtime,
+            wire::ChatCompletionsWire,
         ))
     }
 }

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::OpenAiConfig;
 use crate::http::{HttpRequest, Method};
+use crate::model::transport::Endpoint;
 use crate::model::{Message, ModelRequest, ToolCall};
 use crate::tool::ToolDefinition;
 
@@ -14,53 +15,16 @@ pub(super) fn endpoint(base_url: &str) -> String {
     format!("{base}/chat/completions")
 }
 
-/// The host (and port) of `url`, without scheme, credentials or path: safe to show.
-pub(super) fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host)
-}
-
-/// `url` with any `user:password@` credentials replaced by `<redacted>@`, for `Debug`.
-pub(super) fn redact_credentials(url: &str) -> std::borrow::Cow<'_, str> {
-    let (scheme_end, rest) = match url.find("://") {
-        Some(i) => (i + 3, &url[i + 3..]),
-        None => (0, url),
-    };
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_len].rfind('@') {
-        Some(at) => format!("{}<redacted>{}", &url[..scheme_end], &rest[at..]).into(),
-        None => url.into(),
-    }
-}
-
-/// A `Location` as it may be shown: no userinfo, no query string or fragment (either may
-/// carry a key), at most 200 characters.
-pub(super) fn redact_location(location: &str) -> String {
-    let location = location.trim();
-    let cut = location.find(['?', '#']).unwrap_or(location.len());
-    let mut shown = redact_credentials(&location[..cut]).into_owned();
-    if cut < location.len() {
-        shown.push_str("?…");
-    }
-    if shown.chars().count() > 200 {
-        shown = shown.chars().take(200).collect::<String>() + "…";
-    }
-    shown
-}
-
 /// The HTTP request for `request` under `config`.
 pub(super) fn http_request(
     config: &OpenAiConfig,
-    url: &str,
+    endpoint: &Endpoint,
     request: &ModelRequest,
 ) -> HttpRequest {
-    let mut http = HttpRequest::new(Method::Post, url)
+    let mut http = HttpRequest::new(Method::Post, &endpoint.url)
         .header("content-type", "application/json")
         .header("accept", "text/event-stream")
-        .connect_timeout(config.timeouts.connect)
+        .connect_timeout(endpoint.timeouts.connect)
         .body(body(config, request));
     if let Some(key) = &config.api_key {
         http = http.header("authorization", format!("Bearer {}", key.expose()));
@@ -72,7 +36,7 @@ pub(super) fn http_request(
 }
 
 /// The JSON body: model, messages, `stream: true`, stream options, tools, sampling options,
-/// then the configured extra fields.
+/// the output schema (`response_format`), then the configured extra fields.
 pub(super) fn body(config: &OpenAiConfig, request: &ModelRequest) -> Vec<u8> {
     let body = Body {
         model: &config.model,
@@ -84,6 +48,14 @@ pub(super) fn body(config: &OpenAiConfig, request: &ModelRequest) -> Vec<u8> {
         tools: request.tools.iter().map(WireTool::from).collect(),
         temperature: config.temperature,
         max_tokens: config.max_tokens,
+        response_format: request.output.as_ref().map(|output| ResponseFormat {
+            kind: "json_schema",
+            json_schema: JsonSchemaFormat {
+                name: &output.name,
+                strict: output.strict,
+                schema: &output.schema,
+            },
+        }),
     };
     let bytes = if config.extra_body.is_empty() {
         serde_json::to_vec(&body)
@@ -122,6 +94,23 @@ struct Body<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<ResponseFormat<'a>>,
+}
+
+/// `response_format: {type: "json_schema", json_schema: {name, strict, schema}}`.
+#[derive(Serialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    json_schema: JsonSchemaFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSchemaFormat<'a> {
+    name: &'a str,
+    strict: bool,
+    schema: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -232,24 +221,5 @@ mod tests {
     fn endpoint_trims_one_slash() {
         assert_eq!(endpoint("http://h/v1"), "http://h/v1/chat/completions");
         assert_eq!(endpoint("http://h/v1/"), "http://h/v1/chat/completions");
-    }
-
-    #[test]
-    fn host_hides_credentials_and_path() {
-        assert_eq!(
-            host_of("https://user:pw@api.example.com:8443/v1?x"),
-            "api.example.com:8443"
-        );
-        assert_eq!(host_of("http://127.0.0.1:11434/v1"), "127.0.0.1:11434");
-        assert_eq!(host_of("localhost"), "localhost");
-    }
-
-    #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact_credentials("https://user:pw@h:1/v1?a@b"),
-            "https://<redacted>@h:1/v1?a@b"
-        );
-        assert_eq!(redact_credentials("http://h/v1/x@y"), "http://h/v1/x@y");
     }
 }
