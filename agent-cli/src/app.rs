@@ -331,6 +331,18 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
     if let Some(interval) = args.keep_alive {
         config = config.with_keep_alive(interval);
     }
+    if let Some(grace) = args.run_detach_grace {
+        config = config.with_run_detach_grace(grace);
+    }
+    if let Some(retention) = args.run_retention {
+        config = config.with_run_retention(retention);
+    }
+    if let Some(limit) = args.max_retained_runs {
+        config = config.with_max_retained_runs(limit);
+    }
+    if let Some(limit) = args.max_run_log_bytes {
+        config = config.with_max_run_log_bytes(limit);
+    }
     if let Some(token) = &args.token {
         config = config.with_bearer_token(Secret::new(token.clone()));
     }

@@ -104,6 +104,19 @@ pub struct ServeArgs {
     /// Send a `: keep-alive` comment on an SSE stream idle for this long. Default 15s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub keep_alive: Option<Duration>,
+    /// How long a /v1/runs run goes on after its client disconnected, waiting to be resumed
+    /// (GET /v1/runs/{id}/events); cancelled after. `0s` cancels at once. Default 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub run_detach_grace: Option<Duration>,
+    /// How long a finished run stays addressable (status, events). Default 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub run_retention: Option<Duration>,
+    /// Most finished runs kept addressable (the oldest are forgotten). Default 256.
+    #[arg(long, value_name = "N")]
+    pub max_retained_runs: Option<usize>,
+    /// Most bytes of events one run keeps for resuming clients. Default 512 KiB.
+    #[arg(long, value_name = "BYTES")]
+    pub max_run_log_bytes: Option<usize>,
 }
 
 /// Parse a listening address: `IP:PORT`, or `HOST:PORT` with a host name resolved (the first

@@ -89,14 +89,21 @@ pub(crate) fn options(origin: &Origin, headers: &[(&str, &str)], allow: &str) ->
     response
 }
 
-/// Add the headers an allowed origin's response carries.
+/// Add the headers an allowed origin's response carries (once each: a preflight answer
+/// already has some, and a browser refuses an answer with two `Access-Control-Allow-Origin`).
 pub(crate) fn decorate(response: &mut ApiResponse, origin: &Origin) {
     match origin {
-        Origin::Allowed(value) => response.headers.extend([
-            ("access-control-allow-origin", value.clone()),
-            ("access-control-expose-headers", EXPOSED_HEADERS.to_string()),
-            ("vary", "Origin".to_string()),
-        ]),
+        Origin::Allowed(value) => {
+            for (name, value) in [
+                ("access-control-allow-origin", value.clone()),
+                ("access-control-expose-headers", EXPOSED_HEADERS.to_string()),
+                ("vary", "Origin".to_string()),
+            ] {
+                if !response.headers.iter().any(|(n, _)| *n == name) {
+                    response.headers.push((name, value));
+                }
+            }
+        }
         // A cache between the server and browsers must not reuse an answer to a request
         // without `Origin` for one with it.
         Origin::Absent if !response.headers.iter().any(|(n, _)| *n == "vary") => {
@@ -153,6 +160,20 @@ mod tests {
             Origin::Refused("null".into()),
             "no origin is allowed by default"
         );
+    }
+
+    #[test]
+    fn a_decorated_preflight_names_each_header_once() {
+        let origin = Origin::Allowed("https://app.example".into());
+        let asks = [("access-control-request-method", "POST")];
+        let mut response = options(&origin, &asks, "POST, OPTIONS");
+        decorate(&mut response, &origin);
+        let mut names: Vec<&str> = response.headers.iter().map(|(n, _)| *n).collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "{:?}", response.headers);
+        assert!(names.contains(&"access-control-expose-headers"));
     }
 
     #[test]

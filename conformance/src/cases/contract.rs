@@ -324,6 +324,17 @@ pub fn server_cors(backend: &dyn Backend) -> Outcome {
         "cors: a preflight from an allowed origin must be answered 204 with Access-Control-Allow-Origin; headers {:?}",
         preflight.headers
     );
+    let allow_origins = preflight
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("access-control-allow-origin"))
+        .count();
+    assert_eq!(
+        allow_origins, 1,
+        "cors: a preflight answer must carry Access-Control-Allow-Origin exactly once (a \
+         browser refuses two); headers {:?}",
+        preflight.headers
+    );
     assert!(
         preflight
             .header("access-control-allow-headers")
