@@ -40,6 +40,7 @@ macro_rules! suite {
             conformance_free_running_http => "free_running_http",
             conformance_free_running_server_runs => "free_running_server_runs",
             conformance_free_running_server_chat => "free_running_server_chat",
+            conformance_free_running_server_events => "free_running_server_events",
             conformance_starvation_ready_deltas => "starvation_ready_deltas",
             conformance_starvation_blocking_tool => "starvation_blocking_tool",
             conformance_parallel_async_tools_order => "parallel_async_tools_order",

@@ -19,6 +19,7 @@
 //! | `free_running_http` | upstream → the backend's HTTP client → `consume` | a client that reads the whole body, or coalesces chunks |
 //! | `free_running_server_runs` | run → the backend's server → `POST /v1/runs` | a server that coalesces frames on idle (40 ms) or by size (8 KiB) |
 //! | `free_running_server_chat` | run → the backend's server → `POST /v1/chat/completions` | the same on the OpenAI-compatible endpoint |
+//! | `free_running_server_events` | run → its log → a second reader on `GET /v1/runs/{id}/events` | a log that hands events to other readers in batches, or only to the connection that drives the run |
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -244,7 +245,13 @@ fn server_path(backend: &dyn Backend, path: &str, body: serde_json::Value, end: 
     );
     step(format!("reading the free-running stream of POST {path}"));
     let (text, reads) = read_counting(server.addr(), path, request.as_bytes(), end);
-    let what = format!("the backend's server (POST {path})");
+    let outcome = assert_free_running(&format!("the backend's server (POST {path})"), &text, reads);
+    drop(server);
+    outcome
+}
+
+/// Every delta is in `text`, and the deltas came in enough separate reads.
+fn assert_free_running(what: &str, text: &str, reads: usize) -> Outcome {
     for k in 0..FREE_DELTAS {
         assert!(
             text.contains(delta(k).trim_end()),
@@ -253,8 +260,7 @@ fn server_path(backend: &dyn Backend, path: &str, body: serde_json::Value, end: 
     }
     // The head and the first frames may share a read, and so may the last frames: the
     // deltas are what must arrive apart.
-    assert_arrivals(&what, reads, FREE_DELTAS);
-    drop(server);
+    assert_arrivals(what, reads, FREE_DELTAS);
     Outcome::passed()
         .note(format!(
             "{FREE_DELTAS} deltas, {} ms apart, arrived in {reads} reads",
@@ -271,6 +277,35 @@ pub fn server_runs(backend: &dyn Backend) -> Outcome {
         json!({"input": "go"}),
         "event: run_completed",
     )
+}
+
+/// `free_running_server_events`: see the [module docs](self).
+pub fn server_events(backend: &dyn Backend) -> Outcome {
+    let agent = agent_builder(backend)
+        .model(paced_model())
+        .build()
+        .expect("free-running: the agent builds");
+    let server = Server::start(backend, agent);
+    let addr = server.addr();
+    // The run's own connection stays open (so the run is not cancelled) while a second
+    // reader follows it from seq 0.
+    let first = super::support::post_run(addr, "go");
+    let id = first
+        .header("x-run-id")
+        .expect("free-running: POST /v1/runs names its run in x-run-id")
+        .to_string();
+    let path = format!("/v1/runs/{id}/events");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    step(format!("reading the free-running stream of GET {path}"));
+    let (text, reads) = read_counting(addr, &path, request.as_bytes(), "event: run_completed");
+    let outcome = assert_free_running(
+        "the backend's server (GET /v1/runs/{id}/events)",
+        &text,
+        reads,
+    );
+    first.close();
+    drop(server);
+    outcome
 }
 
 /// `free_running_server_chat`: see the [module docs](self).

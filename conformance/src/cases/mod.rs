@@ -168,6 +168,7 @@ cases! {
     "free_running_consume", "3 incremental", "40 deltas paced 15 ms apart, never waiting for the consumer, reach consume in many separate bursts", free_running::consume_path;
     "free_running_http", "3 incremental", "the same from a paced upstream through the backend's HTTP client", free_running::http_path;
     "free_running_server_runs", "3 incremental", "the same through the server's POST /v1/runs, counted in socket reads", free_running::server_runs;
+    "free_running_server_events", "3 incremental", "the same through a second reader of the run, GET /v1/runs/{id}/events, while the run's own connection stays open", free_running::server_events;
     "free_running_server_chat", "3 incremental", "the same through POST /v1/chat/completions (stream: true)", free_running::server_chat;
     "starvation_ready_deltas", "4 starvation", "a heartbeat keeps beating while 100,000 ready deltas stream (single-threaded flavours)", starvation::ready_deltas;
     "starvation_blocking_tool", "4 starvation", "a heartbeat keeps beating while a blocking tool sleeps 300 ms", starvation::blocking_tool_sleep;
