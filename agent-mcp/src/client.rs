@@ -323,7 +323,9 @@ impl McpClient {
             };
             let page = self.request("tools/list", params).await?;
             let Some(items) = page.get("tools").and_then(Value::as_array) else {
-                return Err(McpError::protocol("tools/list answered without a tools array"));
+                return Err(McpError::protocol(
+                    "tools/list answered without a tools array",
+                ));
             };
             for item in items {
                 tools.push(McpToolInfo::from_json(item)?);
@@ -344,7 +346,11 @@ impl McpClient {
     ///
     /// A result with `isError: true` is returned as a [`ToolCallResult`] whose
     /// [`is_error`](ToolCallResult::is_error) is set; [`McpTool`] turns it into a tool error.
-    pub async fn call_tool(&self, name: &str, arguments: Value) -> Result<ToolCallResult, McpError> {
+    pub async fn call_tool(
+        &self,
+        name: &str,
+        arguments: Value,
+    ) -> Result<ToolCallResult, McpError> {
         let arguments = match arguments {
             Value::Null => json!({}),
             other => other,

@@ -98,7 +98,12 @@ impl fmt::Display for McpError {
                 write!(f, "MCP server error {code}: {}", self.message)
             }
             (McpErrorKind::ToolFailed, _) => f.write_str(&self.message),
-            (kind, _) => write!(f, "MCP {}: {}", kind.as_str().replace('_', " "), self.message),
+            (kind, _) => write!(
+                f,
+                "MCP {}: {}",
+                kind.as_str().replace('_', " "),
+                self.message
+            ),
         }
     }
 }

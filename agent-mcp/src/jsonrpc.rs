@@ -127,11 +127,23 @@ mod tests {
     #[test]
     fn classifies_every_kind_of_message() {
         let got = parse(br#"[{"jsonrpc":"2.0","id":3,"result":{}},{"jsonrpc":"2.0","id":"4","error":{"code":-1,"message":"x"}},{"jsonrpc":"2.0","id":5},{"jsonrpc":"2.0","id":"s1","method":"ping"},{"jsonrpc":"2.0","method":"notifications/message"},7]"#).unwrap();
-        assert!(matches!(got[0], Incoming::Response { id: 3, .. }), "{got:?}");
-        assert!(matches!(got[1], Incoming::Response { id: 4, .. }), "{got:?}");
+        assert!(
+            matches!(got[0], Incoming::Response { id: 3, .. }),
+            "{got:?}"
+        );
+        assert!(
+            matches!(got[1], Incoming::Response { id: 4, .. }),
+            "{got:?}"
+        );
         assert_eq!(got[2], Incoming::MalformedResponse { id: 5 });
-        assert!(matches!(&got[3], Incoming::Request { method, .. } if method == "ping"), "{got:?}");
-        assert!(matches!(&got[4], Incoming::Notification { method } if method == "notifications/message"), "{got:?}");
+        assert!(
+            matches!(&got[3], Incoming::Request { method, .. } if method == "ping"),
+            "{got:?}"
+        );
+        assert!(
+            matches!(&got[4], Incoming::Notification { method } if method == "notifications/message"),
+            "{got:?}"
+        );
         assert!(matches!(got[5], Incoming::Unrecognized(_)), "{got:?}");
     }
 
@@ -144,10 +156,19 @@ mod tests {
 
     #[test]
     fn results_and_errors() {
-        assert_eq!(into_result(json!({"id":1,"result":{"a":1}})).unwrap(), json!({"a":1}));
+        assert_eq!(
+            into_result(json!({"id":1,"result":{"a":1}})).unwrap(),
+            json!({"a":1})
+        );
         let err = into_result(json!({"id":1,"error":{"code":-32602,"message":"bad"}})).unwrap_err();
-        assert_eq!((err.kind, err.code), (crate::McpErrorKind::Server, Some(-32602)));
+        assert_eq!(
+            (err.kind, err.code),
+            (crate::McpErrorKind::Server, Some(-32602))
+        );
         assert_eq!(answer_server_request(json!(9), "ping")["result"], json!({}));
-        assert_eq!(answer_server_request(json!(9), "sampling/createMessage")["error"]["code"], -32601);
+        assert_eq!(
+            answer_server_request(json!(9), "sampling/createMessage")["error"]["code"],
+            -32601
+        );
     }
 }

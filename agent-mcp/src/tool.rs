@@ -72,7 +72,10 @@ impl ToolCallResult {
         Ok(ToolCallResult {
             content,
             structured_content: result.get("structuredContent").cloned(),
-            is_error: result.get("isError").and_then(Value::as_bool).unwrap_or(false),
+            is_error: result
+                .get("isError")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 
@@ -95,7 +98,11 @@ impl ToolCallResult {
             let text = self.text();
             return Err(McpError::new(
                 McpErrorKind::ToolFailed,
-                if text.is_empty() { "the MCP tool reported an error".to_owned() } else { text },
+                if text.is_empty() {
+                    "the MCP tool reported an error".to_owned()
+                } else {
+                    text
+                },
             )
             .into());
         }

@@ -97,6 +97,11 @@ macro_rules! suite {
             conformance_responses_free_running => "responses_free_running",
             conformance_responses_cancel_disconnect => "responses_cancel_disconnect",
             conformance_server_session_bounds => "server_session_bounds",
+            conformance_mcp_stdio_tool_round => "mcp_stdio_tool_round",
+            conformance_mcp_stdio_faults => "mcp_stdio_faults",
+            conformance_mcp_stdio_cancel_on_drop => "mcp_stdio_cancel_on_drop",
+            conformance_mcp_http_tool_round => "mcp_http_tool_round",
+            conformance_mcp_http_faults => "mcp_http_faults",
             }
         }
     };

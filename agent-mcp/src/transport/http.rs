@@ -70,7 +70,10 @@ impl HttpTransport {
 
     /// The session id the server assigned, if any.
     pub fn session_id(&self) -> Option<String> {
-        self.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn post(&self, message: &Value) -> Exchange {
@@ -158,7 +161,10 @@ async fn read_body(response: &mut HttpResponse, max: usize) -> Result<Vec<u8>, M
     let mut body = Vec::new();
     while let Some(chunk) = response.body.next().await {
         let chunk = chunk.map_err(|err| {
-            McpError::new(McpErrorKind::Http, format!("reading the MCP response failed: {err}"))
+            McpError::new(
+                McpErrorKind::Http,
+                format!("reading the MCP response failed: {err}"),
+            )
         })?;
         if body.len() + chunk.len() > max {
             return Err(McpError::new(
@@ -186,16 +192,16 @@ fn find_response(messages: Vec<Incoming>, id: u64, url: &str) -> Option<Result<V
                 "the MCP server sent a request on a response stream; this client does not answer server requests over HTTP"
             ),
             Incoming::Notification { method } => tracing::debug!(method, "MCP notification"),
-            other => tracing::debug!(?other, "ignoring an MCP message that answers no waiting request"),
+            other => tracing::debug!(
+                ?other,
+                "ignoring an MCP message that answers no waiting request"
+            ),
         }
     }
     None
 }
 
-async fn await_response(
-    exchange: Exchange,
-    id: u64,
-) -> Result<Value, McpError> {
+async fn await_response(exchange: Exchange, id: u64) -> Result<Value, McpError> {
     let (mut response, url, max) = exchange.send().await?;
     if response.status == 202 {
         return Err(McpError::protocol(format!(

@@ -122,7 +122,12 @@ mod tests {
     fn splits_lf_and_crlf_and_keeps_a_last_unterminated_line() {
         assert_eq!(
             lines(b"a\r\nbb\n\nccc", 10),
-            vec![Ok(b"a".to_vec()), Ok(b"bb".to_vec()), Ok(vec![]), Ok(b"ccc".to_vec())]
+            vec![
+                Ok(b"a".to_vec()),
+                Ok(b"bb".to_vec()),
+                Ok(vec![]),
+                Ok(b"ccc".to_vec())
+            ]
         );
     }
 
@@ -130,6 +135,9 @@ mod tests {
     fn a_line_past_the_bound_fails_without_waiting_for_its_end() {
         let mut input = b"ok\n".to_vec();
         input.extend(std::iter::repeat_n(b'x', 100_000));
-        assert_eq!(lines(&input, 1000), vec![Ok(b"ok".to_vec()), Err("too long 1000".into())]);
+        assert_eq!(
+            lines(&input, 1000),
+            vec![Ok(b"ok".to_vec()), Err("too long 1000".into())]
+        );
     }
 }

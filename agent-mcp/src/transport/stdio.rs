@@ -422,10 +422,9 @@ impl StdioRequest {
             return None;
         }
         // Not registered: the connection was already closed when the request was made.
-        Some(Err(state
-            .closed
-            .clone()
-            .unwrap_or_else(|| McpError::closed("the connection is closed"))))
+        Some(Err(state.closed.clone().unwrap_or_else(|| {
+            McpError::closed("the connection is closed")
+        })))
     }
 }
 

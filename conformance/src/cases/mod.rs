@@ -22,6 +22,7 @@
 //! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
 //! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
 //! | 16 | session bounds | `server_session_bounds` |
+//! | MCP tools | issue 15 | `mcp_stdio_tool_round`, `mcp_stdio_faults`, `mcp_stdio_cancel_on_drop`, `mcp_http_tool_round`, `mcp_http_faults` |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -41,6 +42,7 @@ pub mod front_ends;
 pub mod hardening;
 pub mod incremental;
 pub mod leaks;
+pub mod mcp;
 pub mod parallel;
 pub mod responses_api;
 pub mod sessions;
@@ -222,6 +224,11 @@ cases! {
     "responses_free_running", "front-end: Responses API", "POST /v1/responses: 40 paced deltas arrive in many separate socket reads", responses_api::free_running;
     "responses_cancel_disconnect", "front-end: Responses API", "a client leaving POST /v1/responses cancels its run", responses_api::cancel_disconnect;
     "server_session_bounds", "16 session bounds", "sessions over HTTP stay within max_session_bytes (oldest exchanges dropped, 413 for an input that cannot fit) and max_total_session_bytes (least recently used forgotten)", sessions::session_bounds;
+    "mcp_stdio_tool_round", "MCP tools", "an MCP server over stdio (spawned through the backend): tools/list pages, text, structured and isError results, a server ping answered", mcp::stdio_tool_round;
+    "mcp_stdio_faults", "MCP tools", "stdio faults (exit mid-call, malformed JSON-RPC, oversized line, no answer → timeout + notifications/cancelled) are tool errors; missing program and unsupported version fail connect", mcp::stdio_faults;
+    "mcp_stdio_cancel_on_drop", "MCP tools", "a run dropped while an MCP call is in flight sends notifications/cancelled for it", mcp::stdio_cancel_on_drop;
+    "mcp_http_tool_round", "MCP tools", "Streamable HTTP: JSON and SSE answers, tools/list pages, Mcp-Session-Id and MCP-Protocol-Version on every later request", mcp::http_tool_round;
+    "mcp_http_faults", "MCP tools", "Streamable HTTP faults (500, SSE ended early, not JSON, no answer → timeout + notifications/cancelled) are tool errors", mcp::http_faults;
 }
 
 /// The case named `name`.
