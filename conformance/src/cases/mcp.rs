@@ -7,9 +7,8 @@
 //! standard library); without Python they are not applicable, except under `CI=true`, where
 //! they fail. The HTTP cases script a [`GatedUpstream`] as the server.
 
-use std::future::Future;
 use std::ops::ControlFlow;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_core::event::EventKind;
@@ -22,28 +21,14 @@ use serde_json::{Value, json};
 use super::Outcome;
 use super::support::{WAIT, agent_builder, consume, wait_until};
 use crate::backend::Backend;
+use crate::kit::mcp::{self, block_on};
 use crate::kit::upstream::Response;
 use crate::kit::watchdog::step;
-use crate::kit::{GatedUpstream, Transcript, mcp};
+use crate::kit::{GatedUpstream, Transcript};
 
 /// Request timeout of the fault cases: long enough for a healthy answer, short enough
 /// for a case.
 const FAULT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Run `future` through [`Backend::block_on`] and return its output.
-fn block_on<T: Send + 'static>(
-    backend: &dyn Backend,
-    future: impl Future<Output = T> + Send + 'static,
-) -> T {
-    let slot = Arc::new(Mutex::new(None));
-    let out = slot.clone();
-    backend.block_on(Box::pin(async move {
-        let value = future.await;
-        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
-    }));
-    let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    value.expect("mcp: Backend::block_on must run the future to completion")
-}
 
 /// Run `wait` on this thread while another one drives the backend
 /// ([`Backend::block_on`] of a future that idles on the runtime's timer until `wait`

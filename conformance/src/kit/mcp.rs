@@ -13,11 +13,14 @@
 //! }
 //! ```
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use agent_core::process::ProcessCommand;
+
+use crate::backend::Backend;
 
 /// The fake server's source.
 pub const FAKE_MCP_SERVER_PY: &str = include_str!("fake_mcp_server.py");
@@ -65,4 +68,20 @@ pub fn fake_server_command() -> Result<ProcessCommand, String> {
     })?;
     let script = fake_server_script()?;
     Ok(ProcessCommand::new(python).arg(script.to_string_lossy()))
+}
+
+/// Run `future` to completion through [`Backend::block_on`] (the backend's I/O driven
+/// meanwhile) and return its output: how a test connects to an MCP server outside a run.
+pub fn block_on<T: Send + 'static>(
+    backend: &dyn Backend,
+    future: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let slot = Arc::new(Mutex::new(None));
+    let out = slot.clone();
+    backend.block_on(Box::pin(async move {
+        let value = future.await;
+        *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+    }));
+    let value = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    value.expect("mcp: Backend::block_on must run the future to completion")
 }
