@@ -79,3 +79,8 @@ pub use command_line::parse_command_line;
 pub use error::{McpError, McpErrorKind};
 pub use tool::{McpTool, McpToolInfo, ToolCallResult};
 pub use transport::{HttpTransport, StdioTransport, Transport};
+
+// The book's "MCP tools" page: its Rust samples are compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/mcp.md")]
+struct McpBookPage;
