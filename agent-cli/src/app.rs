@@ -39,7 +39,7 @@ pub fn main(cli: Cli) -> ExitCode {
         return ExitCode::from(2);
     }
     let mcp_tools = match crate::mcp::connect(&*driver, &cli.mcp) {
-        Ok((tools, servers)) => {
+        Ok(crate::mcp::McpTools { tools, servers }) => {
             let lines = servers.iter().map(|s| s.announcement()).collect();
             let _ = MCP_ANNOUNCEMENTS.set(lines);
             tools

@@ -38,6 +38,14 @@ impl ConnectedServer {
     }
 }
 
+/// The tools of every server of the flags, and what to announce about each server.
+pub struct McpTools {
+    /// The tools, for the agent.
+    pub tools: Vec<Arc<dyn Tool>>,
+    /// One entry per server, in the order of the flags.
+    pub servers: Vec<ConnectedServer>,
+}
+
 /// Check the flags without starting anything: every `--mcp` parses into a command, every
 /// `--mcp-url` is an http(s) URL.
 ///
@@ -68,10 +76,7 @@ pub fn check(args: &McpArgs) -> Result<(), String> {
 /// Connect to every server of `args` on `driver`'s runtime and return their tools (and what
 /// to announce). A server that cannot be reached, or two tools with one name, is an error
 /// naming the server.
-pub fn connect(
-    driver: &dyn Driver,
-    args: &McpArgs,
-) -> Result<(Vec<Arc<dyn Tool>>, Vec<ConnectedServer>), String> {
+pub fn connect(driver: &dyn Driver, args: &McpArgs) -> Result<McpTools, String> {
     check(args)?;
     let mut options = McpOptions::new().client_info("agent-cli", env!("CARGO_PKG_VERSION"));
     if let Some(timeout) = args.mcp_timeout {
@@ -128,7 +133,7 @@ pub fn connect(
         .map_err(|err| format!("--mcp-url {url}: {err}"))?;
         add(client)?;
     }
-    Ok((tools, servers))
+    Ok(McpTools { tools, servers })
 }
 
 /// Run `future` on the driver and return its output.

@@ -1,6 +1,7 @@
 //! `--mcp` and `--mcp-url`: the agent binary gives an MCP server's tools to the model, on
 //! every runtime, and explains the servers it cannot use.
 
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,8 @@ fn fake_server_line() -> Option<String> {
             panic!("the --mcp tests must run in CI: {why}")
         }
         Err(why) => {
-            eprintln!("!!! SKIPPED: --mcp test: {why}");
+            // Straight to the process's stderr: it shows without --nocapture.
+            let _ = writeln!(std::io::stderr(), "!!! SKIPPED: --mcp test: {why}");
             None
         }
     }

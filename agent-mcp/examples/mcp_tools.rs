@@ -48,7 +48,10 @@ fn main() {
         std::process::exit(1);
     });
     let info = client.server_info();
-    println!("connected to {} {} (MCP {})", info.name, info.version, info.protocol_version);
+    println!(
+        "connected to {} {} (MCP {})",
+        info.name, info.version, info.protocol_version
+    );
     let tools = block_on(client.tools()).unwrap_or_else(|err| {
         eprintln!("mcp_tools: {err}");
         std::process::exit(1);

@@ -5,7 +5,7 @@
 //!
 //! Without the venv the tests pass with a loud message on stderr; under `CI=true` they fail.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -52,7 +52,11 @@ fn real_python() -> Option<String> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("real MCP server tests must run in CI: {why}");
     }
-    eprintln!("!!! SKIPPED: real MCP server test: {why}");
+    // Straight to the process's stderr: it shows without --nocapture.
+    let _ = writeln!(
+        std::io::stderr(),
+        "!!! SKIPPED: real MCP server test: {why}"
+    );
     None
 }
 

@@ -27,7 +27,9 @@ pub use stdio::StdioTransport;
 ///   discarded). It does not cancel the request on the server: the client sends
 ///   `notifications/cancelled` for that.
 /// * `notify` sends a notification; it resolves once the message is handed over.
-/// * Futures are inert until polled and may be polled from any executor or thread.
+/// * A transport may hand the message over when `request` or `notify` is called (stdio
+///   queues it at once, keeping the order of calls) or when the future is first polled
+///   (HTTP). Futures may be polled from any executor or thread.
 pub trait Transport: Send + Sync + 'static {
     /// Send request `id` and await its response object.
     fn request(&self, id: u64, message: Value) -> BoxFuture<Result<Value, McpError>>;

@@ -7,6 +7,7 @@
 //! standard library); without Python they are not applicable, except under `CI=true`, where
 //! they fail. The HTTP cases script a [`GatedUpstream`] as the server.
 
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +69,8 @@ fn fake_server(backend: &dyn Backend) -> Result<ProcessCommand, Outcome> {
             panic!("mcp: the stdio cases must run in CI: {why}")
         }
         Err(why) => {
-            eprintln!("!!! MCP stdio case skipped: {why}");
+            // Straight to the process's stderr: it shows without --nocapture.
+            let _ = writeln!(std::io::stderr(), "!!! MCP stdio case skipped: {why}");
             Err(Outcome::not_applicable(why))
         }
     }
