@@ -143,7 +143,7 @@ fn mcp_stdio_tools_reach_the_model_on_every_runtime() {
         assert!(
             lines[1].starts_with("agent: MCP server fake-mcp 1.0 (stdio: ")
                 && lines[1].ends_with(
-                    "8 tools: add, structured, fail, exit, malformed, huge, hang, received"
+                    "9 tools: add, structured, fail, exit, malformed, huge, hang, received, pid"
                 ),
             "{runtime}: one line per MCP server: {stderr}"
         );

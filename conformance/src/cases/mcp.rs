@@ -200,7 +200,8 @@ pub fn stdio_tool_round(backend: &dyn Backend) -> Outcome {
             "malformed",
             "huge",
             "hang",
-            "received"
+            "received",
+            "pid"
         ],
         "mcp: tools/list must follow nextCursor through every page"
     );

@@ -10,6 +10,7 @@ Newline-delimited JSON-RPC on stdin/stdout. Tools (two pages of tools/list):
   huge {bytes}        -> answers with one line of about `bytes` bytes
   hang {}             -> never answers
   received {}         -> text: JSON list of every message received so far (methods, ids)
+  pid {}              -> text: the server's process id
 FAKE_MCP_VERSION forces the protocolVersion answered to initialize.
 """
 import json
@@ -44,6 +45,7 @@ TOOLS = [
     {"name": "huge", "description": "Answers with one huge line", "inputSchema": {"type": "object"}},
     {"name": "hang", "description": "Never answers", "inputSchema": {"type": "object"}},
     {"name": "received", "description": "What the server received", "inputSchema": {"type": "object"}},
+    {"name": "pid", "description": "The server's process id", "inputSchema": {"type": "object"}},
 ]
 
 
@@ -70,6 +72,8 @@ def call(msg_id, name, args):
         pass
     elif name == "received":
         result(msg_id, text(json.dumps(received)))
+    elif name == "pid":
+        result(msg_id, text(str(os.getpid())))
     else:
         send({"jsonrpc": "2.0", "id": msg_id, "error": {"code": -32602, "message": "unknown tool " + name}})
 
