@@ -25,26 +25,30 @@ pub const PROTOCOL_VERSION_HEADER: &str = "MCP-Protocol-Version";
 /// Every message is a `POST` of one JSON-RPC object to the endpoint with
 /// `Accept: application/json, text/event-stream`. The answer to a request is read from
 /// either kind of response: a JSON body, or an SSE stream whose events carry JSON-RPC
-/// messages (notifications and server requests before the response are skipped; a server
-/// request cannot be answered on this transport and is logged). The `Mcp-Session-Id` the
+/// messages (notifications before the response are skipped; a request from the server, such
+/// as `ping`, is answered with a POST of its own). The `Mcp-Session-Id` the
 /// server assigns is sent back on every later request, and `MCP-Protocol-Version` once
 /// negotiated. A 404 while in a session means the session is gone
 /// ([`McpErrorKind::Closed`]).
 ///
 /// Bodies and SSE events are bounded by `max_message_bytes` ([`McpErrorKind::TooLarge`]).
 pub struct HttpTransport {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     client: Arc<dyn HttpClient>,
     url: String,
     headers: Vec<(String, String)>,
     max_message_bytes: usize,
     session: Arc<Mutex<Option<String>>>,
-    protocol_version: Arc<Mutex<Option<String>>>,
+    protocol_version: Mutex<Option<String>>,
 }
 
 impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransport")
-            .field("url", &self.url)
+            .field("url", &self.shared.url)
             .finish_non_exhaustive()
     }
 }
@@ -59,17 +63,25 @@ impl HttpTransport {
         max_message_bytes: usize,
     ) -> Self {
         HttpTransport {
-            client,
-            url: url.into(),
-            headers,
-            max_message_bytes,
-            session: Arc::new(Mutex::new(None)),
-            protocol_version: Arc::new(Mutex::new(None)),
+            shared: Arc::new(Shared {
+                client,
+                url: url.into(),
+                headers,
+                max_message_bytes,
+                session: Arc::new(Mutex::new(None)),
+                protocol_version: Mutex::new(None),
+            }),
         }
     }
 
     /// The session id the server assigned, if any.
     pub fn session_id(&self) -> Option<String> {
+        self.shared.session_id()
+    }
+}
+
+impl Shared {
+    fn session_id(&self) -> Option<String> {
         self.session
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -177,8 +189,14 @@ async fn read_body(response: &mut HttpResponse, max: usize) -> Result<Vec<u8>, M
     Ok(body)
 }
 
-/// The response to request `id` among `messages`, if there.
-fn find_response(messages: Vec<Incoming>, id: u64, url: &str) -> Option<Result<Value, McpError>> {
+/// The response to request `id` among `messages`, if there; requests from the server are
+/// answered (`ping`; "method not found" for the rest) with a POST each.
+async fn find_response(
+    shared: &Shared,
+    messages: Vec<Incoming>,
+    id: u64,
+) -> Option<Result<Value, McpError>> {
+    let url = &shared.url;
     for message in messages {
         match message {
             Incoming::Response { id: got, message } if got == id => return Some(Ok(message)),
@@ -187,10 +205,15 @@ fn find_response(messages: Vec<Incoming>, id: u64, url: &str) -> Option<Result<V
                     "the MCP server at {url} answered request {id} with neither result nor error"
                 ))));
             }
-            Incoming::Request { method, .. } => tracing::warn!(
+            Incoming::Request {
+                id: request,
                 method,
-                "the MCP server sent a request on a response stream; this client does not answer server requests over HTTP"
-            ),
+            } => {
+                let answer = jsonrpc::answer_server_request(request, &method);
+                if let Err(err) = shared.post(&answer).send().await {
+                    tracing::warn!(method, error = %err, "could not answer the MCP server's request");
+                }
+            }
             Incoming::Notification { method } => tracing::debug!(method, "MCP notification"),
             other => tracing::debug!(
                 ?other,
@@ -201,8 +224,8 @@ fn find_response(messages: Vec<Incoming>, id: u64, url: &str) -> Option<Result<V
     None
 }
 
-async fn await_response(exchange: Exchange, id: u64) -> Result<Value, McpError> {
-    let (mut response, url, max) = exchange.send().await?;
+async fn await_response(shared: Arc<Shared>, message: Value, id: u64) -> Result<Value, McpError> {
+    let (mut response, url, max) = shared.post(&message).send().await?;
     if response.status == 202 {
         return Err(McpError::protocol(format!(
             "the MCP server at {url} accepted request {id} (202) without answering it"
@@ -223,7 +246,7 @@ async fn await_response(exchange: Exchange, id: u64) -> Result<Value, McpError> 
                 match item {
                     Ok(SseItem::Event(event)) if !event.data.trim().is_empty() => {
                         let messages = jsonrpc::parse(event.data.as_bytes())?;
-                        if let Some(found) = find_response(messages, id, &url) {
+                        if let Some(found) = find_response(&shared, messages, id).await {
                             return found;
                         }
                     }
@@ -257,11 +280,12 @@ async fn await_response(exchange: Exchange, id: u64) -> Result<Value, McpError> 
     } else if content_type.starts_with("application/json") {
         let body = read_body(&mut response, max).await?;
         let messages = jsonrpc::parse(&body)?;
-        find_response(messages, id, &url).unwrap_or_else(|| {
-            Err(McpError::protocol(format!(
+        match find_response(&shared, messages, id).await {
+            Some(found) => found,
+            None => Err(McpError::protocol(format!(
                 "the MCP server at {url} answered with JSON that holds no response to request {id}"
-            )))
-        })
+            ))),
+        }
     } else {
         Err(McpError::protocol(format!(
             "the MCP server at {url} answered with content type `{content_type}`, neither application/json nor text/event-stream"
@@ -271,12 +295,11 @@ async fn await_response(exchange: Exchange, id: u64) -> Result<Value, McpError> 
 
 impl Transport for HttpTransport {
     fn request(&self, id: u64, message: Value) -> BoxFuture<Result<Value, McpError>> {
-        let exchange = self.post(&message);
-        Box::pin(await_response(exchange, id))
+        Box::pin(await_response(self.shared.clone(), message, id))
     }
 
     fn notify(&self, message: Value) -> BoxFuture<Result<(), McpError>> {
-        let exchange = self.post(&message);
+        let exchange = self.shared.post(&message);
         Box::pin(async move {
             // 202 Accepted is the answer; the body (if any) is not read.
             exchange.send().await.map(drop)
@@ -285,12 +308,13 @@ impl Transport for HttpTransport {
 
     fn negotiated(&self, protocol_version: &str) {
         *self
+            .shared
             .protocol_version
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(protocol_version.to_owned());
     }
 
     fn describe(&self) -> String {
-        self.url.clone()
+        self.shared.url.clone()
     }
 }
