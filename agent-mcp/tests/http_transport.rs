@@ -11,6 +11,7 @@ use agent_mcp::{HttpTransport, McpErrorKind, Transport, jsonrpc};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+#[derive(Debug)]
 struct Canned {
     status: u16,
     headers: Vec<(String, String)>,
@@ -25,21 +26,16 @@ fn canned(status: u16, content_type: &str, body: &str) -> Canned {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ScriptedHttp {
-    responses: Mutex<VecDeque<(u16, Vec<(String, String)>, Vec<Vec<u8>>)>>,
+    responses: Mutex<VecDeque<Canned>>,
     requests: Mutex<Vec<HttpRequest>>,
 }
 
 impl ScriptedHttp {
     fn new(responses: Vec<Canned>) -> Arc<Self> {
         Arc::new(ScriptedHttp {
-            responses: Mutex::new(
-                responses
-                    .into_iter()
-                    .map(|c| (c.status, c.headers, c.chunks))
-                    .collect(),
-            ),
+            responses: Mutex::new(responses.into()),
             requests: Mutex::default(),
         })
     }
@@ -57,12 +53,16 @@ impl ScriptedHttp {
 impl HttpClient for ScriptedHttp {
     fn send(&self, request: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
         self.requests.lock().unwrap().push(request);
-        let (status, headers, chunks) =
-            self.responses
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or((202, Vec::new(), Vec::new()));
+        let Canned {
+            status,
+            headers,
+            chunks,
+        } = self
+            .responses
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| canned(202, "text/plain", ""));
         Box::pin(async move {
             let body = futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c))));
             Ok(HttpResponse {
