@@ -33,6 +33,10 @@ pub const DEFAULT_INITIALIZE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`McpOptions::max_message_bytes`]: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a `notifications/cancelled` may take to go out before it is given up (it must
+/// not keep a connection, or a thread, alive forever).
+const CANCEL_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Most `tools/list` pages followed before giving up on a server that never stops paging.
 const MAX_LIST_PAGES: usize = 1000;
 
@@ -120,7 +124,8 @@ impl McpOptions {
     }
 
     /// Prepended to every tool name given to the agent (to keep two servers' tools apart);
-    /// the server is still called with its own names.
+    /// the server is still called with its own names (see
+    /// [`agent_tool_name`](crate::agent_tool_name)).
     pub fn tool_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.tool_prefix = prefix.into();
         self
@@ -361,7 +366,8 @@ impl McpClient {
         ToolCallResult::from_json(result)
     }
 
-    /// The server's tools as agent tools, named with [`McpOptions::tool_prefix`].
+    /// The server's tools as agent tools, named with [`McpOptions::tool_prefix`] (and made
+    /// acceptable to model APIs by [`agent_tool_name`](crate::agent_tool_name)).
     ///
     /// ```no_run
     /// # async fn demo(client: agent_mcp::McpClient, builder: agent_core::agent::AgentBuilder) -> Result<(), agent_mcp::McpError> {
@@ -431,8 +437,9 @@ impl Drop for CancelOnDrop {
         let send = client.inner.transport.notify(message);
         // Drop cannot await: the notification goes out on a short task of the runtime.
         let runtime = client.inner.runtime.clone();
+        let timer = runtime.clone();
         runtime.spawn(Box::pin(async move {
-            let _ = send.await;
+            let _ = runtime::timeout(&*timer, CANCEL_SEND_TIMEOUT, send).await;
             drop(client);
         }));
     }

@@ -77,7 +77,7 @@ pub use client::{
 };
 pub use command_line::parse_command_line;
 pub use error::{McpError, McpErrorKind};
-pub use tool::{McpTool, McpToolInfo, ToolCallResult};
+pub use tool::{McpTool, McpToolInfo, ToolCallResult, agent_tool_name};
 pub use transport::{HttpTransport, StdioTransport, Transport};
 
 // The book's "MCP tools" page: its Rust samples are compiled as doctests.

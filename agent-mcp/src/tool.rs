@@ -132,8 +132,31 @@ pub struct McpTool {
     definition: ToolDefinition,
 }
 
+/// The name an MCP tool gets in the agent: `prefix` + its name, with every character
+/// outside `[A-Za-z0-9_-]` replaced by `_` and cut to 64 characters, the form model APIs
+/// accept for function names (MCP allows dots and slashes, OpenAI does not). The server is
+/// still called with the tool's own name.
+///
+/// ```
+/// assert_eq!(agent_mcp::agent_tool_name("gh_", "repos/search.v2"), "gh_repos_search_v2");
+/// assert_eq!(agent_mcp::agent_tool_name("", &"x".repeat(100)).len(), 64);
+/// ```
+pub fn agent_tool_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
 impl McpTool {
-    /// The tool `info` of `client`, named `prefix` + its name.
+    /// The tool `info` of `client`, named [`agent_tool_name`]`(prefix, info.name)`.
     pub fn new(client: McpClient, info: McpToolInfo, prefix: &str) -> Self {
         let description = if info.description.is_empty() {
             info.title.clone().unwrap_or_default()
@@ -141,7 +164,7 @@ impl McpTool {
             info.description.clone()
         };
         let definition = ToolDefinition {
-            name: format!("{prefix}{}", info.name),
+            name: agent_tool_name(prefix, &info.name),
             description,
             parameters: info.input_schema.clone(),
         };
