@@ -277,3 +277,68 @@ fn a_silent_mcp_server_times_out_with_a_message() {
         "{stderr}"
     );
 }
+
+/// The official Python SDK's server (e2e/mcp, installed by e2e/mcp/setup.sh), or `None`
+/// (loudly) when it is absent outside CI.
+fn real_server_line() -> Option<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/mcp");
+    let python = dir.join(".venv/bin/python");
+    let works = Command::new(&python)
+        .args(["-c", "import mcp.server.fastmcp"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
+        return Some(format!(
+            "'{}' '{}' stdio",
+            python.display(),
+            dir.join("server.py").display()
+        ));
+    }
+    let why = format!(
+        "the official MCP Python SDK is not installed at {}",
+        python.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("the real MCP server CLI test must run in CI: {why}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "!!! SKIPPED: --mcp with the real server: {why}"
+    );
+    None
+}
+
+#[test]
+fn mcp_with_the_official_python_sdk_server() {
+    let Some(server) = real_server_line() else {
+        return;
+    };
+    let model = model_calling_add();
+    let output = run(agent().args([
+        "--base-url",
+        &model.base_url(),
+        "--model",
+        "m",
+        "--mcp",
+        &server,
+        "add 2 and 3",
+    ]));
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("agent: MCP server real-mcp-e2e") && stderr.contains("2 tools: add, shout"),
+        "{stderr}"
+    );
+    let second = model.requests()[1].json().unwrap();
+    let tool_message = second["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "tool"))
+        .unwrap_or_else(|| panic!("the tool result went back to the model: {second}"));
+    assert_eq!(
+        tool_message["content"], r#"{"result":5}"#,
+        "FastMCP's structured result"
+    );
+}
