@@ -34,11 +34,27 @@ pub fn main(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(err) = crate::mcp::check(&cli.mcp) {
+        eprintln!("agent: {err}");
+        return ExitCode::from(2);
+    }
+    let mcp_tools = match crate::mcp::connect(&*driver, &cli.mcp) {
+        Ok(crate::mcp::McpTools { tools, servers }) => {
+            let lines = servers.iter().map(|s| s.announcement()).collect();
+            let _ = MCP_ANNOUNCEMENTS.set(lines);
+            tools
+        }
+        Err(err) => {
+            eprintln!("agent: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let agent = match build_agent(
         &choice,
         cli.model.instructions.as_deref(),
         driver.runtime(),
         driver.http_client(),
+        mcp_tools,
     ) {
         Ok(agent) => agent,
         Err(err) => {
@@ -57,10 +73,21 @@ pub fn main(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            eprintln!("{}", choice.announcement());
+            announce(&choice);
             let run = agent.run_with(prompt, run_options(cli.output));
             answer(&*driver, run, &choice, cli.output)
         }
+    }
+}
+
+/// What `--mcp` / `--mcp-url` connected to, announced right after the model line.
+static MCP_ANNOUNCEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// The first lines on stderr: which model answers, then one line per MCP server.
+fn announce(choice: &ModelChoice) {
+    eprintln!("{}", choice.announcement());
+    for line in MCP_ANNOUNCEMENTS.get().into_iter().flatten() {
+        eprintln!("{line}");
     }
 }
 
@@ -245,7 +272,7 @@ fn install_chat_interrupt(current: CurrentRun) -> Result<(), ctrlc::Error> {
 
 fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: OutputArgs) -> ExitCode {
     let interactive = io::stdin().is_terminal();
-    eprintln!("{}", choice.announcement());
+    announce(choice);
     let mut input = if interactive {
         match rustyline::DefaultEditor::new() {
             Ok(editor) => ChatInput::Editor(Box::new(editor)),
@@ -353,7 +380,7 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
         eprintln!("agent: could not install the Ctrl-C handler: {err}");
         return ExitCode::FAILURE;
     }
-    eprintln!("{}", choice.announcement());
+    announce(choice);
     let result = driver.serve(
         agent,
         config,

@@ -37,6 +37,10 @@ pub struct Cli {
     #[command(flatten)]
     pub output: OutputArgs,
 
+    /// MCP servers whose tools the agent gets.
+    #[command(flatten)]
+    pub mcp: McpArgs,
+
     /// Log level on stderr (error, warn, info, debug, trace, or a `RUST_LOG`-style filter
     /// such as `agent_core=debug`); default `RUST_LOG`, else `warn`. `agent serve --log info`
     /// writes one line per request.
@@ -272,6 +276,24 @@ pub struct ModelArgs {
     /// Delay between the demo model's words, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30, global = true)]
     pub demo_pace_ms: u64,
+}
+
+/// MCP servers whose tools the agent gets (any command: a run, `chat`, `serve`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct McpArgs {
+    /// Start an MCP server over stdio and give its tools to the agent, e.g.
+    /// `--mcp 'npx -y @modelcontextprotocol/server-everything'` (split like a shell does,
+    /// quotes included; no shell runs). Repeatable.
+    #[arg(long = "mcp", value_name = "'CMD ARGS...'", global = true)]
+    pub servers: Vec<String>,
+    /// Connect to an MCP server over Streamable HTTP (e.g. `http://127.0.0.1:8000/mcp`) and
+    /// give its tools to the agent. Repeatable.
+    #[arg(long = "mcp-url", value_name = "URL", global = true)]
+    pub urls: Vec<String>,
+    /// How long an MCP server may take to answer one request (a tool call fails after it),
+    /// e.g. `30s`. Default 60s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, global = true)]
+    pub mcp_timeout: Option<Duration>,
 }
 
 /// How to print a run (`agent PROMPT` and `agent chat`; `serve` has none of these).

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use agent_core::agent::{Agent, RunStream};
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
-use agent_core::runtime::SharedRuntime;
+use agent_core::process::SharedProcessSpawner;
+use agent_core::runtime::{BoxFuture, SharedRuntime};
 use agent_core::server::ServerConfig;
 use futures_util::StreamExt;
 
@@ -22,6 +23,11 @@ pub trait Driver {
     fn runtime(&self) -> SharedRuntime;
     /// The HTTP client of this runtime.
     fn http_client(&self) -> Arc<dyn HttpClient>;
+    /// How this runtime starts child processes (MCP servers over stdio).
+    fn process_spawner(&self) -> SharedProcessSpawner;
+    /// Run `future` to completion on this thread, the runtime's I/O driven meanwhile
+    /// (connecting to MCP servers before a run).
+    fn block_on(&self, future: BoxFuture<()>);
     /// Drive `run` to its end, calling `on_event` as each event arrives; stop early (and
     /// cancel the run) if `on_event` fails.
     fn consume(
@@ -87,6 +93,16 @@ impl Driver for TokioDriver {
         Arc::new(backend_tokio::ReqwestClient::new())
     }
 
+    fn process_spawner(&self) -> SharedProcessSpawner {
+        Arc::new(backend_tokio::TokioSpawner::from_handle(
+            self.runtime.handle().clone(),
+        ))
+    }
+
+    fn block_on(&self, future: BoxFuture<()>) {
+        self.runtime.block_on(future)
+    }
+
     fn consume(
         &self,
         run: RunStream,
@@ -141,6 +157,14 @@ impl Driver for SmolDriver {
         Arc::new(backend_smol::SmolClient::new())
     }
 
+    fn process_spawner(&self) -> SharedProcessSpawner {
+        Arc::new(backend_smol::SmolSpawner::new())
+    }
+
+    fn block_on(&self, future: BoxFuture<()>) {
+        self.runtime.block_on(future)
+    }
+
     fn consume(
         &self,
         run: RunStream,
@@ -191,6 +215,14 @@ impl Driver for BlockingDriver {
 
     fn http_client(&self) -> Arc<dyn HttpClient> {
         Arc::new(backend_blocking::UreqClient::new())
+    }
+
+    fn process_spawner(&self) -> SharedProcessSpawner {
+        Arc::new(backend_blocking::ThreadSpawner::new())
+    }
+
+    fn block_on(&self, future: BoxFuture<()>) {
+        agent_core::runtime::block_on(future)
     }
 
     fn consume(

@@ -15,6 +15,7 @@
 //! * [`setup`]: which model the flags select, and the agent built from it;
 //! * [`demo`]: the built-in demo model and its tools;
 //! * [`drivers`]: one driver per runtime, shaped alike;
+//! * [`mcp`]: `--mcp` / `--mcp-url`, MCP servers' tools for the agent;
 //! * [`render`]: printing a run, flushed after every delta;
 //! * [`errors`]: messages for the failures users meet;
 //! * [`app`]: the commands.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod demo;
 pub mod drivers;
 pub mod errors;
+pub mod mcp;
 pub mod render;
 pub mod setup;
 

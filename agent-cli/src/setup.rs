@@ -9,6 +9,7 @@ use agent_core::model::{AnthropicConfig, AnthropicModel, Model, OpenAiConfig, Op
 use agent_core::policy::Timeouts;
 use agent_core::runtime::SharedRuntime;
 use agent_core::secret::Secret;
+use agent_core::tool::Tool;
 
 use crate::cli::{ModelArgs, ProviderChoice};
 use crate::demo;
@@ -389,16 +390,21 @@ impl ModelChoice {
     }
 }
 
-/// Build the agent: the chosen model, the demo tools, optional instructions.
+/// Build the agent: the chosen model, the demo tools and `extra_tools` (from MCP servers),
+/// optional instructions.
 pub fn build_agent(
     choice: &ModelChoice,
     instructions: Option<&str>,
     runtime: SharedRuntime,
     client: Arc<dyn HttpClient>,
+    extra_tools: Vec<Arc<dyn Tool>>,
 ) -> Result<Agent, BuildError> {
     let mut builder = demo::tools(Agent::builder())
         .shared_model(choice.model(client))
         .runtime(runtime);
+    for tool in extra_tools {
+        builder = builder.shared_tool(tool);
+    }
     if let Some(instructions) = instructions {
         builder = builder.instructions(instructions);
     }

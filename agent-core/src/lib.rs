@@ -48,7 +48,8 @@
 //! * [`model`]: the [`Model`](model::Model) trait, the OpenAI-compatible provider and the
 //!   scripted model.
 //! * [`tool`]: tools — async, blocking and typed.
-//! * [`runtime`] and [`http`]: the two traits a backend implements.
+//! * [`runtime`] and [`http`]: the two traits a backend implements; [`process`]: the
+//!   optional third, child processes with piped stdio (for MCP servers over stdio).
 //! * [`sse`]: the sans-IO Server-Sent Events decoder and encoder.
 //! * [`server`]: the HTTP API, independent of any HTTP library.
 //! * [`policy`], [`error`], [`secret`]: retries and timeouts, error kinds, redacted secrets.
@@ -61,6 +62,7 @@ pub mod event;
 pub mod http;
 pub mod model;
 pub mod policy;
+pub mod process;
 pub mod runtime;
 pub mod secret;
 pub mod server;

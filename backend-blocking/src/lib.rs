@@ -31,6 +31,8 @@
 //!   own and handed over chunk by chunk;
 //! * [`ThreadServer`]: the agent HTTP API on `std::net`, flushing every event as it is
 //!   produced;
+//! * [`ThreadSpawner`]: the core's [`ProcessSpawner`](agent_core::process::ProcessSpawner)
+//!   on [`std::process`], a thread per pipe (child processes, e.g. MCP servers);
 //! * [`agent_builder`] and [`openai_model`]: the usual wiring in one call.
 //!
 //! No tokio, async-std, smol or async executor is involved: futures are driven by the core's
@@ -41,6 +43,7 @@
 mod client;
 mod connection;
 mod iter;
+mod process;
 mod runtime;
 mod server;
 mod waiting;
@@ -52,6 +55,7 @@ use agent_core::model::{OpenAiConfig, OpenAiModel};
 
 pub use client::{BODY_CHANNEL_CAPACITY, READ_BUFFER_SIZE, UreqClient};
 pub use iter::{RunIter, run, run_session};
+pub use process::ThreadSpawner;
 pub use runtime::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_THREADS, ThreadPoolBuilder, ThreadPoolRuntime,
 };

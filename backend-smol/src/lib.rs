@@ -34,11 +34,14 @@
 //! * [`SmolServer`]: the agent HTTP API (SSE runs, OpenAI-compatible chat completions,
 //!   health) on hyper through [`agent_hyper`], flushing every event the moment it is
 //!   produced.
+//! * [`SmolSpawner`]: the core's [`ProcessSpawner`](agent_core::process::ProcessSpawner) on
+//!   [`smol::process`] (child processes with piped stdio, e.g. MCP servers).
 //! * [`agent_builder`] and [`openai_model`]: the two lines most programs start with.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
+mod process;
 mod runtime;
 mod server;
 mod tls;
@@ -52,6 +55,7 @@ use agent_core::model::{OpenAiConfig, OpenAiModel};
 /// always matches.
 pub use async_executor;
 pub use client::SmolClient;
+pub use process::SmolSpawner;
 pub use runtime::SmolRuntime;
 pub use server::{SHUTDOWN_GRACE, SmolServer};
 

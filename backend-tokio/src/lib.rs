@@ -35,6 +35,8 @@
 //!   with rustls (no OpenSSL), streaming body chunks as they arrive.
 //! * [`TokioServer`] and [`router`]: the agent HTTP API (`POST /v1/runs` as SSE,
 //!   `POST /v1/chat/completions`, `GET /healthz`) on axum, standalone or nested in your app.
+//! * [`TokioSpawner`]: the core's [`ProcessSpawner`](agent_core::process::ProcessSpawner)
+//!   on [`tokio::process`] (child processes with piped stdio, e.g. MCP servers).
 //! * [`agent_builder`], [`openai_model`], [`spawn_run`]: short ways to the above.
 //!
 //! The run stream itself ([`RunStream`](agent_core::agent::RunStream)) is a
@@ -43,11 +45,13 @@
 #![warn(missing_docs)]
 
 mod client;
+mod process;
 mod run;
 mod runtime;
 mod server;
 
 pub use client::ReqwestClient;
+pub use process::TokioSpawner;
 pub use run::{agent_builder, openai_model, spawn_run};
 pub use runtime::TokioRuntime;
 pub use server::{DEFAULT_SHUTDOWN_TIMEOUT, TokioServer, router};

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use agent_core::agent::Agent;
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
-use agent_core::runtime::SharedRuntime;
+use agent_core::process::SharedProcessSpawner;
+use agent_core::runtime::{BoxFuture, SharedRuntime};
 use agent_core::server::ServerConfig;
 
 /// A backend under test: a runtime binding, an HTTP client and an HTTP server.
@@ -75,6 +76,23 @@ pub trait Backend: Send + Sync + 'static {
     /// [`runtime`](Backend::runtime) all run on one thread, so that a task that never yields
     /// would starve the others. The starvation cases only run in this mode.
     fn is_single_threaded(&self) -> bool;
+
+    /// The backend's way to start child processes with piped stdio (the MCP stdio cases
+    /// use it); `None` (the default) makes those cases not applicable.
+    fn process_spawner(&self) -> Option<SharedProcessSpawner> {
+        None
+    }
+
+    /// Run `future` to completion on the calling thread, with the backend's I/O driven
+    /// meanwhile (the MCP cases connect to their servers with it, outside any run).
+    ///
+    /// Defaults to the core's thread-parking [`block_on`](agent_core::runtime::block_on),
+    /// which is right when the runtime drives its I/O on threads of its own; a backend
+    /// whose reactor only runs while a thread drives it (a current-thread runtime)
+    /// overrides it.
+    fn block_on(&self, future: BoxFuture<()>) {
+        agent_core::runtime::block_on(future)
+    }
 }
 
 /// A server started by [`Backend::start_server`].

@@ -105,6 +105,11 @@ macro_rules! suite {
             conformance_anthropic_tool_round => "anthropic_tool_round",
             conformance_structured_output_transcript => "structured_output_transcript",
             conformance_structured_output_invalid => "structured_output_invalid",
+            conformance_mcp_stdio_tool_round => "mcp_stdio_tool_round",
+            conformance_mcp_stdio_faults => "mcp_stdio_faults",
+            conformance_mcp_stdio_cancel_on_drop => "mcp_stdio_cancel_on_drop",
+            conformance_mcp_http_tool_round => "mcp_http_tool_round",
+            conformance_mcp_http_faults => "mcp_http_faults",
             }
         }
     };

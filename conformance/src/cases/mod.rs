@@ -22,7 +22,7 @@
 //! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
 //! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
 //! | 16 | session bounds | `server_session_bounds` |
-//! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid` |
+//! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid`, `mcp_stdio_tool_round`, `mcp_stdio_faults`, `mcp_stdio_cancel_on_drop`, `mcp_http_tool_round`, `mcp_http_faults` (MCP tools) |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -43,6 +43,7 @@ pub mod front_ends;
 pub mod hardening;
 pub mod incremental;
 pub mod leaks;
+pub mod mcp;
 pub mod parallel;
 pub mod responses_api;
 pub mod resumable;
@@ -234,6 +235,11 @@ cases! {
     "anthropic_tool_round", "17 agent capabilities", "a Messages tool round: input_json_delta pieces become tool_call_deltas, the result goes back as a tool_result block", anthropic::tool_round;
     "structured_output_transcript", "17 agent capabilities", "structured output: strict json_schema sent, answer streamed in lockstep with partial_output events, run_completed carries the parsed value (shared transcript)", structured_output::transcript;
     "structured_output_invalid", "17 agent capabilities", "an answer that is not the output type → run_failed invalid_output with the raw text kept", structured_output::invalid;
+    "mcp_stdio_tool_round", "17 agent capabilities", "an MCP server over stdio (spawned through the backend): tools/list pages, text, structured and isError results, a server ping answered", mcp::stdio_tool_round;
+    "mcp_stdio_faults", "17 agent capabilities", "stdio faults (exit mid-call, malformed JSON-RPC, oversized line, no answer → timeout + notifications/cancelled) are tool errors; missing program and unsupported version fail connect", mcp::stdio_faults;
+    "mcp_stdio_cancel_on_drop", "17 agent capabilities", "a run dropped while an MCP call is in flight sends notifications/cancelled for it", mcp::stdio_cancel_on_drop;
+    "mcp_http_tool_round", "17 agent capabilities", "Streamable HTTP: JSON and SSE answers, tools/list pages, Mcp-Session-Id and MCP-Protocol-Version on every later request", mcp::http_tool_round;
+    "mcp_http_faults", "17 agent capabilities", "Streamable HTTP faults (500, SSE ended early, not JSON, no answer → timeout + notifications/cancelled) are tool errors", mcp::http_faults;
 }
 
 /// The case named `name`.

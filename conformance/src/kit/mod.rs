@@ -19,6 +19,7 @@
 //! | [`XorShift`] | seeded randomness (the soak's disconnect points) that reproduces |
 //! | [`http`] | an agent server and HTTP client (hyper, through `agent-hyper`) for backends that bring none |
 //! | [`sockets`] | std sockets as `futures-io` streams, for executors without a reactor |
+//! | [`mcp`] | a fake MCP server (stdio, Python standard library) for the MCP cases |
 //!
 //! Everything here is built on std threads, std sync primitives and [`std::task::Waker`]s,
 //! so it works with any executor and with plain threads.
@@ -27,6 +28,7 @@ pub mod client;
 mod gate;
 mod gated_model;
 pub mod http;
+pub mod mcp;
 pub mod panics;
 mod probe;
 pub mod proxy;

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use agent_core::agent::Agent;
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
+use agent_core::process::SharedProcessSpawner;
 use agent_core::runtime::SharedRuntime;
 use agent_core::server::ServerConfig;
-use backend_blocking::{ThreadPoolRuntime, ThreadServer, UreqClient};
+use backend_blocking::{ThreadPoolRuntime, ThreadServer, ThreadSpawner, UreqClient};
 
 use conformance::{Backend, RunningServer};
 
@@ -57,6 +58,10 @@ impl Backend for Threads {
 
     fn is_single_threaded(&self) -> bool {
         false
+    }
+
+    fn process_spawner(&self) -> Option<SharedProcessSpawner> {
+        Some(Arc::new(ThreadSpawner::new()))
     }
 }
 

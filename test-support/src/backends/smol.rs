@@ -12,10 +12,11 @@ use std::thread::JoinHandle;
 use agent_core::agent::Agent;
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
-use agent_core::runtime::SharedRuntime;
+use agent_core::process::SharedProcessSpawner;
+use agent_core::runtime::{BoxFuture, SharedRuntime};
 use agent_core::server::ServerConfig;
 use backend_smol::async_executor::Executor;
-use backend_smol::{SmolClient, SmolRuntime, SmolServer};
+use backend_smol::{SmolClient, SmolRuntime, SmolServer, SmolSpawner};
 use futures_util::StreamExt;
 
 use conformance::{Backend, RunningServer};
@@ -86,6 +87,15 @@ impl Backend for SmolSingleThread {
     fn is_single_threaded(&self) -> bool {
         true
     }
+
+    fn process_spawner(&self) -> Option<SharedProcessSpawner> {
+        Some(Arc::new(SmolSpawner::new()))
+    }
+
+    fn block_on(&self, future: BoxFuture<()>) {
+        // `block_on(executor.run(future))`: this thread is the executor meanwhile.
+        self.runtime.block_on(future)
+    }
 }
 
 /// smol on an [`Executor`] run by a pool of dedicated threads
@@ -135,6 +145,10 @@ impl Backend for SmolMultiThread {
 
     fn is_single_threaded(&self) -> bool {
         false
+    }
+
+    fn process_spawner(&self) -> Option<SharedProcessSpawner> {
+        Some(Arc::new(SmolSpawner::new()))
     }
 }
 

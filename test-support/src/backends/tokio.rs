@@ -10,11 +10,12 @@ use std::thread::JoinHandle;
 use agent_core::agent::Agent;
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
-use agent_core::runtime::SharedRuntime;
+use agent_core::process::SharedProcessSpawner;
+use agent_core::runtime::{BoxFuture, SharedRuntime};
 use agent_core::server::{AgentService, ServerConfig};
 use backend_tokio::tokio::runtime::{Builder, Runtime};
 use backend_tokio::tokio::sync::oneshot;
-use backend_tokio::{ReqwestClient, TokioRuntime, TokioServer};
+use backend_tokio::{ReqwestClient, TokioRuntime, TokioServer, TokioSpawner};
 use futures_util::StreamExt;
 
 use conformance::{Backend, RunningServer};
@@ -121,6 +122,17 @@ impl Backend for TokioCurrentThread {
     fn is_single_threaded(&self) -> bool {
         true
     }
+
+    fn process_spawner(&self) -> Option<SharedProcessSpawner> {
+        Some(Arc::new(TokioSpawner::from_handle(
+            self.runtime.handle().clone(),
+        )))
+    }
+
+    fn block_on(&self, future: BoxFuture<()>) {
+        // This thread drives the runtime (and its reactor) while the future runs.
+        self.runtime.block_on(future)
+    }
 }
 
 /// tokio on a multi-thread runtime with two workers; the consumer runs
@@ -186,6 +198,17 @@ impl Backend for TokioMultiThread {
 
     fn is_single_threaded(&self) -> bool {
         false
+    }
+
+    fn process_spawner(&self) -> Option<SharedProcessSpawner> {
+        Some(Arc::new(TokioSpawner::from_handle(
+            self.runtime.handle().clone(),
+        )))
+    }
+
+    fn block_on(&self, future: BoxFuture<()>) {
+        // This thread drives the runtime (and its reactor) while the future runs.
+        self.runtime.block_on(future)
     }
 }
 
