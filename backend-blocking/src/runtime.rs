@@ -146,6 +146,10 @@ impl Runtime for ThreadPoolRuntime {
         }
     }
 
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(TimerSleep::new(deadline))
+    }
+
     fn spawn(&self, future: BoxFuture<()>) {
         let spawned = std::thread::Builder::new()
             .name(format!("{}-task", self.pool.thread_name))

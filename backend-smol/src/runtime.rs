@@ -195,6 +195,13 @@ impl Runtime for SmolRuntime {
         })
     }
 
+    fn sleep_until(&self, deadline: std::time::Instant) -> BoxFuture<()> {
+        let timer = async_io::Timer::at(deadline);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+
     fn spawn(&self, future: BoxFuture<()>) {
         match &self.executor {
             Some(executor) => executor.spawn(future).detach(),

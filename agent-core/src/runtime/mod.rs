@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use agent_core::runtime::{self, block_on, SharedRuntime, ThreadRuntime};
 //!
 //! let rt: SharedRuntime = Arc::new(ThreadRuntime::new());
@@ -18,6 +18,7 @@
 //! assert_eq!(answer, Ok(42));
 //! ```
 
+mod deadline;
 mod thread;
 
 use std::fmt;
@@ -26,11 +27,12 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use futures_util::FutureExt;
 
+pub use deadline::Deadline;
 pub use thread::{ThreadRuntime, TimerSleep, block_on};
 
 /// A boxed, `Send` future: the type-erased edge of the runtime trait.
@@ -55,6 +57,10 @@ pub type SharedRuntime = Arc<dyn Runtime>;
 /// * **`sleep`** returns a timer that completes no earlier than `duration` after the call
 ///   (and as soon after as the runtime's timer resolution allows). Dropping it cancels it.
 ///   It must work from any thread while the runtime is alive.
+/// * **`now`** is the runtime's clock, the one its timers follow (default: `Instant::now()`;
+///   a runtime with a virtual clock for tests overrides it), and **`sleep_until`** a timer
+///   for an instant on that clock (default: `sleep` for the time left). Timeouts that move
+///   with activity use [`Deadline`], a resettable timer built on these two.
 /// * **`spawn`** runs `future` concurrently with the caller until it completes. The task is
 ///   detached: nothing awaits it. Use [`spawn`] to get a [`JoinHandle`] with panics turned
 ///   into [`TaskError::Panicked`]; an implementation is only handed futures that do not
@@ -73,6 +79,16 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
 
     /// A timer firing after `duration` (see the trait docs).
     fn sleep(&self, duration: Duration) -> BoxFuture<()>;
+
+    /// The runtime's clock (see the trait docs).
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// A timer firing at `deadline` on [`now`](Self::now)'s clock (see the trait docs).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        self.sleep(deadline.saturating_duration_since(self.now()))
+    }
 
     /// Run `future` as a detached task (see the trait docs).
     fn spawn(&self, future: BoxFuture<()>);

@@ -60,6 +60,10 @@ impl Runtime for ThreadRuntime {
         Box::pin(TimerSleep::new(Instant::now() + duration))
     }
 
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        Box::pin(TimerSleep::new(deadline))
+    }
+
     fn spawn(&self, future: BoxFuture<()>) {
         let spawned = std::thread::Builder::new()
             .name("agent-task".into())

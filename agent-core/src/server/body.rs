@@ -4,7 +4,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 
 use super::protocol::FrameEncoder;
 use super::runs::RunEvents;
-use crate::runtime::{BoxFuture, SharedRuntime};
+use crate::runtime::{Deadline, SharedRuntime};
 
 /// A streamed response body: one chunk of bytes per event (SSE frames), plus `: keep-alive`
 /// comments while the run is idle.
@@ -32,9 +32,9 @@ struct BodyState {
     /// Written before the first event (an SSE `retry:` field, say); empty for none.
     preamble: &'static str,
     keep_alive: Duration,
-    timer: Option<BoxFuture<()>>,
-    last_sent: Instant,
-    runtime: SharedRuntime,
+    /// When the next keep-alive comment is due (moved by every frame sent); `None` when
+    /// keep-alives are off.
+    idle: Option<Deadline>,
     done: bool,
 }
 
@@ -59,9 +59,7 @@ impl ResponseBody {
             encoding,
             preamble: "",
             keep_alive,
-            timer: None,
-            last_sent: Instant::now(),
-            runtime,
+            idle: (!keep_alive.is_zero()).then(|| Deadline::after(runtime, keep_alive)),
             done: false,
         };
         ResponseBody {
@@ -77,29 +75,19 @@ impl ResponseBody {
 }
 
 impl BodyState {
-    /// Poll the keep-alive timer; `true` when a keep-alive comment is due now. One timer is
-    /// armed at a time and re-armed for the remainder when events were sent meanwhile.
+    /// A frame was sent: the next keep-alive is due one interval from now.
+    fn sent(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            let next = idle.runtime_now() + self.keep_alive;
+            idle.reset(next);
+        }
+    }
+
+    /// `true` when a keep-alive comment is due now (else the timer wakes `cx` when it is).
     fn poll_keep_alive(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.keep_alive.is_zero() {
-            return false;
-        }
-        loop {
-            let timer = match &mut self.timer {
-                Some(timer) => timer,
-                None => {
-                    let due = self.last_sent + self.keep_alive;
-                    let wait = due.saturating_duration_since(Instant::now());
-                    self.timer.insert(self.runtime.sleep(wait))
-                }
-            };
-            if timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            self.timer = None;
-            if self.last_sent.elapsed() >= self.keep_alive {
-                return true;
-            }
-        }
+        self.idle
+            .as_mut()
+            .is_some_and(|idle| idle.poll_expired(cx).is_ready())
     }
 }
 
@@ -124,7 +112,7 @@ impl Stream for ResponseBody {
                     if out.is_empty() {
                         continue;
                     }
-                    this.last_sent = Instant::now();
+                    this.sent();
                     return Poll::Ready(Some(Bytes::from(out)));
                 }
                 Poll::Ready(None) => {
@@ -133,7 +121,7 @@ impl Stream for ResponseBody {
                 }
                 Poll::Pending => {
                     if this.poll_keep_alive(cx) {
-                        this.last_sent = Instant::now();
+                        this.sent();
                         return Poll::Ready(Some(Bytes::from_static(
                             super::KEEP_ALIVE_FRAME.as_bytes(),
                         )));

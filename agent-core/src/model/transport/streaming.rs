@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 
@@ -12,7 +12,7 @@ use super::{EXCERPT_CHARS, Endpoint, EventFlow, WireFormat, excerpt};
 use crate::error::{ErrorKind, ModelError};
 use crate::http::BodyStream;
 use crate::model::ModelDelta;
-use crate::runtime::{BoxFuture, Runtime, SharedRuntime};
+use crate::runtime::{Deadline, SharedRuntime};
 use crate::sse::{SseDecoder, SseItem};
 use std::sync::Arc;
 
@@ -61,8 +61,7 @@ impl<W: WireFormat> Streaming<W> {
         } = connected;
         let inactivity = shared.timeouts.inactivity.map(|limit| Inactivity {
             limit,
-            last_event: first_byte_at,
-            timer: None,
+            timer: Deadline::new(runtime.clone(), first_byte_at + limit),
         });
         let mut streaming = Streaming {
             wire,
@@ -123,8 +122,10 @@ impl<W: WireFormat> Streaming<W> {
                 };
                 self.events += 1;
                 if let Some(inactivity) = &mut self.inactivity {
-                    // One clock read per event; the timer itself is only re-armed when it fires.
-                    inactivity.last_event = Instant::now();
+                    // One clock read per event; the timer is re-armed only when it fires.
+                    inactivity
+                        .timer
+                        .reset(self.runtime.now() + inactivity.limit);
                 }
                 let queued = pending.len();
                 match self.wire.on_event(&self.shared.host, &event, pending) {
@@ -202,7 +203,7 @@ impl<W: WireFormat> Streaming<W> {
     /// with `cx`'s waker.
     fn poll_inactivity(&mut self, cx: &mut Context<'_>) -> Option<ModelError> {
         let inactivity = self.inactivity.as_mut()?;
-        match inactivity.poll_expired(cx, &*self.runtime) {
+        match inactivity.timer.poll_expired(cx) {
             Poll::Pending => None,
             Poll::Ready(()) => Some(ModelError::new(
                 ErrorKind::InactivityTimeout,
@@ -246,32 +247,8 @@ impl<W: WireFormat> Streaming<W> {
     }
 }
 
-/// The inactivity timeout with a single timer: events only record the time; when the timer
-/// fires it compares with the last event and re-arms for the remainder.
+/// The inactivity timeout: a deadline moved by every event.
 struct Inactivity {
     limit: Duration,
-    last_event: Instant,
-    timer: Option<BoxFuture<()>>,
-}
-
-impl Inactivity {
-    /// `Ready` once `limit` has passed since the last event.
-    fn poll_expired(&mut self, cx: &mut Context<'_>, runtime: &dyn Runtime) -> Poll<()> {
-        loop {
-            let timer = match &mut self.timer {
-                Some(timer) => timer,
-                None => {
-                    let idle = self.last_event.elapsed();
-                    if idle >= self.limit {
-                        return Poll::Ready(());
-                    }
-                    self.timer.insert(runtime.sleep(self.limit - idle))
-                }
-            };
-            match timer.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => self.timer = None,
-            }
-        }
-    }
+    timer: Deadline,
 }
