@@ -231,8 +231,9 @@ fn closing(error: ApiError) -> Response<AgentBody> {
     response
 }
 
-/// The service's answer in hyper's types.
-pub(crate) fn into_hyper(response: ApiResponse) -> Response<AgentBody> {
+/// The service's answer in hyper's types (for an answer built outside
+/// [`handle_request`], such as [`agent_core::server::sse_response`] in a route of your own).
+pub fn into_hyper(response: ApiResponse) -> Response<AgentBody> {
     let mut builder = Response::builder().status(response.status);
     for (name, value) in &response.headers {
         builder = builder.header(*name, value.as_str());

@@ -67,7 +67,7 @@ mod write_timeout;
 pub use body::AgentBody;
 
 pub use client::{Connector, HyperClient, Target};
-pub use handler::handle_request;
+pub use handler::{handle_request, into_hyper};
 pub use io::FuturesIo;
 pub use server::{Listener, Server, serve_connection};
 pub use timer::RuntimeTimer;

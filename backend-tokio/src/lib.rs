@@ -52,14 +52,11 @@ mod server;
 
 pub use client::ReqwestClient;
 pub use process::TokioSpawner;
-pub use run::{agent_builder, openai_model, spawn_run};
-pub use runtime::TokioRuntime;
-pub use server::{DEFAULT_SHUTDOWN_TIMEOUT, TokioServer, router};
-
-/// The axum crate behind [`router`].
-pub use axum;
 /// The reqwest crate behind [`ReqwestClient`] (for [`ReqwestClient::with_client`]).
 pub use reqwest;
+pub use run::{agent_builder, openai_model, spawn_run};
+pub use runtime::TokioRuntime;
+pub use server::{DEFAULT_SHUTDOWN_TIMEOUT, TokioServer, router, sse_response};
 /// The book page "Using tokio": every Rust sample in it is compiled (and most are run) as a
 /// doctest of this crate, so the page cannot drift from the API.
 #[cfg(doctest)]

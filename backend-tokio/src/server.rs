@@ -89,6 +89,40 @@ pub fn router(service: AgentService) -> Router {
         .with_state(service)
 }
 
+/// A run as the SSE answer of `POST /v1/runs`, for an axum route of your own: the same
+/// frames (`id: <seq>`, `event: <type>`), headers (`x-accel-buffering: no`,
+/// `cache-control: no-cache`, `x-run-id`) and `: keep-alive` comments (every 15 s of
+/// silence) as the agent API, where `Sse::new(...)` would silently lose the anti-buffering
+/// header and the keep-alives. Dropping the response (the client left) cancels the run.
+///
+/// This crate builds axum without its default features and does not re-export it: depend
+/// on `axum = "0.8"` with the features you use; the types are the same.
+///
+/// ```
+/// use axum::{Router, extract::Query, routing::get};
+/// use agent_core::model::{ScriptedModel, Turn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let agent = backend_tokio::agent_builder()
+///     .model(ScriptedModel::from_fn(|_, _| Turn::new().text("Hi")))
+///     .build()
+///     .unwrap();
+/// #[derive(serde::Deserialize)]
+/// struct Ask { q: String }
+/// let app: Router = Router::new().route(
+///     "/ask",
+///     get(move |Query(ask): Query<Ask>| async move { backend_tokio::sse_response(agent.run(ask.q)) }),
+/// );
+/// # let _ = app;
+/// # }
+/// ```
+pub fn sse_response(run: agent_core::agent::RunStream) -> Response {
+    let keep_alive = agent_core::server::ServerConfig::default().keep_alive;
+    agent_hyper::into_hyper(agent_core::server::sse_response(run, keep_alive))
+        .map(Body::new::<AgentBody>)
+}
+
 async fn handle(State(service): State<AgentService>, request: Request) -> Response {
     agent_hyper::handle_request(&service, request)
         .await

@@ -432,3 +432,68 @@ fn disconnect_cancels_non_streamed_chat(flavour: Flavour) {
     );
     server.shutdown();
 }
+
+/// `sse_response` in an axum route of one's own: the frames, headers and lockstep delivery
+/// of `POST /v1/runs`, and dropping the response (the client left) cancels the run.
+#[test]
+fn sse_response_in_a_route_of_ones_own_streams_like_v1_runs() {
+    let rt = common::runtime(Flavour::MultiThread);
+    let (model, gate) = gated_model();
+    let agent = Agent::builder()
+        .model(model)
+        .runtime(common::shared(&rt))
+        .build()
+        .unwrap();
+    #[derive(serde::Deserialize)]
+    struct Ask {
+        q: String,
+    }
+    let app = axum::Router::new().route(
+        "/ask",
+        axum::routing::get(
+            move |axum::extract::Query(ask): axum::extract::Query<Ask>| {
+                let run = agent.run(ask.q);
+                async move { backend_tokio::sse_response(run) }
+            },
+        ),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, app).await });
+
+    let mut client = RawClient::send(addr, "GET", "/ask?q=hi", &[], b"").unwrap();
+    assert_eq!(client.status, 200);
+    assert_eq!(client.header("content-type"), Some("text/event-stream"));
+    assert_eq!(client.header("x-accel-buffering"), Some("no"));
+    assert_eq!(client.header("cache-control"), Some("no-cache"));
+    assert!(
+        client
+            .header("x-run-id")
+            .is_some_and(|id| id.starts_with("run_"))
+    );
+    let first = client.next_event().unwrap().unwrap();
+    assert_eq!(
+        (first.name(), first.json()["input"].as_str()),
+        ("run_started", Some("hi"))
+    );
+    assert_eq!(
+        client.next_event().unwrap().unwrap().name(),
+        "model_request_started"
+    );
+    // Lockstep: each delta is read before the next exists.
+    for word in ["one", "two", "three"] {
+        gate.release(word);
+        let frame = client.next_event().unwrap().unwrap();
+        assert_eq!(
+            (frame.name(), frame.json()["text"].as_str()),
+            ("text_delta", Some(word))
+        );
+    }
+    drop(client);
+    assert!(
+        gate.drops.wait_for(1),
+        "dropping the response cancels the run (its model stream is dropped)"
+    );
+}

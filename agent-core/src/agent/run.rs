@@ -92,6 +92,11 @@ impl RunStream {
         }
     }
 
+    /// The runtime the run's timers and tasks use.
+    pub(crate) fn runtime(&self) -> &SharedRuntime {
+        &self.runtime
+    }
+
     /// The id of this run (also in its `run_started` event).
     pub fn run_id(&self) -> &str {
         &self.run_id

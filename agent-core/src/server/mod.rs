@@ -48,7 +48,7 @@ pub use body::ResponseBody;
 pub use chat::{ChatCompletionRequest, ChatFunctionCall, ChatMessage, ChatToolCall};
 pub use config::{MIN_HEAD_BYTES, ServerConfig};
 pub use response::{ApiBody, ApiError, ApiResponse};
-pub use service::{AgentService, RunRequest, encode_event_frame};
+pub use service::{AgentService, RunRequest, encode_event_frame, sse_response};
 
 /// The comment frame a server sends on an idle SSE stream.
 pub const KEEP_ALIVE_FRAME: &str = ": keep-alive\n\n";

@@ -144,6 +144,27 @@ impl RunRegistry {
     }
 }
 
+/// The one reader of `run` outside any registry (a route of the user's own, see
+/// [`sse_response`](super::sse_response)): dropping it cancels the run at once, as dropping
+/// the run itself would.
+pub(crate) fn standalone(run: RunStream) -> RunEvents {
+    let log = Arc::new(RunLog {
+        id: run.run_id().to_string(),
+        cancel: run.cancel_handle(),
+        runtime: run.runtime().clone(),
+        detach_grace: Duration::ZERO,
+        // One reader: what it took is dropped at once beyond this.
+        max_bytes: 64 * 1024,
+        registry: Weak::new(),
+        waiters: Arc::new(Waiters::default()),
+        state: Mutex::new(LogState {
+            run: Some(run),
+            ..LogState::default()
+        }),
+    });
+    RunLog::attach(&log, 0).expect("a new run can be read from its start")
+}
+
 /// Where a run stands, as `GET /v1/runs/{id}` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RunStatus {

@@ -696,6 +696,47 @@ async fn complete_chat(mut events: RunEvents, encoder: ChunkEncoder) -> ApiRespo
     missing_terminal_response()
 }
 
+/// The answer `POST /v1/runs` gives for `run`, for a route of your own: status 200, the SSE
+/// headers (`content-type: text/event-stream`, `cache-control: no-cache`,
+/// `x-accel-buffering: no`), `x-run-id`, one frame per event (`id: <seq>`) and a
+/// `: keep-alive` comment after `keep_alive` of silence (zero: none). Dropping the body
+/// cancels the run. A backend turns it into its own response type (`backend_tokio::sse_response`
+/// for axum); a server of your own writes and flushes each chunk as it comes.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use futures_util::StreamExt;
+/// use agent_core::agent::Agent;
+/// use agent_core::model::{ScriptedModel, Turn};
+/// use agent_core::runtime::{block_on, ThreadRuntime};
+/// use agent_core::server::{sse_response, ApiBody};
+///
+/// let agent = Agent::builder()
+///     .model(ScriptedModel::new([Turn::new().text("Hi!")]))
+///     .runtime(Arc::new(ThreadRuntime::new()))
+///     .build()
+///     .unwrap();
+/// let response = sse_response(agent.run("hello"), Duration::from_secs(15));
+/// assert!(response.headers.iter().any(|(n, v)| *n == "x-accel-buffering" && v == "no"));
+/// let ApiBody::Stream(body) = response.body else { unreachable!() };
+/// let text = String::from_utf8(block_on(body.collect::<Vec<_>>()).concat()).unwrap();
+/// assert!(text.starts_with("id: 0\nevent: run_started\n"));
+/// ```
+pub fn sse_response(run: RunStream, keep_alive: Duration) -> ApiResponse {
+    let runtime = run.runtime().clone();
+    let events = super::runs::standalone(run);
+    let run_id = events.run_id().to_string();
+    let mut response = ApiResponse::sse(ResponseBody::new(
+        events,
+        Box::new(EventFrames),
+        keep_alive,
+        runtime,
+    ));
+    response.headers.push(("x-run-id", run_id));
+    response
+}
+
 /// `/v1/runs`: one SSE frame per event.
 struct EventFrames;
 
