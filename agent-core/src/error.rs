@@ -1,6 +1,6 @@
 //! Error kinds shared by models, transports and the agent loop.
 //!
-//! A failed run reports a [`RunError`](crate::event::RunError) whose `kind` is an
+//! A failed run reports a [`RunError`] whose `kind` is an
 //! [`ErrorKind`]; its JSON form is the snake_case name of the variant:
 //!
 //! ```
@@ -13,8 +13,6 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-
-use crate::event::RunError;
 
 /// Why a run (or a model request) failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -156,13 +154,32 @@ impl fmt::Display for ModelError {
 
 impl std::error::Error for ModelError {}
 
-/// Render a caught panic payload as a message.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
+/// Why a run failed: a machine-readable kind, a human message and, for upstream HTTP
+/// errors, the status code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    /// The category of the failure.
+    pub kind: ErrorKind,
+    /// A human-readable explanation. Never contains secrets.
+    pub message: String,
+    /// The upstream HTTP status, for [`ErrorKind::UpstreamStatus`] and
+    /// [`ErrorKind::RateLimited`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// How long the upstream asked to wait before trying again (its `Retry-After`), in
+    /// milliseconds, for [`ErrorKind::RateLimited`] and overloaded upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl RunError {
+    /// An error of `kind` with `message` (no status, no retry hint).
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        RunError {
+            kind,
+            message: message.into(),
+            status: None,
+            retry_after_ms: None,
+        }
     }
 }

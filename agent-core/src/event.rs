@@ -54,7 +54,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorKind;
+pub use crate::error::RunError;
 use crate::model::{FinishReason, Usage};
 use crate::tool::ToolResult;
 
@@ -249,36 +249,6 @@ impl EventKind {
             EventKind::RunCompleted { .. } => "run_completed",
             EventKind::RunFailed { .. } => "run_failed",
             EventKind::RunCancelled { .. } => "run_cancelled",
-        }
-    }
-}
-
-/// Why a run failed: a machine-readable kind, a human message and, for upstream HTTP
-/// errors, the status code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunError {
-    /// The category of the failure.
-    pub kind: ErrorKind,
-    /// A human-readable explanation. Never contains secrets.
-    pub message: String,
-    /// The upstream HTTP status, for [`ErrorKind::UpstreamStatus`] and
-    /// [`ErrorKind::RateLimited`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// How long the upstream asked to wait before trying again (its `Retry-After`), in
-    /// milliseconds, for [`ErrorKind::RateLimited`] and overloaded upstreams.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after_ms: Option<u64>,
-}
-
-impl RunError {
-    /// An error of `kind` with `message` (no status, no retry hint).
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        RunError {
-            kind,
-            message: message.into(),
-            status: None,
-            retry_after_ms: None,
         }
     }
 }

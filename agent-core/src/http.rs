@@ -1,7 +1,7 @@
 //! The HTTP transport the core's model providers speak through.
 //!
 //! A backend implements [`HttpClient`] with its own client (reqwest, surf, ureq, …). The core
-//! only sends one request and reads the response body as a [`Stream`](futures_core::Stream)
+//! only sends one request and reads the response body as a [`Stream`]
 //! of byte chunks, delivered as they arrive.
 //!
 //! ```

@@ -248,7 +248,7 @@ pub type ToolFuture = BoxFuture<Result<Value, ToolError>>;
 /// A tool the model can call.
 ///
 /// Contract: `call` returns quickly (do blocking work through
-/// [`runtime::blocking`](crate::runtime::blocking) or use [`blocking_tool`]); the future may
+/// [`runtime::blocking`] or use [`blocking_tool`]); the future may
 /// be dropped at any time when the run is cancelled; a panic in `call` or in its future is
 /// caught by the agent and reported as [`ToolErrorKind::Panicked`].
 pub trait Tool: Send + Sync + 'static {

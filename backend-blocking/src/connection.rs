@@ -20,7 +20,7 @@ use agent_http1::{
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::waiting::Waiting;
 
 /// A blocking read returns at least this often, so that an idle connection notices a
@@ -159,7 +159,7 @@ impl Connection {
             }
             if self.buf.is_empty() {
                 // Idle between requests: wait for the next head without a thread.
-                crate::server::park(&self.shared, self.stream);
+                crate::shared::park(&self.shared, self.stream);
                 return;
             }
         }

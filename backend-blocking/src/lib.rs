@@ -43,9 +43,11 @@
 mod client;
 mod connection;
 mod iter;
+mod options;
 mod process;
 mod runtime;
 mod server;
+mod shared;
 mod waiting;
 
 use std::sync::Arc;
@@ -55,11 +57,12 @@ use agent_core::model::{OpenAiConfig, OpenAiModel};
 
 pub use client::{BODY_CHANNEL_CAPACITY, READ_BUFFER_SIZE, UreqClient};
 pub use iter::{RunIter, run, run_session};
+pub use options::ThreadServerOptions;
 pub use process::ThreadSpawner;
 pub use runtime::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_THREADS, ThreadPoolBuilder, ThreadPoolRuntime,
 };
-pub use server::{ShutdownSignal, ThreadServer, ThreadServerOptions};
+pub use server::{ShutdownSignal, ThreadServer};
 
 // The book's "Using plain threads" page: its Rust samples are compiled (and run) as doctests.
 #[cfg(doctest)]

@@ -1,196 +1,19 @@
 //! [`ThreadServer`]: the agent HTTP API on `std::net`, one thread per connection.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use agent_core::agent::Agent;
-use agent_core::server::{AgentService, ApiError, ServerConfig};
-use agent_http1::HeadWriter;
+use agent_core::server::{AgentService, ServerConfig};
 
-use crate::connection::Connection;
-use crate::waiting::{Waiting, wait_for_heads};
-
-/// Settings of a [`ThreadServer`] beyond the [`ServerConfig`] every backend shares.
-///
-/// Every request limit and timeout (head, body, header count and size, writes to a client
-/// that stopped reading) is in [`ServerConfig`], so the three backends' servers apply the
-/// same ones.
-///
-/// ```
-/// use std::time::Duration;
-/// use backend_blocking::ThreadServerOptions;
-///
-/// let options = ThreadServerOptions::default()
-///     .with_max_connections(64)
-///     .with_shutdown_timeout(Duration::from_secs(2));
-/// assert_eq!(options.max_connections, 64);
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ThreadServerOptions {
-    /// Most connections served at once: a connection thread each, from the moment its
-    /// request head is complete until its response is written. A connection whose head is
-    /// complete beyond this gets `503` (`too_many_connections`) and is closed. Connections
-    /// waiting for a head (new or kept alive between requests, slow heads included) do not
-    /// count: one thread holds them (see
-    /// [`max_waiting_connections`](Self::max_waiting_connections)). Default 1024.
-    pub max_connections: usize,
-    /// Most connections waiting for a request head at once (new ones, kept-alive idle ones,
-    /// slow heads), all held by one thread on non-blocking sockets, each for at most
-    /// [`ServerConfig::head_read_timeout`]. A new connection beyond gets `503` and is closed;
-    /// a kept-alive one beyond is closed. Default 10,000 (mind the process's file
-    /// descriptor limit).
-    pub max_waiting_connections: usize,
-    /// How often an idle stream checks whether its client closed the connection, which
-    /// bounds how long a run outlives its client. Default 250 ms.
-    pub disconnect_poll: Duration,
-    /// How long [`ThreadServer::shutdown`] waits for open connections to finish. Default 5 s.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for ThreadServerOptions {
-    fn default() -> Self {
-        ThreadServerOptions {
-            max_connections: 1024,
-            max_waiting_connections: 10_000,
-            disconnect_poll: Duration::from_millis(250),
-            shutdown_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl ThreadServerOptions {
-    /// Set [`max_connections`](Self::max_connections) (at least 1).
-    pub fn with_max_connections(mut self, max_connections: usize) -> Self {
-        self.max_connections = max_connections.max(1);
-        self
-    }
-
-    /// Set [`max_waiting_connections`](Self::max_waiting_connections) (at least 1).
-    pub fn with_max_waiting_connections(mut self, max: usize) -> Self {
-        self.max_waiting_connections = max.max(1);
-        self
-    }
-
-    /// Set [`disconnect_poll`](Self::disconnect_poll) (at least 1 ms).
-    pub fn with_disconnect_poll(mut self, interval: Duration) -> Self {
-        self.disconnect_poll = interval.max(Duration::from_millis(1));
-        self
-    }
-
-    /// Set [`shutdown_timeout`](Self::shutdown_timeout).
-    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-}
-
-/// State shared by the acceptor and the connection threads.
-pub(crate) struct Shared {
-    pub(crate) service: AgentService,
-    pub(crate) options: ThreadServerOptions,
-    shutting_down: AtomicBool,
-    connections: Mutex<usize>,
-    connections_changed: Condvar,
-    /// Connections held by the waiting thread (as of its last pass, plus arrivals since).
-    waiting: AtomicUsize,
-    to_waiting: Mutex<Option<Sender<Waiting>>>,
-    stop_requested: Mutex<bool>,
-    stop_changed: Condvar,
-}
-
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    fn connections(&self) -> MutexGuard<'_, usize> {
-        self.connections.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn set_waiting(&self, n: usize) {
-        self.waiting.store(n, Ordering::Release);
-    }
-
-    /// Give `stream` to the waiting thread, to wait for a head until `deadline`; `false`
-    /// (and the stream is dropped) when it holds `max_waiting_connections` already.
-    fn to_waiting(
-        &self,
-        stream: TcpStream,
-        buf: Vec<u8>,
-        deadline: Instant,
-    ) -> Result<(), TcpStream> {
-        let held = self.waiting.load(Ordering::Acquire);
-        if held >= self.options.max_waiting_connections {
-            return Err(stream);
-        }
-        let sender = self.to_waiting.lock().unwrap_or_else(|p| p.into_inner());
-        match sender.as_ref() {
-            Some(sender) => {
-                self.waiting.fetch_add(1, Ordering::AcqRel);
-                sender
-                    .send(Waiting {
-                        stream,
-                        buf,
-                        deadline,
-                    })
-                    .map_err(|unsent| unsent.0.stream)
-            }
-            None => Err(stream),
-        }
-    }
-}
-
-/// A kept-alive connection whose response was written and which sent nothing more: back to
-/// the waiting thread, its connection thread ends.
-pub(crate) fn park(shared: &Shared, stream: TcpStream) {
-    let deadline = Instant::now() + shared.service.config().head_read_timeout;
-    if shared.to_waiting(stream, Vec::new(), deadline).is_err() {
-        tracing::debug!("too many waiting connections; closing a kept-alive one");
-    }
-}
-
-/// Serve a connection whose head is complete on a connection thread of its own, or answer
-/// `503` when `max_connections` are being served.
-pub(crate) fn start_connection(shared: &Arc<Shared>, waiting: Waiting) {
-    {
-        let mut open = shared.connections();
-        if *open >= shared.options.max_connections {
-            drop(open);
-            refuse(waiting.stream);
-            return;
-        }
-        *open += 1;
-    }
-    let slot = ConnectionSlot(shared.clone());
-    let connection_shared = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name("agent-server-conn".into())
-        .spawn(move || {
-            let _slot = slot;
-            Connection::resume(waiting, connection_shared).serve();
-        });
-    if let Err(err) = spawned {
-        // The closure (and with it the slot and the stream) was dropped.
-        tracing::warn!(error = %err, "could not start a connection thread");
-    }
-}
-
-/// Counts a connection thread; decrements when the thread ends (even by a panic).
-struct ConnectionSlot(Arc<Shared>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        *self.0.connections() -= 1;
-        self.0.connections_changed.notify_all();
-    }
-}
+use crate::options::ThreadServerOptions;
+use crate::shared::{Shared, refuse};
+use crate::waiting::wait_for_heads;
 
 /// An HTTP server serving one agent over the HTTP API on `std::net`, one thread per
 /// connection.
@@ -536,23 +359,4 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             refuse(stream);
         }
     }
-}
-
-/// Answer a connection beyond the limit with a 503 and close it.
-fn refuse(mut stream: TcpStream) {
-    let error = ApiError {
-        status: 503,
-        code: "too_many_connections",
-        message: "the server has too many open connections; try again shortly".into(),
-    };
-    let body = error.body();
-    let mut out = HeadWriter::response(503)
-        .header("content-type", "application/json")
-        .header("content-length", &body.len().to_string())
-        .header("connection", "close")
-        .finish();
-    out.extend_from_slice(&body);
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-    let _ = stream.write_all(&out);
-    let _ = stream.flush();
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use agent_http1::{HeadLimits, HeadParser};
 
-use crate::server::{Shared, start_connection};
+use crate::shared::{Shared, start_connection};
 
 /// How long the thread sleeps between passes over its connections when none made
 /// progress; it passes again at once after one did.

@@ -16,12 +16,13 @@ use tracing::Instrument;
 use super::emit::Emitter;
 use super::output::OnInvalidOutput;
 use super::{AgentInner, OutputType};
-use crate::error::{ErrorKind, panic_message};
+use crate::error::ErrorKind;
 use crate::event::{EventKind, RoundMetrics, RunError, RunMetrics};
 use crate::model::{
     FinishReason, Message, ModelContext, ModelDelta, ModelRequest, ModelStream, ToolCall, Usage,
 };
 use crate::policy::Timeouts;
+use crate::runtime::panic_message;
 use crate::tool::{ToolContext, ToolError, ToolErrorKind, ToolResult};
 
 /// What the loop hands back when it ends: the terminal event and, for a completed run, the

@@ -14,8 +14,9 @@ use futures_util::task::AtomicWaker;
 use super::drive::Finished;
 use super::emit::Emitter;
 use super::history::History;
-use crate::error::{ErrorKind, panic_message};
+use crate::error::ErrorKind;
 use crate::event::{Event, EventKind, RunError};
+use crate::runtime::panic_message;
 use crate::runtime::{BoxFuture, SharedRuntime};
 
 /// How many events a [`RunStream`] yields back to back before it returns `Pending` once (after

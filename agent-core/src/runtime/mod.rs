@@ -132,7 +132,7 @@ where
     let (tx, rx) = oneshot::channel();
     runtime.spawn_blocking(Box::new(move || {
         let result = std::panic::catch_unwind(AssertUnwindSafe(f))
-            .map_err(|payload| TaskError::Panicked(crate::error::panic_message(&*payload)));
+            .map_err(|payload| TaskError::Panicked(panic_message(&*payload)));
         // The receiver may be gone (the caller stopped waiting): the value is discarded.
         let _ = tx.send(result);
     }));
@@ -153,7 +153,7 @@ where
         let result = AssertUnwindSafe(future)
             .catch_unwind()
             .await
-            .map_err(|payload| TaskError::Panicked(crate::error::panic_message(&*payload)));
+            .map_err(|payload| TaskError::Panicked(panic_message(&*payload)));
         let _ = tx.send(result);
     }));
     JoinHandle { rx }
@@ -200,4 +200,15 @@ pub async fn timeout<F: Future>(
         Poll::Pending
     })
     .await
+}
+
+/// Render a caught panic payload as a message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
 }

@@ -49,7 +49,7 @@ impl ApiError {
     }
 
     /// A 413 for a session run whose input alone is larger than
-    /// [`ServerConfig::max_session_bytes`], so the session could not keep it.
+    /// [`ServerConfig::max_session_bytes`](super::ServerConfig::max_session_bytes), so the session could not keep it.
     pub fn session_turn_too_large(input_bytes: usize, limit: usize) -> Self {
         ApiError {
             status: 413,
@@ -61,7 +61,7 @@ impl ApiError {
     }
 
     /// A 408 for a request body that did not arrive within
-    /// [`ServerConfig::body_read_timeout`] (it stopped midway or trickled). Every backend
+    /// [`ServerConfig::body_read_timeout`](super::ServerConfig::body_read_timeout) (it stopped midway or trickled). Every backend
     /// answers a slow body with exactly this.
     pub fn body_timeout(timeout: std::time::Duration) -> Self {
         ApiError {

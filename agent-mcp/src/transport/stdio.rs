@@ -40,7 +40,7 @@ const WRITE_CHUNK: usize = 16 * 1024;
 /// An MCP server started as a child process (the stdio transport of the spec).
 ///
 /// Messages are single lines of JSON on the child's stdin and stdout. The child's stderr is
-/// read as it comes and logged line by line under [`STDERR_TARGET`] (at `info`); the last
+/// read as it comes and logged line by line under the tracing target `agent_mcp::stderr` (at `info`); the last
 /// lines are quoted in the error when the server exits. Dropping the transport (the last
 /// [`McpClient`](crate::McpClient) clone) kills the child.
 ///
