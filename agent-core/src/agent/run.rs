@@ -11,6 +11,7 @@ use futures_core::Stream;
 use futures_core::stream::FusedStream;
 use futures_util::task::AtomicWaker;
 
+use super::approval::{ApprovalHandle, ApprovalState};
 use super::drive::Finished;
 use super::emit::Emitter;
 use super::history::History;
@@ -35,6 +36,10 @@ pub const COOPERATIVE_BUDGET: u32 = 64;
 ///   result is discarded. No terminal event is produced, as there is nobody to read it.
 /// * [`RunStream::cancel_handle`] cancels a run from elsewhere; the stream then ends with
 ///   `run_cancelled`.
+/// * [`RunStream::approvals`] approves or denies the tool calls that wait for approval
+///   (`tool_approval_requested`). While calls wait, the stream is simply `Pending` (no
+///   thread is held, nothing spins): a decision, a cancel, the run timeout or an approval
+///   timeout wakes it.
 /// * After [`COOPERATIVE_BUDGET`] consecutive ready events it returns `Pending` once (having
 ///   woken itself), so a model that is always ready cannot starve its executor.
 /// * A panic inside a model or the loop is caught and ends the run with `run_failed`
@@ -53,6 +58,7 @@ pub struct RunStream {
     partial_text: String,
     /// `RunOptions::discard_text`: keep no `partial_text` either.
     discard_text: bool,
+    approvals: Arc<ApprovalState>,
     done: bool,
 }
 
@@ -75,6 +81,7 @@ impl RunStream {
         deadline: Option<BoxFuture<()>>,
         session: Option<Arc<Mutex<History>>>,
         discard_text: bool,
+        approvals: Arc<ApprovalState>,
     ) -> Self {
         RunStream {
             run_id,
@@ -88,8 +95,17 @@ impl RunStream {
             ready_streak: 0,
             partial_text: String::new(),
             discard_text,
+            approvals,
             done: false,
         }
+    }
+
+    /// A handle that approves or denies this run's tool calls waiting for approval, from any
+    /// task or thread (see [`ApprovalHandle`]). Once the run has ended (or its stream was
+    /// dropped), every decision is refused with
+    /// [`ApprovalError::RunEnded`](super::ApprovalError::RunEnded).
+    pub fn approvals(&self) -> ApprovalHandle {
+        ApprovalHandle::new(self.approvals.clone())
     }
 
     /// The id of this run (also in its `run_started` event).
@@ -152,6 +168,7 @@ impl RunStream {
 
     /// End the run with `kind`, dropping the loop (and everything it owns) first.
     fn finish(&mut self, kind: EventKind) -> Poll<Option<Event>> {
+        self.approvals.end();
         self.driver = None;
         self.deadline = None;
         self.done = true;
@@ -232,6 +249,12 @@ impl Stream for RunStream {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         if self.done { (0, Some(0)) } else { (1, None) }
+    }
+}
+
+impl Drop for RunStream {
+    fn drop(&mut self) {
+        self.approvals.end();
     }
 }
 
