@@ -104,6 +104,11 @@ macro_rules! suite {
             conformance_anthropic_tool_round => "anthropic_tool_round",
             conformance_structured_output_transcript => "structured_output_transcript",
             conformance_structured_output_invalid => "structured_output_invalid",
+            conformance_approval_stream_approved => "approval_stream_approved",
+            conformance_approval_stream_denied => "approval_stream_denied",
+            conformance_approval_timeout => "approval_timeout",
+            conformance_approval_http_approved => "approval_http_approved",
+            conformance_approval_http_denied_detached => "approval_http_denied_detached",
             }
         }
     };
