@@ -11,8 +11,10 @@
 //! only after the consumer saw `call_1`'s `tool_approval_requested`, and the decision is
 //! taken only after `call_2`'s `tool_call_completed` arrived, so a backend that does not run
 //! the other call while one waits (or that spins, or loses the wake-up) fails with the step
-//! it stalled at. Every wait has a deadline: the gates' and the approval timeout
-//! ([`WAIT`]), besides the watchdog.
+//! it stalled at. Every wait has a deadline: the gates', the frame reads' ([`WAIT`]) and the
+//! approval timeout ([`DECISION_DEADLINE`], longer than a read), besides the watchdog. The
+//! approved stream case decides from another thread, the HTTP cases from another connection,
+//! so the decision has to wake the waiting run.
 //!
 //! | case | decided through | what it must see |
 //! |---|---|---|
@@ -43,6 +45,11 @@ use crate::kit::Transcript;
 use crate::kit::client::{SseClient, http_request};
 use crate::kit::tools::GatedTool;
 use crate::kit::watchdog::step;
+
+/// The approval timeout of the cases that decide: longer than [`WAIT`], so that a decision
+/// that does not wake the run fails the read of the next frame (rather than being rescued by
+/// the timeout's own wake-up), and shorter than the watchdog's limit.
+const DECISION_DEADLINE: Duration = Duration::from_secs(25);
 
 /// The reason the denying cases give.
 const REASON: &str = "not on a Friday";
@@ -251,10 +258,16 @@ fn assert_denied(transcript: &Transcript, reason: &str) {
 
 /// `approval_stream_approved`: see the [module docs](self).
 pub fn stream_approved(backend: &dyn Backend) -> Outcome {
-    let setup = setup(backend, WAIT);
+    let setup = setup(backend, DECISION_DEADLINE);
     let run = setup.agent.run("go");
     let approvals = run.approvals();
-    let on_event = lockstep(&setup, &approvals, |a| a.approve("call_1"));
+    let on_event = lockstep(&setup, &approvals, |a| {
+        // From another thread, while the consumer goes back to waiting: the decision must
+        // wake the run.
+        let a = a.clone();
+        std::thread::spawn(move || a.approve("call_1"));
+        Ok(())
+    });
     let transcript = consume_run(backend, run, on_event);
     transcript.assert_contract();
     assert_order(&transcript);
@@ -286,7 +299,7 @@ pub fn stream_approved(backend: &dyn Backend) -> Outcome {
 
 /// `approval_stream_denied`: see the [module docs](self).
 pub fn stream_denied(backend: &dyn Backend) -> Outcome {
-    let setup = setup(backend, WAIT);
+    let setup = setup(backend, DECISION_DEADLINE);
     let run = setup.agent.run("go");
     let approvals = run.approvals();
     let on_event = lockstep(&setup, &approvals, |a| {
@@ -368,7 +381,7 @@ fn read_until_waiting(client: &mut SseClient, setup: &Setup) -> Transcript {
 
 /// `approval_http_approved`: see the [module docs](self).
 pub fn http_approved(backend: &dyn Backend) -> Outcome {
-    let setup = setup(backend, WAIT);
+    let setup = setup(backend, DECISION_DEADLINE);
     let server = Server::start(backend, setup.agent.clone());
     let addr = server.addr();
     let mut client = post_run(addr, "go");
@@ -435,7 +448,7 @@ pub fn http_approved(backend: &dyn Backend) -> Outcome {
 
 /// `approval_http_denied_detached`: see the [module docs](self).
 pub fn http_denied_detached(backend: &dyn Backend) -> Outcome {
-    let setup = setup(backend, WAIT);
+    let setup = setup(backend, DECISION_DEADLINE);
     let config = server_config().with_run_detach_grace(Duration::from_secs(60));
     let server = Server::start_with(backend, setup.agent.clone(), config);
     let addr = server.addr();
