@@ -480,3 +480,163 @@ fn post_approvals_decides_over_http() {
         assert_eq!(guarded.load(Ordering::SeqCst), 0);
     });
 }
+
+/// Run a front-end protocol's request to its end, denying `call_1` over HTTP when the
+/// protocol's frames show the approval request (`marker`); the frames' JSON values.
+fn protocol_frames(path: &str, body: Value, marker: &str) -> Vec<Value> {
+    let guarded = Arc::new(AtomicUsize::new(0));
+    let agent = agent(ScriptedModel::new([
+        Turn::new().tool_call("call_1", "guarded", "{}"),
+        Turn::new().text("ok"),
+    ]))
+    .tool(counted("guarded", true, &guarded))
+    .build()
+    .unwrap();
+    let service = AgentService::new(agent, ServerConfig::default());
+    let response = block_on(service.handle(
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    ));
+    assert_eq!(response.status, 200);
+    let run_id = response
+        .headers
+        .iter()
+        .find(|(n, _)| *n == "x-run-id")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let ApiBody::Stream(mut stream) = response.body else {
+        panic!("a stream")
+    };
+    let mut text = String::new();
+    while !text.contains(marker) {
+        let chunk = block_on(stream.next()).expect("frames until the approval request");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (status, _) = json_post(
+        &service,
+        &format!("/v1/runs/{run_id}/approvals"),
+        &json!({"call_id": "call_1", "approved": false, "reason": "no"}),
+    );
+    assert_eq!(status, 200);
+    let rest: Vec<_> = block_on(stream.collect());
+    text.push_str(&String::from_utf8(rest.concat()).unwrap());
+    assert_eq!(guarded.load(Ordering::SeqCst), 0);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_ai_sdk_stream_shows_the_approval_request_and_the_denial() {
+    support::within("ai_sdk_approval", DEADLINE, |_| {
+        let frames = protocol_frames(
+            "/v1/ai-sdk/chat",
+            json!({"messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "go"}]}]}),
+            "tool-approval-request",
+        );
+        let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        let asked = kinds
+            .iter()
+            .position(|k| *k == "tool-approval-request")
+            .unwrap();
+        assert_eq!(kinds[asked - 1], "tool-input-available", "{kinds:?}");
+        assert_eq!(
+            frames[asked],
+            json!({"type": "tool-approval-request", "approvalId": "call_1", "toolCallId": "call_1"}),
+            "a strict UIMessageChunk"
+        );
+        assert_eq!(
+            frames[asked + 1],
+            json!({"type": "tool-output-denied", "toolCallId": "call_1"}),
+            "a strict UIMessageChunk, right after the request: {kinds:?}"
+        );
+        assert_eq!(kinds.last(), Some(&"finish"));
+    });
+}
+
+#[test]
+fn the_ag_ui_stream_shows_custom_approval_events() {
+    support::within("ag_ui_approval", DEADLINE, |_| {
+        let frames = protocol_frames(
+            "/v1/ag-ui",
+            json!({"threadId": "t1", "runId": "r1", "messages": [{"id": "m1", "role": "user", "content": "go"}]}),
+            "tool_approval_requested",
+        );
+        let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+        let asked = frames
+            .iter()
+            .position(|f| f["name"] == "tool_approval_requested")
+            .unwrap();
+        assert_eq!(kinds[asked - 1], "TOOL_CALL_END", "{kinds:?}");
+        assert_eq!(
+            frames[asked],
+            json!({"type": "CUSTOM", "name": "tool_approval_requested", "value": {
+                "toolCallId": "call_1", "toolCallName": "guarded", "input": {}}})
+        );
+        assert_eq!(
+            frames[asked + 1],
+            json!({"type": "CUSTOM", "name": "tool_approval_decided", "value": {
+                "toolCallId": "call_1", "approved": false, "reason": "no"}})
+        );
+        assert_eq!(frames[asked + 2]["type"], "TOOL_CALL_RESULT");
+        assert!(
+            frames[asked + 2]["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("error (denied): "),
+            "{}",
+            frames[asked + 2]
+        );
+        assert_eq!(kinds.last(), Some(&"RUN_FINISHED"));
+    });
+}
+
+#[test]
+fn an_ai_sdk_history_part_in_output_denied_reaches_the_model_as_a_denial() {
+    support::within("ai_sdk_denied_history", DEADLINE, |_| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let agent = agent(ScriptedModel::from_fn(move |request, _| {
+            *log.lock().unwrap() = request.messages.clone();
+            Turn::new().text("ok")
+        }))
+        .build()
+        .unwrap();
+        let service = AgentService::new(agent, ServerConfig::default());
+        let body = json!({"messages": [
+            {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "delete it"}]},
+            {"id": "m2", "role": "assistant", "parts": [
+                {"type": "step-start"},
+                {"type": "tool-delete", "toolCallId": "call_1", "state": "output-denied",
+                 "input": {"path": "/"}, "approval": {"id": "call_1", "approved": false, "reason": "never"}}
+            ]},
+            {"id": "m3", "role": "user", "parts": [{"type": "text", "text": "why?"}]}
+        ]});
+        let response = block_on(service.handle(
+            "POST",
+            "/v1/ai-sdk/chat",
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        ));
+        let ApiBody::Stream(stream) = response.body else {
+            panic!("a stream")
+        };
+        block_on(stream.count());
+        let messages = seen.lock().unwrap().clone();
+        let denial = messages
+            .iter()
+            .find_map(|m| match m {
+                Message::Tool { call_id, content } if call_id == "call_1" => Some(content.clone()),
+                _ => None,
+            })
+            .expect("the denied call's result is in the history");
+        assert!(
+            denial.starts_with("error (denied): ") && denial.contains("never"),
+            "{denial}"
+        );
+    });
+}
