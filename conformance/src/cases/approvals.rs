@@ -332,7 +332,11 @@ pub fn timeout(backend: &dyn Backend) -> Outcome {
     let transcript = consume_run(backend, run, |_| ControlFlow::Continue(()));
     transcript.assert_contract();
     assert_denied(&transcript, "timed out");
-    assert_eq!(setup.guarded.probe().started(), 0);
+    assert_eq!(
+        setup.guarded.probe().started(),
+        0,
+        "approvals: a call whose approval timed out never runs"
+    );
     assert_eq!(
         approvals.approve("call_1"),
         Err(ApprovalError::RunEnded),
@@ -387,7 +391,11 @@ pub fn http_approved(backend: &dyn Backend) -> Outcome {
     let mut client = post_run(addr, "go");
     let id = run_id_of(&client);
     let mut transcript = read_until_waiting(&mut client, &setup);
-    assert_eq!(setup.guarded.probe().started(), 0);
+    assert_eq!(
+        setup.guarded.probe().started(),
+        0,
+        "approvals: a call waiting for approval must not run"
+    );
 
     let (status, body) = post_approval(
         addr,
@@ -436,7 +444,8 @@ pub fn http_approved(backend: &dyn Backend) -> Outcome {
     );
     assert_eq!(
         transcript.completed_text(),
-        r#"call_1: {"id":1}; call_2: {"id":1}"#
+        r#"call_1: {"id":1}; call_2: {"id":1}"#,
+        "approvals: the model gets both outputs"
     );
     let (status, _) = post_approval(addr, &id, &json!({"call_id": "call_1", "approved": true}));
     assert_eq!(
@@ -506,11 +515,19 @@ pub fn http_denied_detached(backend: &dyn Backend) -> Outcome {
         None,
     )
     .unwrap_or_else(|e| panic!("approvals: GET /v1/runs/{id}/events failed: {e}"));
-    assert_eq!(resumed.status(), 200);
+    assert_eq!(
+        resumed.status(),
+        200,
+        "approvals: the run's events can be read again after the decision"
+    );
     read_run_into(&mut resumed, &mut transcript, |_| ControlFlow::Continue(()));
     transcript.assert_contract();
     assert_order(&transcript);
     assert_denied(&transcript, REASON);
-    assert_eq!(setup.guarded.probe().started(), 0);
+    assert_eq!(
+        setup.guarded.probe().started(),
+        0,
+        "approvals: a call denied over HTTP never runs"
+    );
     Outcome::passed()
 }
