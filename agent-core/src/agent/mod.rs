@@ -286,10 +286,12 @@ impl Agent {
             Box::pin(driver),
             emitter,
             self.inner.runtime.clone(),
-            deadline,
-            session,
-            discard_text,
-            approvals,
+            run::StreamParts {
+                deadline,
+                session,
+                discard_text,
+                approvals,
+            },
         )
     }
 }

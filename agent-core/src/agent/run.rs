@@ -72,17 +72,29 @@ impl fmt::Debug for RunStream {
     }
 }
 
+/// What a [`RunStream`] holds besides its loop: the run timeout, the session to append to,
+/// whether to keep the text, and the run's approvals.
+pub(crate) struct StreamParts {
+    pub(crate) deadline: Option<BoxFuture<()>>,
+    pub(crate) session: Option<Arc<Mutex<History>>>,
+    pub(crate) discard_text: bool,
+    pub(crate) approvals: Arc<ApprovalState>,
+}
+
 impl RunStream {
     pub(crate) fn new(
         run_id: String,
         driver: BoxFuture<Finished>,
         emitter: Emitter,
         runtime: SharedRuntime,
-        deadline: Option<BoxFuture<()>>,
-        session: Option<Arc<Mutex<History>>>,
-        discard_text: bool,
-        approvals: Arc<ApprovalState>,
+        parts: StreamParts,
     ) -> Self {
+        let StreamParts {
+            deadline,
+            session,
+            discard_text,
+            approvals,
+        } = parts;
         RunStream {
             run_id,
             driver: Some(driver),
