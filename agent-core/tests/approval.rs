@@ -640,3 +640,26 @@ fn an_ai_sdk_history_part_in_output_denied_reaches_the_model_as_a_denial() {
         );
     });
 }
+
+#[test]
+fn the_run_timeout_ends_a_run_waiting_for_approval() {
+    support::within("run_timeout_while_waiting", DEADLINE, |_| {
+        let guarded = Arc::new(AtomicUsize::new(0));
+        let agent = agent(ScriptedModel::new([
+            Turn::new().tool_call("call_1", "guarded", "{}"),
+            Turn::new().text("ok"),
+        ]))
+        .tool(counted("guarded", true, &guarded))
+        .run_timeout(Duration::from_millis(30))
+        .build()
+        .unwrap();
+        let events: Vec<Event> = block_on(agent.run("go").collect());
+        match &events.last().unwrap().kind {
+            EventKind::RunFailed { error, .. } => {
+                assert_eq!(error.kind, agent_core::error::ErrorKind::RunTimeout)
+            }
+            other => panic!("expected run_failed run_timeout, got {other:?}"),
+        }
+        assert_eq!(guarded.load(Ordering::SeqCst), 0);
+    });
+}

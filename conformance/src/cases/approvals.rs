@@ -21,6 +21,7 @@
 //! | `approval_stream_approved` | the stream's handle | `guarded` runs only after approval; `run_completed` with both outputs |
 //! | `approval_stream_denied` | the stream's handle | `guarded` never runs; `call_1` completes with kind `denied` and the reason, which the model gets; the shared transcript `transcript_tool_approval` |
 //! | `approval_timeout` | nobody (a short approval timeout) | denied with the reason `timed out`; a late decision is refused |
+//! | `approval_cancelled_while_waiting` | nobody: the run is cancelled from another thread while the call waits | `run_cancelled`; the call never runs; decisions are refused |
 //! | `approval_http_approved` | `POST /v1/runs/{id}/approvals` from a second connection | 404 for an unknown run, 400 for a bad body, 409 for a call that is not waiting; 200; the open stream goes on to `run_completed` |
 //! | `approval_http_denied_detached` | the same, while no client is connected | the run waits within the grace; 200 for the denial; a resumed stream shows the denial and `run_completed`; deciding again is 409 |
 
@@ -341,6 +342,45 @@ pub fn timeout(backend: &dyn Backend) -> Outcome {
         approvals.approve("call_1"),
         Err(ApprovalError::RunEnded),
         "approvals: a decision after the run is refused"
+    );
+    Outcome::passed()
+}
+
+/// `approval_cancelled_while_waiting`: see the [module docs](self).
+pub fn cancelled_while_waiting(backend: &dyn Backend) -> Outcome {
+    let setup = setup(backend, DECISION_DEADLINE);
+    setup.free.gate(1).open_next();
+    let run = setup.agent.run("go");
+    let approvals = run.approvals();
+    let cancel = run.cancel_handle();
+    let transcript = consume_run(backend, run, |event| {
+        if let EventKind::ToolCallCompleted { call_id, .. } = &event.kind
+            && call_id == "call_2"
+        {
+            step("call_1 waits for approval; cancelling the run from another thread");
+            let cancel = cancel.clone();
+            std::thread::spawn(move || cancel.cancel());
+        }
+        ControlFlow::Continue(())
+    });
+    transcript.assert_contract();
+    assert!(
+        matches!(
+            transcript.terminal().map(|e| &e.kind),
+            Some(EventKind::RunCancelled { .. })
+        ),
+        "approvals: a run cancelled while a call waits for approval ends with run_cancelled\n{}",
+        transcript.summary()
+    );
+    assert_eq!(
+        setup.guarded.probe().started(),
+        0,
+        "approvals: the waiting call of a cancelled run never runs"
+    );
+    assert_eq!(
+        approvals.approve("call_1"),
+        Err(ApprovalError::RunEnded),
+        "approvals: a cancelled run refuses decisions"
     );
     Outcome::passed()
 }
