@@ -45,6 +45,8 @@ mod book {
     struct StructuredOutputChapter;
     #[doc = include_str!("../../docs/src/anthropic.md")]
     struct AnthropicChapter;
+    #[doc = include_str!("../../docs/src/approvals.md")]
+    struct ApprovalsChapter;
     #[doc = include_str!("../../docs/src/http-api.md")]
     struct HttpApiChapter;
     #[doc = include_str!("../../docs/src/conformance-guide.md")]

@@ -47,6 +47,17 @@
 //! is asked for, `{"seq":4,"type":"partial_output","output":{"city":"Par"}}` follows text
 //! deltas that change the best-effort parse of the answer so far.
 //!
+//! A call that needs approval waits between its `tool_call_started` and its
+//! `tool_call_completed` (see [`approval`](crate::agent::ApprovalHandle)):
+//!
+//! ```json
+//! {"seq":5,"type":"tool_call_started","call_id":"call_1","name":"delete","arguments":{"path":"/tmp/x"}}
+//! {"seq":6,"type":"tool_approval_requested","call_id":"call_1","name":"delete","arguments":{"path":"/tmp/x"}}
+//! {"seq":7,"type":"tool_approval_decided","call_id":"call_1","name":"delete","approved":false,"reason":"not today"}
+//! {"seq":8,"type":"tool_call_completed","call_id":"call_1","name":"delete",
+//!  "result":{"status":"error","kind":"denied","message":"…not today"},"duration_ms":0.0}
+//! ```
+//!
 //! A tool call that failed completes with
 //! `"result":{"status":"error","kind":"unknown_tool","message":"…"}`; the kinds are listed on
 //! [`ToolErrorKind`](crate::tool::ToolErrorKind). Run failure kinds are listed on
@@ -140,7 +151,8 @@ pub enum EventKind {
         /// A fragment of the JSON arguments, as the model wrote it.
         arguments_delta: String,
     },
-    /// The model asked for a tool call, which starts now.
+    /// The model asked for a tool call, which starts now (a call that needs approval waits
+    /// for it first: [`EventKind::ToolApprovalRequested`] follows at once).
     ToolCallStarted {
         /// The call id the model gave (or one generated when it gave none).
         call_id: String,
@@ -148,6 +160,32 @@ pub enum EventKind {
         name: String,
         /// The arguments, parsed as JSON; a string when they were not valid JSON.
         arguments: serde_json::Value,
+    },
+    /// A tool call needs a human's approval before it runs, and waits for it (right after its
+    /// [`EventKind::ToolCallStarted`]). Decide with an
+    /// [`ApprovalHandle`](crate::agent::ApprovalHandle) or `POST /v1/runs/{id}/approvals`;
+    /// [`EventKind::ToolApprovalDecided`] follows. The run's other calls go on meanwhile.
+    ToolApprovalRequested {
+        /// The call id, as in `tool_call_started`: the id to approve or deny.
+        call_id: String,
+        /// The tool name.
+        name: String,
+        /// The arguments the tool would run with, parsed as JSON.
+        arguments: serde_json::Value,
+    },
+    /// A call waiting for approval was approved (it runs now) or denied (it completes at once
+    /// with a `denied` error result, given back to the model). A call whose approval timeout
+    /// passed is denied with the reason `"timed out"`.
+    ToolApprovalDecided {
+        /// The call id of the matching [`EventKind::ToolApprovalRequested`].
+        call_id: String,
+        /// The tool name.
+        name: String,
+        /// `true` when the call was approved.
+        approved: bool,
+        /// Why it was denied, when a reason was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// A tool call finished, successfully or not. Emitted the moment it finishes.
     ToolCallCompleted {
@@ -157,7 +195,8 @@ pub enum EventKind {
         name: String,
         /// The output, or the error given back to the model.
         result: ToolResult,
-        /// Milliseconds the call took.
+        /// Milliseconds the call took (for a call that waited for approval, from its
+        /// approval; 0 for a denied call).
         duration_ms: f64,
     },
     /// The best-effort parse of a structured answer so far (runs with an
@@ -244,6 +283,8 @@ impl EventKind {
             EventKind::ReasoningDelta { .. } => "reasoning_delta",
             EventKind::ToolCallDelta { .. } => "tool_call_delta",
             EventKind::ToolCallStarted { .. } => "tool_call_started",
+            EventKind::ToolApprovalRequested { .. } => "tool_approval_requested",
+            EventKind::ToolApprovalDecided { .. } => "tool_approval_decided",
             EventKind::ToolCallCompleted { .. } => "tool_call_completed",
             EventKind::PartialOutput { .. } => "partial_output",
             EventKind::RunCompleted { .. } => "run_completed",

@@ -99,6 +99,9 @@ pub enum ToolErrorKind {
     Panicked,
     /// The runtime dropped the tool's task before it finished.
     Cancelled,
+    /// The call needed approval and was denied (or its approval timed out): the tool did not
+    /// run. The message carries the reason.
+    Denied,
 }
 
 impl ToolErrorKind {
@@ -110,6 +113,7 @@ impl ToolErrorKind {
             ToolErrorKind::Failed => "failed",
             ToolErrorKind::Panicked => "panicked",
             ToolErrorKind::Cancelled => "cancelled",
+            ToolErrorKind::Denied => "denied",
         }
     }
 }
@@ -257,6 +261,13 @@ pub trait Tool: Send + Sync + 'static {
 
     /// Run the tool with `arguments` (already parsed as JSON).
     fn call(&self, arguments: Value, cx: ToolContext) -> ToolFuture;
+
+    /// Whether each call must be approved by a human before it runs (default `false`). The
+    /// agent's [`approval_policy`](crate::agent::AgentBuilder::approval_policy), when set,
+    /// decides instead (it is told this answer). See [`crate::agent::ApprovalHandle`].
+    fn requires_approval(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for dyn Tool {
@@ -274,13 +285,33 @@ type CallFn = dyn Fn(Value, ToolContext) -> ToolFuture + Send + Sync;
 pub struct FnTool {
     definition: ToolDefinition,
     call: Box<CallFn>,
+    requires_approval: bool,
 }
 
 impl fmt::Debug for FnTool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FnTool")
             .field("definition", &self.definition)
+            .field("requires_approval", &self.requires_approval)
             .finish_non_exhaustive()
+    }
+}
+
+impl FnTool {
+    /// Make every call of this tool wait for a human's approval before it runs (see
+    /// [`ApprovalHandle`](crate::agent::ApprovalHandle)).
+    ///
+    /// ```
+    /// use agent_core::tool::{async_tool, Tool};
+    /// let wire = async_tool("wire_money", "Send money", serde_json::json!({"type": "object"}), |_| async {
+    ///     Ok(serde_json::json!("sent"))
+    /// })
+    /// .require_approval();
+    /// assert!(wire.requires_approval());
+    /// ```
+    pub fn require_approval(mut self) -> Self {
+        self.requires_approval = true;
+        self
     }
 }
 
@@ -291,6 +322,10 @@ impl Tool for FnTool {
 
     fn call(&self, arguments: Value, cx: ToolContext) -> ToolFuture {
         (self.call)(arguments, cx)
+    }
+
+    fn requires_approval(&self) -> bool {
+        self.requires_approval
     }
 }
 
@@ -327,6 +362,7 @@ where
 {
     FnTool {
         definition: definition(name, description, parameters),
+        requires_approval: false,
         call: Box::new(move |args, _cx| Box::pin(f(args))),
     }
 }
@@ -348,6 +384,7 @@ where
     let f = Arc::new(f);
     FnTool {
         definition: definition(name, description, parameters),
+        requires_approval: false,
         call: Box::new(move |args, cx| {
             let f = f.clone();
             let handle = runtime::blocking(&*cx.runtime, move || f(args));
@@ -394,6 +431,7 @@ where
     let f = Arc::new(f);
     FnTool {
         definition: definition(name, description, schema_for::<A>()),
+        requires_approval: false,
         call: Box::new(move |args, _cx| {
             let f = f.clone();
             Box::pin(async move {
@@ -418,6 +456,7 @@ where
     let f = Arc::new(f);
     FnTool {
         definition: definition(name, description, schema_for::<A>()),
+        requires_approval: false,
         call: Box::new(move |args, cx| {
             let f = f.clone();
             Box::pin(async move {

@@ -27,7 +27,7 @@
 use std::fmt;
 use std::iter::FusedIterator;
 
-use agent_core::agent::{Agent, CancelHandle, RunStream, Session};
+use agent_core::agent::{Agent, ApprovalHandle, CancelHandle, RunStream, Session};
 use agent_core::event::Event;
 use agent_core::runtime::block_on;
 use futures_core::Stream;
@@ -116,6 +116,41 @@ impl RunIter {
     /// `run_cancelled` and ends.
     pub fn cancel_handle(&self) -> CancelHandle {
         self.stream.cancel_handle()
+    }
+
+    /// A handle that approves or denies this run's tool calls waiting for approval
+    /// (`tool_approval_requested`), from this thread between two calls to `next` or from any
+    /// other thread. While calls wait, `next` blocks (parked, not spinning) until a decision,
+    /// a cancel or a timeout wakes it, as for any other wait.
+    ///
+    /// ```
+    /// use agent_core::event::EventKind;
+    /// use agent_core::model::{ScriptedModel, Turn};
+    /// use agent_core::tool::blocking_tool;
+    ///
+    /// let agent = backend_blocking::agent_builder()
+    ///     .model(ScriptedModel::new([
+    ///         Turn::new().tool_call("call_1", "deploy", "{}"),
+    ///         Turn::new().text("Deployed."),
+    ///     ]))
+    ///     .tool(blocking_tool("deploy", "Deploy", serde_json::json!({"type": "object"}), |_| {
+    ///         Ok(serde_json::json!("ok"))
+    ///     }).require_approval())
+    ///     .build()
+    ///     .unwrap();
+    /// let mut events = backend_blocking::run(&agent, "ship it");
+    /// let approvals = events.approvals();
+    /// for event in events.by_ref() {
+    ///     if let EventKind::ToolApprovalRequested { call_id, .. } = &event.kind {
+    ///         approvals.approve(call_id).unwrap();
+    ///     }
+    ///     if let EventKind::RunCompleted { text, .. } = &event.kind {
+    ///         assert_eq!(text, "Deployed.");
+    ///     }
+    /// }
+    /// ```
+    pub fn approvals(&self) -> ApprovalHandle {
+        self.stream.approvals()
     }
 
     /// The id of this run (also in its `run_started` event).

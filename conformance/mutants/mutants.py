@@ -497,21 +497,22 @@ def mutations() -> list[Mutation]:
                  "    let mut running = FuturesUnordered::new();\n"
                  "    let mut mutant_batch: Vec<(usize, f64)> = Vec::new();\n"),
             Edit("agent-core/src/agent/drive.rs",
-                 """        let Some((i, result, started)) = running.next().await else {
-            break;
-        };
-        let call = &calls[i];
-        emitter
-            .emit(EventKind::ToolCallCompleted {
-                call_id: call.id.clone(),
-                name: call.name.clone(),
-                result: result.clone(),
-                duration_ms: ms(started),
-            })
-            .await;
-        results[i] = Some(result);
+                 """        let Some(event) = next else { break };
+        match event {
+            ToolEvent::Finished(i, result, started) => {
+                let call = &calls[i];
+                emitter
+                    .emit(EventKind::ToolCallCompleted {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        result: result.clone(),
+                        duration_ms: ms(started),
+                    })
+                    .await;
+                results[i] = Some(result);
+            }
 """,
-                 """        let Some((i, result, started)) = running.next().await else {
+                 """        let Some(event) = next else {
             for (i, duration_ms) in mutant_batch.drain(..) {
                 let call = &calls[i];
                 emitter
@@ -525,8 +526,11 @@ def mutations() -> list[Mutation]:
             }
             break;
         };
-        mutant_batch.push((i, ms(started)));
-        results[i] = Some(result);
+        match event {
+            ToolEvent::Finished(i, result, started) => {
+                mutant_batch.push((i, ms(started)));
+                results[i] = Some(result);
+            }
 """),
         ),
         backends=("tokio", "smol", "threads", "kit"),

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use agent_core::agent::Agent;
+use agent_core::agent::{Agent, RunStream};
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
 use agent_core::process::SharedProcessSpawner;
@@ -58,6 +58,26 @@ pub trait Backend: Send + Sync + 'static {
         input: &str,
         on_event: &mut dyn FnMut(Event) -> ControlFlow<()>,
     );
+
+    /// [`consume`](Backend::consume) for a run the case started itself (so that it keeps
+    /// the run's handles: [`RunStream::approvals`], [`RunStream::cancel_handle`]): drive
+    /// `run` through the backend's own entry point, calling `on_event` with each event the
+    /// moment it is produced; return when it ends or as soon as `on_event` breaks (dropping
+    /// the run). Blocks the calling thread until then.
+    ///
+    /// Defaults to polling `run` on the calling thread with the core's thread-parking
+    /// [`block_on`](agent_core::runtime::block_on), which is right for a backend whose
+    /// runtime makes progress without the calling thread. A backend whose executor *is* the
+    /// calling thread (a current-thread runtime) overrides it, as it does `consume`.
+    fn consume_stream(&self, run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
+        use futures_util::StreamExt;
+        let mut run = run;
+        while let Some(event) = agent_core::runtime::block_on(run.next()) {
+            if on_event(event).is_break() {
+                break;
+            }
+        }
+    }
 
     /// Start the backend's HTTP server serving `agent` with `config` (whose `addr` is
     /// `127.0.0.1:0`); return once it accepts connections.

@@ -110,6 +110,12 @@ macro_rules! suite {
             conformance_mcp_stdio_cancel_on_drop => "mcp_stdio_cancel_on_drop",
             conformance_mcp_http_tool_round => "mcp_http_tool_round",
             conformance_mcp_http_faults => "mcp_http_faults",
+            conformance_approval_stream_approved => "approval_stream_approved",
+            conformance_approval_stream_denied => "approval_stream_denied",
+            conformance_approval_timeout => "approval_timeout",
+            conformance_approval_cancelled_while_waiting => "approval_cancelled_while_waiting",
+            conformance_approval_http_approved => "approval_http_approved",
+            conformance_approval_http_denied_detached => "approval_http_denied_detached",
             }
         }
     };

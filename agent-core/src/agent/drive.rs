@@ -13,6 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::approval::{ApprovalCall, ApprovalDecision, ApprovalState};
 use super::emit::Emitter;
 use super::output::OnInvalidOutput;
 use super::{AgentInner, OutputType};
@@ -62,6 +63,8 @@ pub(crate) struct DriveOptions {
     pub(crate) limits: TextLimits,
     /// The structured output asked for, if any.
     pub(crate) output: Option<OutputType>,
+    /// Where calls that need approval wait for their decisions.
+    pub(crate) approvals: Arc<ApprovalState>,
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
@@ -89,6 +92,7 @@ pub(crate) async fn drive(
         model_timeouts,
         limits,
         output,
+        approvals,
     } = options;
     let run_start = Instant::now();
     emitter
@@ -338,7 +342,7 @@ pub(crate) async fn drive(
         }
 
         let tools_start = Instant::now();
-        let results = run_tools(&agent, &emitter, &tool_calls).await;
+        let results = run_tools(&agent, &emitter, &approvals, &tool_calls).await;
         for (call, result) in tool_calls.iter().zip(results) {
             messages.push(Message::Tool {
                 call_id: call.id.clone(),
@@ -392,48 +396,199 @@ fn fail(kind: ErrorKind, message: String, partial_text: String) -> Finished {
     }
 }
 
+/// What the tool loop waits for next.
+enum ToolEvent {
+    /// Call `i` finished with `result`, having started at the instant given.
+    Finished(usize, ToolResult, Instant),
+    /// Call `i` waiting for approval was decided on.
+    Decided(usize, ApprovalDecision),
+}
+
 /// Run one turn's tool calls, at most `max_concurrent_tools` at a time, emitting each
-/// completion the moment it happens. Returns the results in call order.
-async fn run_tools(agent: &AgentInner, emitter: &Emitter, calls: &[ToolCall]) -> Vec<ToolResult> {
+/// completion the moment it happens. A call that needs approval waits for its decision
+/// without taking a slot, while the other calls run. Returns the results in call order.
+async fn run_tools(
+    agent: &AgentInner,
+    emitter: &Emitter,
+    approvals: &Arc<ApprovalState>,
+    calls: &[ToolCall],
+) -> Vec<ToolResult> {
     let mut results: Vec<Option<ToolResult>> = vec![None; calls.len()];
     let mut queued: VecDeque<usize> = (0..calls.len()).collect();
+    // Approved calls waiting for a slot; they go before the queue.
+    let mut approved: VecDeque<usize> = VecDeque::new();
+    let mut arguments: Vec<Option<Result<Value, String>>> = vec![None; calls.len()];
     let mut running = FuturesUnordered::new();
+    let mut waiting = FuturesUnordered::new();
     loop {
         while running.len() < agent.max_concurrent_tools {
+            if let Some(i) = approved.pop_front() {
+                let call = &calls[i];
+                let parsed = arguments[i]
+                    .take()
+                    .unwrap_or_else(|| parse_arguments(&call.arguments));
+                running.push(finish(i, start_tool(agent, call, parsed)));
+                continue;
+            }
             let Some(i) = queued.pop_front() else { break };
             let call = &calls[i];
-            let arguments = parse_arguments(&call.arguments);
+            let parsed = parse_arguments(&call.arguments);
+            let shown = parsed
+                .clone()
+                .unwrap_or_else(|_| Value::String(call.arguments.clone()));
             emitter
                 .emit(EventKind::ToolCallStarted {
                     call_id: call.id.clone(),
                     name: call.name.clone(),
-                    arguments: arguments
-                        .clone()
-                        .unwrap_or_else(|_| Value::String(call.arguments.clone())),
+                    arguments: shown.clone(),
                 })
                 .await;
-            let started = Instant::now();
-            let outcome = start_tool(agent, call, arguments);
-            running.push(async move { (i, outcome.await, started) });
+            if needs_approval(agent, call, &parsed) {
+                approvals.request(&call.id);
+                emitter
+                    .emit(EventKind::ToolApprovalRequested {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        arguments: shown,
+                    })
+                    .await;
+                arguments[i] = Some(parsed);
+                let timer = agent.approval_timeout.map(|d| agent.runtime.sleep(d));
+                waiting.push(wait_for_decision(
+                    approvals.clone(),
+                    call.id.clone(),
+                    timer,
+                    i,
+                ));
+                continue;
+            }
+            running.push(finish(i, start_tool(agent, call, parsed)));
         }
-        let Some((i, result, started)) = running.next().await else {
-            break;
-        };
-        let call = &calls[i];
-        emitter
-            .emit(EventKind::ToolCallCompleted {
-                call_id: call.id.clone(),
-                name: call.name.clone(),
-                result: result.clone(),
-                duration_ms: ms(started),
-            })
-            .await;
-        results[i] = Some(result);
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(Some(event)) = running.poll_next_unpin(cx) {
+                return Poll::Ready(Some(event));
+            }
+            if let Poll::Ready(Some(event)) = waiting.poll_next_unpin(cx) {
+                return Poll::Ready(Some(event));
+            }
+            if running.is_empty() && waiting.is_empty() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        let Some(event) = next else { break };
+        match event {
+            ToolEvent::Finished(i, result, started) => {
+                let call = &calls[i];
+                emitter
+                    .emit(EventKind::ToolCallCompleted {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        result: result.clone(),
+                        duration_ms: ms(started),
+                    })
+                    .await;
+                results[i] = Some(result);
+            }
+            ToolEvent::Decided(i, decision) => {
+                let call = &calls[i];
+                let reason = match &decision {
+                    ApprovalDecision::Deny { reason } => reason.clone(),
+                    _ => None,
+                };
+                emitter
+                    .emit(EventKind::ToolApprovalDecided {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        approved: decision.is_approved(),
+                        reason: reason.clone(),
+                    })
+                    .await;
+                if decision.is_approved() {
+                    approved.push_back(i);
+                    continue;
+                }
+                let message = match &reason {
+                    Some(reason) => format!(
+                        "the call was not approved, so the tool did not run (reason: {reason})"
+                    ),
+                    None => "the call was not approved, so the tool did not run".to_string(),
+                };
+                let result = ToolError::new(ToolErrorKind::Denied, message).into_result();
+                emitter
+                    .emit(EventKind::ToolCallCompleted {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
+                        result: result.clone(),
+                        duration_ms: 0.0,
+                    })
+                    .await;
+                results[i] = Some(result);
+            }
+        }
     }
     results
         .into_iter()
         .map(|r| r.expect("every queued call completed"))
         .collect()
+}
+
+/// Run call `i` to its result, timing it from now.
+fn finish(
+    i: usize,
+    outcome: futures_util::future::BoxFuture<'static, ToolResult>,
+) -> impl std::future::Future<Output = ToolEvent> {
+    let started = Instant::now();
+    async move { ToolEvent::Finished(i, outcome.await, started) }
+}
+
+/// Whether `call` must wait for approval: only a call that would run (a known tool,
+/// arguments that parse) is asked about; the agent's policy decides, else the tool.
+fn needs_approval(agent: &AgentInner, call: &ToolCall, parsed: &Result<Value, String>) -> bool {
+    let (Some(tool), Ok(arguments)) = (agent.tool(&call.name), parsed) else {
+        return false;
+    };
+    let tool_requires_approval = tool.requires_approval();
+    let Some(policy) = &agent.approval_policy else {
+        return tool_requires_approval;
+    };
+    let query = ApprovalCall {
+        call_id: &call.id,
+        name: &call.name,
+        arguments,
+        tool_requires_approval,
+    };
+    std::panic::catch_unwind(AssertUnwindSafe(|| policy(&query))).unwrap_or_else(|payload| {
+        tracing::error!(
+            call_id = %call.id,
+            panic = %panic_message(&*payload),
+            "the approval policy panicked; the call waits for approval"
+        );
+        true
+    })
+}
+
+/// Wait for the decision on call `i` (`call_id`), denying it when `timer` fires first.
+async fn wait_for_decision(
+    approvals: Arc<ApprovalState>,
+    call_id: String,
+    mut timer: Option<crate::runtime::BoxFuture<()>>,
+    i: usize,
+) -> ToolEvent {
+    let decision = std::future::poll_fn(|cx| {
+        if let Poll::Ready(decision) = approvals.poll_decision(&call_id, cx) {
+            return Poll::Ready(decision);
+        }
+        if let Some(timer) = timer.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(approvals.expire(&call_id));
+        }
+        Poll::Pending
+    })
+    .await;
+    ToolEvent::Decided(i, decision)
 }
 
 fn parse_arguments(raw: &str) -> Result<Value, String> {

@@ -31,6 +31,7 @@
 //! assert_eq!(text, "The answer is 42.");
 //! ```
 
+mod approval;
 mod drive;
 mod emit;
 mod history;
@@ -48,6 +49,9 @@ use crate::policy::Timeouts;
 use crate::runtime::SharedRuntime;
 use crate::tool::Tool;
 
+pub use approval::{
+    APPROVAL_TIMED_OUT, ApprovalCall, ApprovalDecision, ApprovalError, ApprovalHandle,
+};
 pub use history::message_bytes;
 pub use output::{OnInvalidOutput, OutputType};
 pub use run::{COOPERATIVE_BUDGET, CancelHandle, RunStream};
@@ -71,6 +75,8 @@ pub(crate) struct AgentInner {
     timeouts: Option<Timeouts>,
     max_output_bytes: Option<usize>,
     output: Option<OutputType>,
+    approval_policy: Option<approval::ApprovalPolicy>,
+    approval_timeout: Option<Duration>,
 }
 
 impl AgentInner {
@@ -255,6 +261,7 @@ impl Agent {
         let model_timeouts = timeouts.or(self.inner.timeouts);
         let run_id = new_run_id();
         let emitter = emit::Emitter::default();
+        let approvals = Arc::new(approval::ApprovalState::default());
         let span =
             tracing::info_span!("agent_run", run_id = %run_id, model = self.inner.model.name());
         let driver = tracing::Instrument::instrument(
@@ -268,6 +275,7 @@ impl Agent {
                     model_timeouts,
                     limits,
                     output,
+                    approvals: approvals.clone(),
                 },
             ),
             span,
@@ -278,9 +286,12 @@ impl Agent {
             Box::pin(driver),
             emitter,
             self.inner.runtime.clone(),
-            deadline,
-            session,
-            discard_text,
+            run::StreamParts {
+                deadline,
+                session,
+                discard_text,
+                approvals,
+            },
         )
     }
 }
@@ -490,6 +501,8 @@ pub struct AgentBuilder {
     timeouts: Option<Timeouts>,
     max_output_bytes: Option<usize>,
     output: Option<OutputType>,
+    approval_policy: Option<approval::ApprovalPolicy>,
+    approval_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for AgentBuilder {
@@ -612,6 +625,67 @@ impl AgentBuilder {
         self
     }
 
+    /// Decide per call whether it needs a human's approval before it runs, replacing the
+    /// tools' own answers ([`Tool::requires_approval`](crate::tool::Tool::requires_approval),
+    /// which the policy is given as [`ApprovalCall::tool_requires_approval`]). Only calls that
+    /// would run are asked about (a known tool, arguments that are JSON). A policy that
+    /// panics counts as "needs approval".
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use futures_util::StreamExt;
+    /// use agent_core::agent::Agent;
+    /// use agent_core::event::EventKind;
+    /// use agent_core::model::{ScriptedModel, Turn};
+    /// use agent_core::runtime::{block_on, ThreadRuntime};
+    /// use agent_core::tool::blocking_tool;
+    ///
+    /// let shell = blocking_tool("shell", "Run a command", serde_json::json!({"type": "object"}), |_| {
+    ///     Ok(serde_json::json!("ok"))
+    /// });
+    /// let agent = Agent::builder()
+    ///     .model(ScriptedModel::new([
+    ///         Turn::new()
+    ///             .tool_call("call_1", "shell", r#"{"cmd": "ls"}"#)
+    ///             .tool_call("call_2", "shell", r#"{"cmd": "rm -rf /"}"#),
+    ///         Turn::new().text("Done."),
+    ///     ]))
+    ///     .tool(shell)
+    ///     // Only destructive commands need a human.
+    ///     .approval_policy(|call| call.arguments["cmd"].as_str().is_some_and(|c| c.starts_with("rm")))
+    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut run = agent.run("clean up");
+    /// let approvals = run.approvals();
+    /// let mut asked = Vec::new();
+    /// block_on(async {
+    ///     while let Some(event) = run.next().await {
+    ///         if let EventKind::ToolApprovalRequested { call_id, .. } = &event.kind {
+    ///             asked.push(call_id.clone());
+    ///             approvals.deny(call_id, "never").unwrap();
+    ///         }
+    ///     }
+    /// });
+    /// assert_eq!(asked, ["call_2"]);
+    /// ```
+    pub fn approval_policy(
+        mut self,
+        policy: impl Fn(&ApprovalCall<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.approval_policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// Deny a call that waited `timeout` for approval without a decision, with the reason
+    /// [`APPROVAL_TIMED_OUT`] (`"timed out"`); the model is told, and the run goes on.
+    /// Default: no timeout (the call waits until decided, or until the run is cancelled or
+    /// its run timeout passes).
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = Some(timeout);
+        self
+    }
+
     /// Build the agent.
     pub fn build(self) -> Result<Agent, BuildError> {
         let model = self.model.ok_or(BuildError::MissingModel)?;
@@ -646,6 +720,8 @@ impl AgentBuilder {
                 timeouts: self.timeouts,
                 max_output_bytes: self.max_output_bytes,
                 output: self.output,
+                approval_policy: self.approval_policy,
+                approval_timeout: self.approval_timeout,
             }),
         })
     }

@@ -11,6 +11,7 @@ use futures_core::Stream;
 use futures_core::stream::FusedStream;
 use futures_util::task::AtomicWaker;
 
+use super::approval::{ApprovalHandle, ApprovalState};
 use super::drive::Finished;
 use super::emit::Emitter;
 use super::history::History;
@@ -36,6 +37,10 @@ pub const COOPERATIVE_BUDGET: u32 = 64;
 ///   result is discarded. No terminal event is produced, as there is nobody to read it.
 /// * [`RunStream::cancel_handle`] cancels a run from elsewhere; the stream then ends with
 ///   `run_cancelled`.
+/// * [`RunStream::approvals`] approves or denies the tool calls that wait for approval
+///   (`tool_approval_requested`). While calls wait, the stream is simply `Pending` (no
+///   thread is held, nothing spins): a decision, a cancel, the run timeout or an approval
+///   timeout wakes it.
 /// * After [`COOPERATIVE_BUDGET`] consecutive ready events it returns `Pending` once (having
 ///   woken itself), so a model that is always ready cannot starve its executor.
 /// * A panic inside a model or the loop is caught and ends the run with `run_failed`
@@ -54,6 +59,7 @@ pub struct RunStream {
     partial_text: String,
     /// `RunOptions::discard_text`: keep no `partial_text` either.
     discard_text: bool,
+    approvals: Arc<ApprovalState>,
     done: bool,
 }
 
@@ -67,16 +73,29 @@ impl fmt::Debug for RunStream {
     }
 }
 
+/// What a [`RunStream`] holds besides its loop: the run timeout, the session to append to,
+/// whether to keep the text, and the run's approvals.
+pub(crate) struct StreamParts {
+    pub(crate) deadline: Option<BoxFuture<()>>,
+    pub(crate) session: Option<Arc<Mutex<History>>>,
+    pub(crate) discard_text: bool,
+    pub(crate) approvals: Arc<ApprovalState>,
+}
+
 impl RunStream {
     pub(crate) fn new(
         run_id: String,
         driver: BoxFuture<Finished>,
         emitter: Emitter,
         runtime: SharedRuntime,
-        deadline: Option<BoxFuture<()>>,
-        session: Option<Arc<Mutex<History>>>,
-        discard_text: bool,
+        parts: StreamParts,
     ) -> Self {
+        let StreamParts {
+            deadline,
+            session,
+            discard_text,
+            approvals,
+        } = parts;
         RunStream {
             run_id,
             driver: Some(driver),
@@ -89,6 +108,7 @@ impl RunStream {
             ready_streak: 0,
             partial_text: String::new(),
             discard_text,
+            approvals,
             done: false,
         }
     }
@@ -96,6 +116,14 @@ impl RunStream {
     /// The runtime the run's timers and tasks use.
     pub(crate) fn runtime(&self) -> &SharedRuntime {
         &self.runtime
+    }
+
+    /// A handle that approves or denies this run's tool calls waiting for approval, from any
+    /// task or thread (see [`ApprovalHandle`]). Once the run has ended (or its stream was
+    /// dropped), every decision is refused with
+    /// [`ApprovalError::RunEnded`](super::ApprovalError::RunEnded).
+    pub fn approvals(&self) -> ApprovalHandle {
+        ApprovalHandle::new(self.approvals.clone())
     }
 
     /// The id of this run (also in its `run_started` event).
@@ -158,6 +186,7 @@ impl RunStream {
 
     /// End the run with `kind`, dropping the loop (and everything it owns) first.
     fn finish(&mut self, kind: EventKind) -> Poll<Option<Event>> {
+        self.approvals.end();
         self.driver = None;
         self.deadline = None;
         self.done = true;
@@ -238,6 +267,12 @@ impl Stream for RunStream {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         if self.done { (0, Some(0)) } else { (1, None) }
+    }
+}
+
+impl Drop for RunStream {
+    fn drop(&mut self) {
+        self.approvals.end();
     }
 }
 

@@ -37,6 +37,14 @@
 //! (`r1` is the request's `runId`; one assistant message id per model round, which the tool
 //! calls of that round name as their `parentMessageId`.)
 //!
+//! A call that needs approval is announced, after its `TOOL_CALL_END`, by
+//! `{"type":"CUSTOM","name":"tool_approval_requested","value":{"toolCallId","toolCallName","input"}}`,
+//! and its decision by `{"type":"CUSTOM","name":"tool_approval_decided","value":{"toolCallId","approved","reason"?}}`
+//! before its `TOOL_CALL_RESULT` (a denied call's content is `error (denied): …`). AG-UI's own
+//! interrupts end the run (`RUN_FINISHED` with an interrupt outcome) and resume it in a new
+//! run; this run waits in place instead, so the request is a `CUSTOM` event and the decision
+//! goes to `POST /v1/runs/{id}/approvals` (the server's run id is the `x-run-id` header).
+//!
 //! The ordering rules clients verify hold by construction: `RUN_STARTED` first; a text or
 //! reasoning message is ended before anything else starts (another message, a tool call, the
 //! end of the run); a tool call's `TOOL_CALL_END` comes before its result; everything that
@@ -336,6 +344,36 @@ impl FrameEncoder for AgUiEvents {
                     Self::args(call_id, &text, out);
                 }
                 self.end_call(call_id, out);
+            }
+            EventKind::ToolApprovalRequested {
+                call_id,
+                name,
+                arguments,
+            } => {
+                self.close_message(out);
+                self.end_call(call_id, out);
+                Self::frame(
+                    out,
+                    &json!({"type": "CUSTOM", "name": "tool_approval_requested", "value": {
+                        "toolCallId": call_id, "toolCallName": name, "input": arguments,
+                    }}),
+                );
+            }
+            EventKind::ToolApprovalDecided {
+                call_id,
+                approved,
+                reason,
+                ..
+            } => {
+                self.close_message(out);
+                let mut value = json!({"toolCallId": call_id, "approved": approved});
+                if let Some(reason) = reason {
+                    value["reason"] = json!(reason);
+                }
+                Self::frame(
+                    out,
+                    &json!({"type": "CUSTOM", "name": "tool_approval_decided", "value": value}),
+                );
             }
             EventKind::ToolCallCompleted {
                 call_id, result, ..

@@ -38,7 +38,14 @@
 //! ```
 //!
 //! A failed tool call answers `tool-output-error` (`errorText`) instead of
-//! `tool-output-available`; a failed run ends with the open parts closed, then
+//! `tool-output-available`. A call that needs approval gets
+//! `{"type":"tool-approval-request","approvalId":"call_1","toolCallId":"call_1"}` after its
+//! `tool-input-available` (the approval id is the call id; the decision goes to
+//! `POST /v1/runs/{id}/approvals`, the run id being the `x-run-id` header and the
+//! `messageId` after `msg_`), then `tool-output-available` once approved and run, or
+//! `{"type":"tool-output-denied","toolCallId":"call_1"}` when denied. In the request's
+//! history, a tool part in state `output-denied` becomes a denied tool result (with its
+//! `approval.reason`); a failed run ends with the open parts closed, then
 //! `{"type":"error","errorText":…}` and `[DONE]`; a cancelled run (server shutdown) with
 //! `{"type":"abort"}` and `[DONE]`. Every frame is a strict `UIMessageChunk`: no field
 //! beyond the ones the `ai` package's schema allows.
@@ -53,7 +60,7 @@ use super::response::ApiError;
 use crate::agent::Agent;
 use crate::event::{Event, EventKind};
 use crate::model::{Message, ToolCall};
-use crate::tool::ToolResult;
+use crate::tool::{ToolErrorKind, ToolResult};
 
 /// The header that names the protocol version of the response.
 pub(crate) const STREAM_HEADER: &str = "x-vercel-ai-ui-message-stream";
@@ -192,6 +199,17 @@ fn assistant_turns(parts: &[Value], history: &mut Vec<Message>) -> Result<(), Ap
                     "error: {}",
                     part.get("errorText").and_then(Value::as_str).unwrap_or("")
                 ),
+                Some("output-denied") => {
+                    match part.pointer("/approval/reason").and_then(Value::as_str) {
+                        Some(reason) => format!(
+                            "error (denied): the call was not approved, so the tool did not run (reason: {reason})"
+                        ),
+                        None => {
+                            "error (denied): the call was not approved, so the tool did not run"
+                                .to_string()
+                        }
+                    }
+                }
                 _ => continue,
             };
             let arguments = match part.get("input") {
@@ -375,10 +393,25 @@ impl FrameEncoder for UiMessageStream {
                     &json!({"type": "tool-input-available", "toolCallId": call_id, "toolName": name, "input": arguments}),
                 );
             }
+            EventKind::ToolApprovalRequested { call_id, .. } => {
+                // The part is in `approval-requested` state until the call completes; the
+                // approval id is the call id (decide with POST /v1/runs/{id}/approvals).
+                Self::frame(
+                    out,
+                    &json!({"type": "tool-approval-request", "approvalId": call_id, "toolCallId": call_id}),
+                );
+            }
+            // The protocol has no chunk for a decision: the client that decided knows it,
+            // and the call's outcome follows (`tool-output-denied` for a denial).
+            EventKind::ToolApprovalDecided { .. } => {}
             EventKind::ToolCallCompleted {
                 call_id, result, ..
             } => {
                 let frame = match result {
+                    ToolResult::Error {
+                        kind: ToolErrorKind::Denied,
+                        ..
+                    } => json!({"type": "tool-output-denied", "toolCallId": call_id}),
                     ToolResult::Ok { output } => {
                         json!({"type": "tool-output-available", "toolCallId": call_id, "output": output})
                     }

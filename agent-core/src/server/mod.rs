@@ -34,6 +34,7 @@
 
 mod ag_ui;
 mod ai_sdk;
+mod approvals;
 mod body;
 mod chat;
 mod config;

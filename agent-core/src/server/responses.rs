@@ -570,6 +570,10 @@ impl ResponsesEncoder {
             }
             // The answer's text deltas already carry a structured answer.
             EventKind::PartialOutput { .. } => {}
+            // The Responses API has approval items only for MCP calls the provider runs; an
+            // agent tool's approval is decided over POST /v1/runs/{id}/approvals, and a
+            // denied call's output says so.
+            EventKind::ToolApprovalRequested { .. } | EventKind::ToolApprovalDecided { .. } => {}
             EventKind::ModelRequestStarted { .. } => {}
             EventKind::TextDelta { text } => self.text_delta(out, TextKind::Message, text),
             EventKind::ReasoningDelta { text } => self.text_delta(out, TextKind::Reasoning, text),

@@ -44,7 +44,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::agent::{CancelHandle, RunStream};
+use crate::agent::{ApprovalHandle, CancelHandle, RunStream};
 use crate::event::{Event, EventKind};
 use crate::runtime::SharedRuntime;
 
@@ -94,6 +94,7 @@ impl RunRegistry {
         let log = Arc::new(RunLog {
             id: run.run_id().to_string(),
             cancel: run.cancel_handle(),
+            approvals: run.approvals(),
             runtime,
             detach_grace,
             max_bytes: self.limits.max_log_bytes,
@@ -151,6 +152,7 @@ pub(crate) fn standalone(run: RunStream) -> RunEvents {
     let log = Arc::new(RunLog {
         id: run.run_id().to_string(),
         cancel: run.cancel_handle(),
+        approvals: run.approvals(),
         runtime: run.runtime().clone(),
         detach_grace: Duration::ZERO,
         // One reader: what it took is dropped at once beyond this.
@@ -199,6 +201,7 @@ pub(crate) enum AttachError {
 pub(crate) struct RunLog {
     id: String,
     cancel: CancelHandle,
+    approvals: ApprovalHandle,
     runtime: SharedRuntime,
     detach_grace: Duration,
     max_bytes: usize,
@@ -342,6 +345,11 @@ impl RunLog {
     pub(crate) fn exhausted_at(&self, from: u64) -> bool {
         let state = lock(&self.state);
         state.ended && from == state.next_seq()
+    }
+
+    /// Decides the run's tool calls waiting for approval (`POST /v1/runs/{id}/approvals`).
+    pub(crate) fn approvals(&self) -> &ApprovalHandle {
+        &self.approvals
     }
 
     /// Ask the run to stop (its stream then ends with `run_cancelled`).

@@ -183,7 +183,7 @@ impl AgentService {
                 status: 404,
                 code: "not_found",
                 message: format!(
-                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, GET /v1/runs/{{id}}, GET /v1/runs/{{id}}/events, POST /v1/runs/{{id}}/cancel, POST /v1/chat/completions, POST /v1/responses, POST /v1/ai-sdk/chat, POST /v1/ag-ui"
+                    "no route for {method} {path}; see GET /healthz, GET /v1/models, POST /v1/runs, GET /v1/runs/{{id}}, GET /v1/runs/{{id}}/events, POST /v1/runs/{{id}}/cancel, POST /v1/runs/{{id}}/approvals, POST /v1/chat/completions, POST /v1/responses, POST /v1/ai-sdk/chat, POST /v1/ag-ui"
                 ),
             });
         };
@@ -240,8 +240,8 @@ impl AgentService {
             Resource::RunCancel(id) => return self.cancel_run(id),
             _ => {}
         }
-        // A run starts only from a JSON request: a cross-site form post (text/plain,
-        // form-urlencoded: no preflight) cannot start one.
+        // A run starts (or is approved) only from a JSON request: a cross-site form post
+        // (text/plain, form-urlencoded: no preflight) cannot start one.
         if !cors::is_json(headers) {
             return Err(ApiError {
                 status: 415,
@@ -255,6 +255,10 @@ impl AgentService {
             ));
         }
         match resource {
+            Resource::RunApprovals(id) => {
+                let log = self.find_run(id)?;
+                Ok(Routed::Ready(super::approvals::decide(&log, body)?))
+            }
             Resource::Protocol(start) => self.start_protocol(start(&self.inner.agent, body)?),
             Resource::Runs => {
                 let request: RunRequest =
@@ -589,6 +593,7 @@ enum Resource<'a> {
     Run(&'a str),
     RunEvents(&'a str),
     RunCancel(&'a str),
+    RunApprovals(&'a str),
     ChatCompletions,
     Protocol(protocol::StartFn),
 }
@@ -614,6 +619,7 @@ impl<'a> Resource<'a> {
             "" => Some(Resource::Run(id)),
             "events" => Some(Resource::RunEvents(id)),
             "cancel" => Some(Resource::RunCancel(id)),
+            "approvals" => Some(Resource::RunApprovals(id)),
             _ => None,
         }
     }

@@ -23,6 +23,7 @@
 //! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
 //! | 16 | session bounds | `server_session_bounds` |
 //! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid`, `mcp_stdio_tool_round`, `mcp_stdio_faults`, `mcp_stdio_cancel_on_drop`, `mcp_http_tool_round`, `mcp_http_faults` (MCP tools) |
+//! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid`, `approval_stream_approved`, `approval_stream_denied`, `approval_timeout`, `approval_cancelled_while_waiting`, `approval_http_approved`, `approval_http_denied_detached` (human approval of tool calls) |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -32,6 +33,7 @@
 
 pub mod accounting;
 pub mod anthropic;
+pub mod approvals;
 pub mod backpressure;
 pub mod cancellation;
 pub mod contract;
@@ -240,6 +242,12 @@ cases! {
     "mcp_stdio_cancel_on_drop", "17 agent capabilities", "a run dropped while an MCP call is in flight sends notifications/cancelled for it", mcp::stdio_cancel_on_drop;
     "mcp_http_tool_round", "17 agent capabilities", "Streamable HTTP: JSON and SSE answers, tools/list pages, Mcp-Session-Id and MCP-Protocol-Version on every later request", mcp::http_tool_round;
     "mcp_http_faults", "17 agent capabilities", "Streamable HTTP faults (500, SSE ended early, not JSON, no answer → timeout + notifications/cancelled) are tool errors", mcp::http_faults;
+    "approval_stream_approved", "17 agent capabilities", "a call held for approval waits while the round's other call runs, and runs once approved through the run stream's ApprovalHandle (lockstep)", approvals::stream_approved;
+    "approval_stream_denied", "17 agent capabilities", "a call denied through the handle never runs; the model gets a denied result with the reason (shared transcript)", approvals::stream_denied;
+    "approval_timeout", "17 agent capabilities", "a call nobody decides on is denied with the reason \"timed out\" after the approval timeout", approvals::timeout;
+    "approval_cancelled_while_waiting", "17 agent capabilities", "a run cancelled while a call waits for approval ends with run_cancelled; the call never runs", approvals::cancelled_while_waiting;
+    "approval_http_approved", "17 agent capabilities", "POST /v1/runs/{id}/approvals from a second connection approves a waiting call (404 unknown run, 400 bad body, 409 not waiting)", approvals::http_approved;
+    "approval_http_denied_detached", "17 agent capabilities", "a run whose client left waits within its grace; a denial over HTTP lets it complete; the resumed stream shows the denial", approvals::http_denied_detached;
 }
 
 /// The case named `name`.

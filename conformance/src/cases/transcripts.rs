@@ -52,6 +52,10 @@ const SNAPSHOTS: &[(&str, &str)] = &[
         "transcript_structured_output",
         include_str!("../../snapshots/transcript_structured_output.snap"),
     ),
+    (
+        "transcript_tool_approval",
+        include_str!("../../snapshots/transcript_tool_approval.snap"),
+    ),
 ];
 
 /// Set to `review` (`CONFORMANCE_SNAPSHOTS=review cargo test …`, in this repository only)

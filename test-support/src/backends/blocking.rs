@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use agent_core::agent::Agent;
+use agent_core::agent::{Agent, RunStream};
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
 use agent_core::process::SharedProcessSpawner;
@@ -45,6 +45,14 @@ impl Backend for Threads {
     ) {
         // Breaking out of the loop drops the iterator, which cancels the run.
         for event in backend_blocking::run(agent, input) {
+            if on_event(event).is_break() {
+                break;
+            }
+        }
+    }
+
+    fn consume_stream(&self, run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
+        for event in backend_blocking::RunIter::new(run) {
             if on_event(event).is_break() {
                 break;
             }

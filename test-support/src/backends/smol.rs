@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 
-use agent_core::agent::Agent;
+use agent_core::agent::{Agent, RunStream};
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
 use agent_core::process::SharedProcessSpawner;
@@ -66,7 +66,11 @@ impl Backend for SmolSingleThread {
         on_event: &mut dyn FnMut(Event) -> ControlFlow<()>,
     ) {
         // `block_on(executor.run(consumer))`: this thread is the executor.
-        self.runtime.block_on(consume(agent, input, on_event));
+        self.consume_stream(agent.run(input), on_event);
+    }
+
+    fn consume_stream(&self, run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
+        self.runtime.block_on(consume(run, on_event));
     }
 
     fn start_server(&self, agent: Agent, config: ServerConfig) -> Box<dyn RunningServer> {
@@ -132,7 +136,11 @@ impl Backend for SmolMultiThread {
         input: &str,
         on_event: &mut dyn FnMut(Event) -> ControlFlow<()>,
     ) {
-        agent_core::runtime::block_on(consume(agent, input, on_event));
+        self.consume_stream(agent.run(input), on_event);
+    }
+
+    fn consume_stream(&self, run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
+        agent_core::runtime::block_on(consume(run, on_event));
     }
 
     fn start_server(&self, agent: Agent, config: ServerConfig) -> Box<dyn RunningServer> {
@@ -152,8 +160,7 @@ impl Backend for SmolMultiThread {
     }
 }
 
-async fn consume(agent: &Agent, input: &str, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
-    let mut run = agent.run(input);
+async fn consume(mut run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
     while let Some(event) = run.next().await {
         if on_event(event).is_break() {
             break;

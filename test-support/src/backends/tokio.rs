@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use agent_core::agent::Agent;
+use agent_core::agent::{Agent, RunStream};
 use agent_core::event::Event;
 use agent_core::http::HttpClient;
 use agent_core::process::SharedProcessSpawner;
@@ -74,8 +74,12 @@ impl Backend for TokioCurrentThread {
         on_event: &mut dyn FnMut(Event) -> ControlFlow<()>,
     ) {
         // This thread is the runtime: the consumer and every spawned task share it.
+        self.consume_stream(agent.run(input), on_event);
+    }
+
+    fn consume_stream(&self, run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
         self.runtime.block_on(async {
-            consume(agent, input, on_event).await;
+            consume(run, on_event).await;
             // Cancelling a run drops its HTTP response, which wakes the connection task that
             // owns the socket (hyper's design); on a current-thread runtime that task only
             // runs while the runtime is driven. A program on this runtime keeps driving it;
@@ -182,7 +186,11 @@ impl Backend for TokioMultiThread {
         input: &str,
         on_event: &mut dyn FnMut(Event) -> ControlFlow<()>,
     ) {
-        self.runtime.block_on(consume(agent, input, on_event));
+        self.consume_stream(agent.run(input), on_event);
+    }
+
+    fn consume_stream(&self, run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
+        self.runtime.block_on(consume(run, on_event));
     }
 
     fn start_server(&self, agent: Agent, config: ServerConfig) -> Box<dyn RunningServer> {
@@ -212,8 +220,7 @@ impl Backend for TokioMultiThread {
     }
 }
 
-async fn consume(agent: &Agent, input: &str, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
-    let mut run = agent.run(input);
+async fn consume(mut run: RunStream, on_event: &mut dyn FnMut(Event) -> ControlFlow<()>) {
     while let Some(event) = run.next().await {
         if on_event(event).is_break() {
             break;
