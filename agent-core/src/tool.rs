@@ -27,6 +27,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -228,13 +229,18 @@ impl From<TaskError> for ToolError {
     }
 }
 
-/// What a tool call may use: the run's runtime and the call id.
+/// What a tool call may use: the run's runtime, the call id, and whether the call was
+/// cancelled.
+///
+/// Typed tools get it as an optional second argument
+/// (`typed_tool(name, description, |args: A, cx: ToolContext| …)`).
 #[derive(Clone)]
 pub struct ToolContext {
     /// The runtime of the run (for blocking work and timers).
     pub runtime: SharedRuntime,
     /// The id of this call.
     pub call_id: String,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for ToolContext {
@@ -242,7 +248,55 @@ impl fmt::Debug for ToolContext {
         f.debug_struct("ToolContext")
             .field("runtime", &self.runtime.name())
             .field("call_id", &self.call_id)
+            .field("cancelled", &self.is_cancelled())
             .finish()
+    }
+}
+
+impl ToolContext {
+    /// The context of call `call_id` on `runtime`, not cancelled.
+    pub fn new(runtime: SharedRuntime, call_id: impl Into<String>) -> Self {
+        ToolContext {
+            runtime,
+            call_id: call_id.into(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// `true` once the call was given up: its run was cancelled, failed, or dropped while
+    /// the call was running. An async tool is simply dropped then; a blocking tool (which
+    /// cannot be interrupted) can check this between steps and stop early, as its result
+    /// would be discarded anyway.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// A guard that marks the call cancelled when dropped before [`CallGuard::finish`]:
+    /// the agent loop holds one around each call's future.
+    pub(crate) fn guard(&self) -> CallGuard {
+        CallGuard {
+            cancelled: Some(self.cancelled.clone()),
+        }
+    }
+}
+
+/// Marks a call cancelled when dropped before it finished (see [`ToolContext::guard`]).
+pub(crate) struct CallGuard {
+    cancelled: Option<Arc<AtomicBool>>,
+}
+
+impl CallGuard {
+    /// The call finished: dropping the guard changes nothing.
+    pub(crate) fn finish(mut self) {
+        self.cancelled = None;
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if let Some(flag) = self.cancelled.take() {
+            flag.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -414,44 +468,134 @@ fn to_output<R: Serialize>(value: R) -> Result<Value, ToolError> {
         .map_err(|e| ToolError::failed(format!("tool output is not serializable: {e}")))
 }
 
-/// A tool from an async closure over typed arguments; the schema is derived from `A`.
-///
-/// Arguments that do not deserialize into `A` give [`ToolErrorKind::InvalidArguments`].
-pub fn typed_tool<A, R, F, Fut>(
-    name: impl Into<String>,
-    description: impl Into<String>,
-    f: F,
-) -> FnTool
+/// The closures [`typed_tool`] accepts: `Fn(A) -> Fut` or `Fn(A, ToolContext) -> Fut`, `Fut`
+/// resolving to `Result<R, ToolError>` with `R: Serialize`. `M` only tells the two shapes
+/// apart; it is inferred.
+pub trait TypedAsyncFn<A, M>: Send + Sync + 'static {
+    /// Call with the parsed arguments and the call's context.
+    fn call_typed(&self, args: A, cx: ToolContext) -> ToolFuture;
+}
+
+/// The closures [`typed_blocking_tool`] accepts: `Fn(A) -> Result<R, ToolError>` or
+/// `Fn(A, ToolContext) -> Result<R, ToolError>`, `R: Serialize`. `M` only tells the two
+/// shapes apart; it is inferred.
+pub trait TypedBlockingFn<A, M>: Send + Sync + 'static {
+    /// Call with the parsed arguments and the call's context (on a blocking thread).
+    fn call_typed(&self, args: A, cx: ToolContext) -> Result<Value, ToolError>;
+}
+
+/// Marks a typed tool closure without the context argument.
+#[doc(hidden)]
+pub struct ArgsOnly<R, Fut>(std::marker::PhantomData<fn() -> (R, Fut)>);
+
+/// Marks a typed tool closure that takes the context as its second argument.
+#[doc(hidden)]
+pub struct ArgsAndContext<R, Fut>(std::marker::PhantomData<fn() -> (R, Fut)>);
+
+impl<A, R, Fut, F> TypedAsyncFn<A, ArgsOnly<R, Fut>> for F
 where
-    A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
-    R: Serialize + 'static,
     F: Fn(A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, ToolError>> + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn call_typed(&self, args: A, _cx: ToolContext) -> ToolFuture {
+        let future = self(args);
+        Box::pin(async move { to_output(future.await?) })
+    }
+}
+
+impl<A, R, Fut, F> TypedAsyncFn<A, ArgsAndContext<R, Fut>> for F
+where
+    F: Fn(A, ToolContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, ToolError>> + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn call_typed(&self, args: A, cx: ToolContext) -> ToolFuture {
+        let future = self(args, cx);
+        Box::pin(async move { to_output(future.await?) })
+    }
+}
+
+impl<A, R, F> TypedBlockingFn<A, ArgsOnly<R, ()>> for F
+where
+    F: Fn(A) -> Result<R, ToolError> + Send + Sync + 'static,
+    R: Serialize + 'static,
+{
+    fn call_typed(&self, args: A, _cx: ToolContext) -> Result<Value, ToolError> {
+        self(args).and_then(to_output)
+    }
+}
+
+impl<A, R, F> TypedBlockingFn<A, ArgsAndContext<R, ()>> for F
+where
+    F: Fn(A, ToolContext) -> Result<R, ToolError> + Send + Sync + 'static,
+    R: Serialize + 'static,
+{
+    fn call_typed(&self, args: A, cx: ToolContext) -> Result<Value, ToolError> {
+        self(args, cx).and_then(to_output)
+    }
+}
+
+/// A tool from an async closure over typed arguments; the schema is derived from `A`. The
+/// closure may take the call's [`ToolContext`] as a second argument.
+///
+/// Arguments that do not deserialize into `A` give [`ToolErrorKind::InvalidArguments`].
+/// `?` works on any error with a `From` into [`ToolError`] (I/O, JSON, parse errors,
+/// `String`, boxed errors).
+///
+/// ```
+/// use agent_core::tool::{typed_tool, Tool, ToolContext, ToolError};
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Path { path: String }
+/// let size = typed_tool("size", "Size of a file in bytes", |args: Path| async move {
+///     Ok::<_, ToolError>(std::fs::metadata(&args.path)?.len())
+/// });
+/// let who = typed_tool("who", "This call's id", |_: Path, cx: ToolContext| async move {
+///     Ok::<_, ToolError>(cx.call_id)
+/// });
+/// assert_eq!((size.definition().name.as_str(), who.definition().name.as_str()), ("size", "who"));
+/// ```
+pub fn typed_tool<A, M, F>(name: impl Into<String>, description: impl Into<String>, f: F) -> FnTool
+where
+    A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
+    F: TypedAsyncFn<A, M>,
 {
     let f = Arc::new(f);
     FnTool {
         definition: definition(name, description, schema_for::<A>()),
         requires_approval: false,
-        call: Box::new(move |args, _cx| {
-            let f = f.clone();
-            Box::pin(async move {
-                let args = parse_arguments::<A>(args)?;
-                to_output(f(args).await?)
-            })
+        call: Box::new(move |args, cx| match parse_arguments::<A>(args) {
+            Ok(args) => f.call_typed(args, cx),
+            Err(err) => Box::pin(std::future::ready(Err(err))),
         }),
     }
 }
 
-/// A tool from a synchronous closure over typed arguments, run on the blocking pool.
-pub fn typed_blocking_tool<A, R, F>(
+/// A tool from a synchronous closure over typed arguments, run on the blocking pool. The
+/// closure may take the call's [`ToolContext`] as a second argument, and check
+/// [`ToolContext::is_cancelled`] to stop early once the run gave the call up.
+///
+/// ```
+/// use agent_core::tool::{typed_blocking_tool, Tool, ToolContext, ToolError};
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// struct Count { to: u64 }
+/// let count = typed_blocking_tool("count", "Count slowly", |args: Count, cx: ToolContext| {
+///     let mut n = 0;
+///     while n < args.to && !cx.is_cancelled() {
+///         n += 1;
+///     }
+///     Ok::<_, ToolError>(n)
+/// });
+/// assert_eq!(count.definition().name, "count");
+/// ```
+pub fn typed_blocking_tool<A, M, F>(
     name: impl Into<String>,
     description: impl Into<String>,
     f: F,
 ) -> FnTool
 where
     A: DeserializeOwned + schemars::JsonSchema + Send + 'static,
-    R: Serialize + 'static,
-    F: Fn(A) -> Result<R, ToolError> + Send + Sync + 'static,
+    F: TypedBlockingFn<A, M>,
 {
     let f = Arc::new(f);
     FnTool {
@@ -461,7 +605,8 @@ where
             let f = f.clone();
             Box::pin(async move {
                 let args = parse_arguments::<A>(args)?;
-                let handle = runtime::blocking(&*cx.runtime, move || f(args).and_then(to_output));
+                let runtime = cx.runtime.clone();
+                let handle = runtime::blocking(&*runtime, move || f.call_typed(args, cx));
                 handle.await?
             })
         }),

@@ -1058,3 +1058,80 @@ fn discard_text_streams_the_answer_without_keeping_it() {
         .collect();
     assert_eq!(assistant, ["abc", "def"]);
 }
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct Nothing {}
+
+/// Typed tools may take the call's context as a second argument: its call id is the
+/// model's, and a blocking tool sees `is_cancelled` once the run gave the call up.
+#[test]
+fn typed_tools_take_the_context_and_see_their_call_cancelled() {
+    support::within("typed tool context", Duration::from_secs(20), |steps| {
+        let model = ScriptedModel::from_fn(|_, n| match n {
+            0 => Turn::new().tool_call("call_7", "whoami", "{}"),
+            _ => Turn::new().text("done"),
+        });
+        let agent = agent_with(model)
+            .tool(typed_tool(
+                "whoami",
+                "the call id",
+                |_: Nothing, cx: agent_core::tool::ToolContext| async move {
+                    Ok::<_, ToolError>(cx.call_id)
+                },
+            ))
+            .build()
+            .unwrap();
+        let events = collect(agent.run("who?"));
+        assert_eq!(
+            tool_results(&events),
+            [(
+                "call_7".to_string(),
+                ToolResult::Ok {
+                    output: json!("call_7")
+                }
+            )]
+        );
+
+        steps.step("a blocking tool loops until its call is cancelled");
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+        let started_tx = Mutex::new(started_tx);
+        let stopped_tx = Mutex::new(stopped_tx);
+        let model = ScriptedModel::from_fn(|_, _| Turn::new().tool_call("c1", "spin", "{}"));
+        let agent = agent_with(model)
+            .tool(typed_blocking_tool(
+                "spin",
+                "spins until cancelled",
+                move |_: Nothing, cx: agent_core::tool::ToolContext| {
+                    let _ = started_tx.lock().unwrap().send(());
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while !cx.is_cancelled() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let _ = stopped_tx.lock().unwrap().send(cx.is_cancelled());
+                    Ok::<_, ToolError>("stopped")
+                },
+            ))
+            .build()
+            .unwrap();
+        let run = agent.run("spin");
+        let cancel = run.cancel_handle();
+        let runner = std::thread::spawn(move || collect(run));
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the tool started");
+        cancel.cancel();
+        let events = runner.join().unwrap();
+        assert!(matches!(
+            events.last().map(|e| &e.kind),
+            Some(EventKind::RunCancelled { .. })
+        ));
+        let saw = stopped_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the tool stopped within 10 s of the run being dropped");
+        assert!(
+            saw,
+            "the tool saw its call cancelled (not its own 10 s deadline)"
+        );
+    });
+}

@@ -37,7 +37,7 @@
 //!     // Hand these to `AgentBuilder::shared_tool`.
 //!     let tools = client.tools().await?;
 //!     assert_eq!(tools[0].definition().name, "echo");
-//!     let cx = ToolContext { runtime: rt.clone(), call_id: "call_1".into() };
+//!     let cx = ToolContext::new(rt.clone(), "call_1");
 //!     let output = tools[0].call(json!({"text": "hi"}), cx).await.unwrap();
 //!     assert_eq!(output, json!("hi"));
 //!     Ok::<(), McpError>(())

@@ -621,10 +621,9 @@ fn start_tool(
             return Box::pin(async move { ToolError::invalid_arguments(message).into_result() });
         }
     };
-    let cx = ToolContext {
-        runtime: agent.runtime.clone(),
-        call_id: call.id.clone(),
-    };
+    let cx = ToolContext::new(agent.runtime.clone(), call.id.clone());
+    // Dropped with the call's future (the run gave the call up): the call is cancelled.
+    let guard = cx.guard();
     let future = match std::panic::catch_unwind(AssertUnwindSafe(|| tool.call(arguments, cx))) {
         Ok(future) => future,
         Err(payload) => {
@@ -636,7 +635,9 @@ fn start_tool(
     };
     Box::pin(
         async move {
-            match AssertUnwindSafe(future).catch_unwind().await {
+            let outcome = AssertUnwindSafe(future).catch_unwind().await;
+            guard.finish();
+            match outcome {
                 Ok(Ok(output)) => ToolResult::Ok { output },
                 Ok(Err(err)) => err.into_result(),
                 Err(payload) => ToolError::new(
