@@ -6,11 +6,11 @@
 //! use futures_util::StreamExt;
 //! use agent_core::agent::Agent;
 //! use agent_core::event::EventKind;
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //!
 //! let agent = agent_cli::demo::tools(Agent::builder())
 //!     .model(agent_cli::demo::model(std::time::Duration::ZERO))
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //! let events: Vec<_> = block_on(agent.run("What is 6 * 7?").collect());

@@ -197,7 +197,7 @@ impl BlockingDriver {
     /// Use the process-wide thread pool.
     pub fn new() -> Self {
         BlockingDriver {
-            runtime: backend_blocking::ThreadPoolRuntime::shared(),
+            runtime: backend_blocking::ThreadPoolRuntime::global().shared(),
         }
     }
 }

@@ -8,7 +8,7 @@
 //! use agent_core::agent::Agent;
 //! use agent_core::event::EventKind;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use agent_core::tool::{typed_tool, ToolError};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -25,7 +25,7 @@
 //!         Ok::<_, ToolError>(args.a + args.b)
 //!     }))
 //!     // A backend crate provides the runtime: TokioRuntime, SmolRuntime, ThreadPoolRuntime.
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //!

@@ -10,7 +10,7 @@ use agent_core::agent::{Agent, BuildError, COOPERATIVE_BUDGET, RunStream};
 use agent_core::error::{ErrorKind, ModelError};
 use agent_core::event::{Event, EventKind};
 use agent_core::model::{FinishReason, Message, ScriptedModel, Step, ToolCallDelta, Turn};
-use agent_core::runtime::{SharedRuntime, ThreadRuntime, block_on};
+use agent_core::runtime::{SharedRuntime, TestRuntime, block_on};
 use agent_core::tool::{
     ToolError, ToolErrorKind, ToolResult, async_tool, blocking_tool, typed_blocking_tool,
     typed_tool,
@@ -20,7 +20,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 fn runtime() -> SharedRuntime {
-    Arc::new(ThreadRuntime::new())
+    Arc::new(TestRuntime::new())
 }
 
 fn agent_with(model: ScriptedModel) -> agent_core::agent::AgentBuilder {
@@ -1134,4 +1134,33 @@ fn typed_tools_take_the_context_and_see_their_call_cancelled() {
             "the tool saw its call cancelled (not its own 10 s deadline)"
         );
     });
+}
+
+/// `runtime` takes a runtime by value, and a `SharedRuntime` as it is (not wrapped again);
+/// `shared_runtime` says so explicitly.
+#[test]
+fn the_builder_takes_a_runtime_by_value_or_shared() {
+    let model = || ScriptedModel::new([Turn::new().text("hi")]);
+    let by_value = Agent::builder()
+        .model(model())
+        .runtime(agent_core::runtime::TestRuntime::new())
+        .build()
+        .unwrap();
+    assert_eq!(by_value.runtime().name(), "test-threads");
+    let shared = runtime();
+    let given = Agent::builder()
+        .model(model())
+        .runtime(shared.clone())
+        .build()
+        .unwrap();
+    assert!(
+        Arc::ptr_eq(given.runtime(), &shared),
+        "not wrapped in a second Arc"
+    );
+    let explicit = Agent::builder()
+        .model(model())
+        .shared_runtime(shared.clone())
+        .build()
+        .unwrap();
+    assert!(Arc::ptr_eq(explicit.runtime(), &shared));
 }

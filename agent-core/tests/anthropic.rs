@@ -14,7 +14,7 @@ use agent_core::model::{
     ModelRequest, OutputSchema, ToolCall, ToolCallDelta, Usage,
 };
 use agent_core::policy::RetryPolicy;
-use agent_core::runtime::{SharedRuntime, ThreadRuntime, block_on, timeout};
+use agent_core::runtime::{SharedRuntime, TestRuntime, block_on, timeout};
 use agent_core::tool::{ToolDefinition, ToolError, typed_tool};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -34,7 +34,7 @@ fn within_deadline(name: &str, body: impl FnOnce(&Steps) + Send + 'static) {
 }
 
 fn runtime() -> SharedRuntime {
-    Arc::new(ThreadRuntime::new())
+    Arc::new(TestRuntime::new())
 }
 
 const KEY: &str = "sk-ant-test-key-123";

@@ -13,7 +13,7 @@ use std::time::Duration;
 use agent_core::agent::{Agent, AgentBuilder, ApprovalError, RunStream};
 use agent_core::event::{Event, EventKind};
 use agent_core::model::{Message, ScriptedModel, Turn};
-use agent_core::runtime::{ThreadRuntime, block_on};
+use agent_core::runtime::{TestRuntime, block_on};
 use agent_core::server::{AgentService, ApiBody, ServerConfig};
 use agent_core::tool::{FnTool, ToolErrorKind, ToolResult, async_tool};
 use futures_core::Stream;
@@ -58,7 +58,7 @@ fn counted(name: &'static str, approval: bool, calls: &Arc<AtomicUsize>) -> FnTo
 fn agent(model: ScriptedModel) -> AgentBuilder {
     Agent::builder()
         .model(model)
-        .runtime(Arc::new(ThreadRuntime::new()))
+        .runtime(Arc::new(TestRuntime::new()))
 }
 
 /// Two calls, `call_1` to `guarded` (needs approval) and `call_2` to `free`, then an answer

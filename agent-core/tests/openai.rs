@@ -14,7 +14,7 @@ use agent_core::model::{
     OpenAiModel, OutputSchema, ToolCall, ToolCallDelta, Usage,
 };
 use agent_core::policy::{RetryPolicy, Timeouts};
-use agent_core::runtime::{BoxFuture, SharedRuntime, ThreadRuntime, block_on, timeout};
+use agent_core::runtime::{BoxFuture, SharedRuntime, TestRuntime, block_on, timeout};
 use agent_core::sse::SseLimits;
 use agent_core::tool::ToolDefinition;
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 const WATCHDOG: Duration = Duration::from_secs(10);
 
 fn runtime() -> SharedRuntime {
-    Arc::new(ThreadRuntime::new())
+    Arc::new(TestRuntime::new())
 }
 
 fn fast_retries(max_retries: u32) -> RetryPolicy {
@@ -1062,7 +1062,7 @@ proptest! {
 /// A runtime that counts the timers it hands out.
 #[derive(Debug, Default)]
 struct CountingRuntime {
-    inner: ThreadRuntime,
+    inner: TestRuntime,
     sleeps: std::sync::atomic::AtomicUsize,
 }
 

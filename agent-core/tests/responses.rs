@@ -10,7 +10,7 @@ use agent_core::error::{ErrorKind, ModelError};
 use agent_core::model::{
     FinishReason, Message, ScriptedModel, Step, ToolCall, ToolCallDelta, Turn,
 };
-use agent_core::runtime::{ThreadRuntime, block_on};
+use agent_core::runtime::{TestRuntime, block_on};
 use agent_core::server::{AgentService, ApiBody, ApiResponse, ServerConfig};
 use agent_core::sse::{SseDecoder, SseItem};
 use agent_core::tool::{ToolError, typed_tool};
@@ -30,7 +30,7 @@ fn within_deadline(name: &str, body: impl FnOnce() + Send + 'static) {
 fn builder(model: ScriptedModel) -> AgentBuilder {
     Agent::builder()
         .model(model.with_name("scripted-agent"))
-        .runtime(Arc::new(ThreadRuntime::new()))
+        .runtime(Arc::new(TestRuntime::new()))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -15,7 +15,7 @@ use agent_core::event::{Event, EventKind};
 use agent_core::model::{
     Model, ModelContext, ModelDelta, ModelRequest, ModelStream, ScriptedModel, Turn,
 };
-use agent_core::runtime::{ThreadRuntime, block_on};
+use agent_core::runtime::{TestRuntime, block_on};
 use agent_core::server::{AgentService, ApiBody, ApiResponse, ResponseBody, ServerConfig};
 use agent_core::sse::{SseDecoder, SseItem};
 use futures_channel::mpsc;
@@ -67,7 +67,7 @@ impl Model for FedModel {
 fn service(model: impl Model, config: ServerConfig) -> AgentService {
     let agent = Agent::builder()
         .model(model)
-        .runtime(Arc::new(ThreadRuntime::new()))
+        .runtime(Arc::new(TestRuntime::new()))
         .build()
         .unwrap();
     AgentService::new(agent, config)

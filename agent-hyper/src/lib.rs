@@ -26,7 +26,7 @@
 //! use std::sync::Arc;
 //! use agent_core::agent::Agent;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use agent_core::server::{AgentService, ServerConfig};
 //! use agent_hyper::{handle_request, AgentBody};
 //! use agent_hyper::hyper::Request;
@@ -34,7 +34,7 @@
 //!
 //! let agent = Agent::builder()
 //!     .model(ScriptedModel::new([Turn::new().text("Hello!")]))
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //! let service = AgentService::new(agent, ServerConfig::default());

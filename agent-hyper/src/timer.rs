@@ -19,10 +19,10 @@ use hyper::rt::{Sleep, Timer};
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use agent_core::runtime::{block_on, ThreadRuntime};
+/// use agent_core::runtime::{block_on, TestRuntime};
 /// use agent_hyper::hyper::rt::Timer;
 ///
-/// let timer = agent_hyper::RuntimeTimer::new(Arc::new(ThreadRuntime::new()));
+/// let timer = agent_hyper::RuntimeTimer::new(Arc::new(TestRuntime::new()));
 /// let started = std::time::Instant::now();
 /// block_on(timer.sleep(Duration::from_millis(5)));
 /// assert!(started.elapsed() >= Duration::from_millis(5));

@@ -25,11 +25,11 @@ use hyper::rt::{Read, ReadBufCursor, Sleep, Timer, Write};
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use agent_core::runtime::ThreadRuntime;
+/// use agent_core::runtime::TestRuntime;
 /// use agent_hyper::{FuturesIo, RuntimeTimer, WriteTimeout};
 ///
 /// let io = FuturesIo::new(futures_util::io::Cursor::new(Vec::<u8>::new()));
-/// let timer = RuntimeTimer::new(Arc::new(ThreadRuntime::new()));
+/// let timer = RuntimeTimer::new(Arc::new(TestRuntime::new()));
 /// let io = WriteTimeout::new(io, timer, Duration::from_secs(30));
 /// assert_eq!(io.timeout(), Duration::from_secs(30));
 /// ```
@@ -167,7 +167,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use agent_core::runtime::{ThreadRuntime, block_on};
+    use agent_core::runtime::{TestRuntime, block_on};
 
     use crate::RuntimeTimer;
 
@@ -214,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_stalled_write_times_out_after_the_timeout_and_not_before() {
-        let timer = RuntimeTimer::new(Arc::new(ThreadRuntime::new()));
+        let timer = RuntimeTimer::new(Arc::new(TestRuntime::new()));
         let timeout = Duration::from_millis(200);
         let mut io = WriteTimeout::new(Stalling { budget: 10 }, timer, timeout);
         write_all(&mut io, b"0123456789").expect("the budget is accepted at once");

@@ -28,7 +28,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = ThreadPoolRuntime::shared();
+    let runtime = ThreadPoolRuntime::global().shared();
     let options = McpOptions::new().request_timeout(Duration::from_secs(30));
     let connected = block_on(async {
         match target {

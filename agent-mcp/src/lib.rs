@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use agent_core::runtime::{block_on, BoxFuture, SharedRuntime, ThreadRuntime};
+//! use agent_core::runtime::{block_on, BoxFuture, SharedRuntime, TestRuntime};
 //! use agent_core::tool::{Tool, ToolContext};
 //! use agent_mcp::{McpClient, McpError, McpOptions, Transport};
 //! use serde_json::{json, Value};
@@ -30,7 +30,7 @@
 //!     fn describe(&self) -> String { "echo (in process)".into() }
 //! }
 //!
-//! let rt: SharedRuntime = Arc::new(ThreadRuntime::new());
+//! let rt: SharedRuntime = Arc::new(TestRuntime::new());
 //! block_on(async {
 //!     let client = McpClient::connect(EchoServer, rt.clone(), McpOptions::new()).await?;
 //!     assert_eq!(client.server_info().name, "echo");

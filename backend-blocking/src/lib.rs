@@ -86,7 +86,7 @@ struct Readme;
 /// assert_eq!(agent.runtime().name(), "threads");
 /// ```
 pub fn agent_builder() -> AgentBuilder {
-    Agent::builder().runtime(ThreadPoolRuntime::shared())
+    Agent::builder().runtime(ThreadPoolRuntime::global().shared())
 }
 
 /// An [`OpenAiModel`] (any OpenAI-compatible Chat Completions server) speaking through a new

@@ -95,22 +95,33 @@ impl ThreadPoolRuntime {
         ThreadPoolBuilder::default()
     }
 
-    /// The process-wide default runtime (a pool with the default settings), created on first
-    /// use, as a [`SharedRuntime`] ready for
-    /// [`AgentBuilder::runtime`](agent_core::agent::AgentBuilder::runtime).
+    /// The process-wide default runtime (one pool with the default settings, created on first
+    /// use): every call returns a handle to the same pool. Named like
+    /// `SmolRuntime::global()`; hand it to
+    /// [`AgentBuilder::runtime`](agent_core::agent::AgentBuilder::runtime) as it is, or as a
+    /// [`SharedRuntime`] with [`shared`](Self::shared).
     ///
     /// ```
-    /// use std::sync::Arc;
     /// use backend_blocking::ThreadPoolRuntime;
+    /// use agent_core::runtime::Runtime;
     ///
-    /// assert!(Arc::ptr_eq(&ThreadPoolRuntime::shared(), &ThreadPoolRuntime::shared()));
-    /// assert_eq!(ThreadPoolRuntime::shared().name(), "threads");
+    /// let rt = ThreadPoolRuntime::global();
+    /// assert_eq!(rt.name(), "threads");
+    /// assert!(rt.same_pool(&ThreadPoolRuntime::global()));
     /// ```
-    pub fn shared() -> SharedRuntime {
-        static SHARED: OnceLock<SharedRuntime> = OnceLock::new();
-        SHARED
-            .get_or_init(|| Arc::new(ThreadPoolRuntime::new()))
-            .clone()
+    pub fn global() -> Self {
+        static GLOBAL: OnceLock<ThreadPoolRuntime> = OnceLock::new();
+        GLOBAL.get_or_init(ThreadPoolRuntime::new).clone()
+    }
+
+    /// Whether `self` and `other` are handles to the same pool.
+    pub fn same_pool(&self, other: &ThreadPoolRuntime) -> bool {
+        Arc::ptr_eq(&self.pool, &other.pool)
+    }
+
+    /// This runtime as the core's type-erased [`SharedRuntime`] (as on every backend).
+    pub fn shared(&self) -> SharedRuntime {
+        Arc::new(self.clone())
     }
 
     /// The most worker threads this pool runs at once.

@@ -150,9 +150,11 @@ fn idle_workers_exit_after_the_idle_timeout() {
 }
 
 #[test]
-fn shared_runtime_is_one_per_process() {
-    assert!(Arc::ptr_eq(
-        &ThreadPoolRuntime::shared(),
-        &ThreadPoolRuntime::shared()
-    ));
+fn the_global_runtime_is_one_pool_per_process() {
+    let a = ThreadPoolRuntime::global();
+    assert!(a.same_pool(&ThreadPoolRuntime::global()));
+    assert!(!a.same_pool(&ThreadPoolRuntime::new()));
+    // Work given through either handle runs on that one pool.
+    assert_eq!(block_on(runtime::blocking(&a, || 7)), Ok(7));
+    assert!(ThreadPoolRuntime::global().threads() >= 1);
 }

@@ -31,7 +31,7 @@ use crate::{ReqwestClient, TokioRuntime};
 /// # Panics
 ///
 /// Outside a tokio runtime (like [`tokio::runtime::Handle::current`]); build the agent with
-/// `Agent::builder().runtime(Arc::new(TokioRuntime::from_handle(handle)))` there.
+/// `Agent::builder().runtime(TokioRuntime::from_handle(handle))` there.
 #[track_caller]
 pub fn agent_builder() -> AgentBuilder {
     Agent::builder().runtime(Arc::new(TokioRuntime::current()))

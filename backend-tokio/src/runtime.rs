@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use agent_core::runtime::{BlockingJob, BoxFuture, Runtime, TimerSleep};
+use agent_core::runtime::{BlockingJob, BoxFuture, Runtime, SharedRuntime, TimerSleep};
 use tokio::runtime::{Handle, RuntimeFlavor, TryCurrentError};
 
 /// The state of the time-driver probe (see [`TokioRuntime::sleep`](Runtime::sleep)).
@@ -81,6 +81,11 @@ impl TokioRuntime {
     #[track_caller]
     pub fn current() -> Self {
         TokioRuntime::from_handle(Handle::current())
+    }
+
+    /// This runtime as the core's type-erased [`SharedRuntime`] (as on every backend).
+    pub fn shared(&self) -> SharedRuntime {
+        std::sync::Arc::new(self.clone())
     }
 
     /// The runtime this code is running in, or an error outside one.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use agent_core::agent::Agent;
 use agent_core::http::HttpClient;
 use agent_core::model::{Model, OpenAiConfig, OpenAiModel};
-use agent_core::runtime::{SharedRuntime, ThreadRuntime};
+use agent_core::runtime::{SharedRuntime, TestRuntime};
 use agent_core::tool::{Tool, ToolError, typed_tool};
 
 use crate::alloc;
@@ -116,7 +116,7 @@ pub fn run(config: &Config) -> ConstructResult {
             client.clone(),
         )),
         tool: Arc::new(weather_tool()),
-        runtime: Arc::new(ThreadRuntime::new()),
+        runtime: Arc::new(TestRuntime::new()),
         client,
     };
     let mut rows = Vec::new();

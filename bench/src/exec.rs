@@ -94,7 +94,7 @@ impl Exec {
                 self.tokio.as_ref().expect("tokio").handle().clone(),
             )),
             Flavor::SmolSingle => self.smol.as_ref().expect("smol").shared(),
-            Flavor::Blocking => ThreadPoolRuntime::shared(),
+            Flavor::Blocking => ThreadPoolRuntime::global().shared(),
         }
     }
 

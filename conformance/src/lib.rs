@@ -22,7 +22,7 @@
 //! use futures_util::StreamExt;
 //! use agent_core::agent::Agent;
 //! use agent_core::event::Event;
-//! use agent_core::runtime::{block_on, SharedRuntime, ThreadRuntime};
+//! use agent_core::runtime::{block_on, SharedRuntime, TestRuntime};
 //! use conformance::kit::GatedModel;
 //!
 //! struct Threads;
@@ -41,7 +41,7 @@
 //! // The lockstep model proves delivery one event at a time: delta k+1 exists only after
 //! // the consumer saw delta k.
 //! let model = GatedModel::numbered_lockstep(50);
-//! let runtime: SharedRuntime = Arc::new(ThreadRuntime::new());
+//! let runtime: SharedRuntime = Arc::new(TestRuntime::new());
 //! let agent = Agent::builder().model(model.clone()).runtime(runtime).build().unwrap();
 //! let mut deltas = 0;
 //! Threads.consume(&agent, "count", &mut |event| {

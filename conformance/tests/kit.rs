@@ -1,4 +1,4 @@
-//! Tests of the kit itself, on plain threads and `agent_core::runtime::ThreadRuntime`.
+//! Tests of the kit itself, on plain threads and `agent_core::runtime::TestRuntime`.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agent_core::agent::Agent;
 use agent_core::event::{Event, EventKind};
-use agent_core::runtime::{SharedRuntime, ThreadRuntime, block_on};
+use agent_core::runtime::{SharedRuntime, TestRuntime, block_on};
 use agent_core::sse::SseItem;
 use conformance::kit::client::ClientError;
 use conformance::kit::upstream::{ExchangeEnd, Framing, GatedUpstream, Response, openai};
@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 const WAIT: Duration = Duration::from_secs(5);
 
 fn runtime() -> SharedRuntime {
-    Arc::new(ThreadRuntime::new())
+    Arc::new(TestRuntime::new())
 }
 
 fn post(upstream: &GatedUpstream) -> SseClient {

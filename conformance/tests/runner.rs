@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use agent_core::agent::Agent;
 use agent_core::event::Event;
-use agent_core::runtime::{SharedRuntime, ThreadRuntime, block_on};
+use agent_core::runtime::{SharedRuntime, TestRuntime, block_on};
 use conformance::Backend;
 use conformance::runner::{Status, run_case, run_test};
 use futures_util::StreamExt;
@@ -26,7 +26,7 @@ impl Backend for CoreThreads {
     }
 
     fn runtime(&self) -> SharedRuntime {
-        Arc::new(ThreadRuntime::new())
+        Arc::new(TestRuntime::new())
     }
 
     fn consume(

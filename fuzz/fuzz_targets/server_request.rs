@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use agent_core::agent::Agent;
 use agent_core::model::{ScriptedModel, Turn};
-use agent_core::runtime::{ThreadRuntime, block_on};
+use agent_core::runtime::{TestRuntime, block_on};
 use agent_core::server::{AgentService, ApiBody, ServerConfig};
 use futures_util::StreamExt;
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +16,7 @@ fn service() -> &'static AgentService {
     SERVICE.get_or_init(|| {
         let agent = Agent::builder()
             .model(ScriptedModel::from_fn(|_, _| Turn::new().text("ok")))
-            .runtime(Arc::new(ThreadRuntime::new()))
+            .runtime(Arc::new(TestRuntime::new()))
             .build()
             .unwrap();
         AgentService::new(

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use agent_core::agent::Agent;
 use agent_core::event::EventKind;
 use agent_core::model::{ScriptedModel, Turn};
-use agent_core::runtime::{ThreadRuntime, block_on};
+use agent_core::runtime::{TestRuntime, block_on};
 use agent_core::tool::{ToolError, typed_tool};
 use futures_util::StreamExt;
 use libfuzzer_sys::fuzz_target;
@@ -23,9 +23,9 @@ struct Args {
     tags: Vec<String>,
 }
 
-fn runtime() -> Arc<ThreadRuntime> {
-    static RT: OnceLock<Arc<ThreadRuntime>> = OnceLock::new();
-    RT.get_or_init(|| Arc::new(ThreadRuntime::new())).clone()
+fn runtime() -> Arc<TestRuntime> {
+    static RT: OnceLock<Arc<TestRuntime>> = OnceLock::new();
+    RT.get_or_init(|| Arc::new(TestRuntime::new())).clone()
 }
 
 fuzz_target!(|data: &[u8]| {

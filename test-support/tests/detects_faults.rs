@@ -9,9 +9,7 @@ use std::time::Duration;
 use agent_core::agent::Agent;
 use agent_core::event::Event;
 use agent_core::http::{HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpResponse};
-use agent_core::runtime::{
-    BlockingJob, BoxFuture, Runtime, SharedRuntime, ThreadRuntime, block_on,
-};
+use agent_core::runtime::{BlockingJob, BoxFuture, Runtime, SharedRuntime, TestRuntime, block_on};
 use agent_core::server::ServerConfig;
 use conformance::cases;
 use conformance::runner::{MakeBackend, Status, run_case};
@@ -56,10 +54,10 @@ impl Runtime for SerialRuntime {
         let _ = self.jobs.lock().unwrap().send(job);
     }
     fn sleep(&self, duration: Duration) -> BoxFuture<()> {
-        ThreadRuntime::new().sleep(duration)
+        TestRuntime::new().sleep(duration)
     }
     fn spawn(&self, future: BoxFuture<()>) {
-        ThreadRuntime::new().spawn(future);
+        TestRuntime::new().spawn(future);
     }
 }
 
@@ -81,7 +79,7 @@ impl Faulty {
     fn new(fault: Fault) -> Self {
         let runtime: SharedRuntime = match fault {
             Fault::SerialBlockingPool => Arc::new(SerialRuntime::new()),
-            _ => Arc::new(ThreadRuntime::new()),
+            _ => Arc::new(TestRuntime::new()),
         };
         Faulty { fault, runtime }
     }

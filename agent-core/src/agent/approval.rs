@@ -18,7 +18,7 @@
 //! use agent_core::agent::Agent;
 //! use agent_core::event::EventKind;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use agent_core::tool::{blocking_tool, ToolResult};
 //!
 //! let delete = blocking_tool("delete", "Delete a file", serde_json::json!({"type": "object"}), |_| {
@@ -31,7 +31,7 @@
 //!         Turn::new().text("Done."),
 //!     ]))
 //!     .tool(delete)
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //!
@@ -152,9 +152,9 @@ pub(crate) type ApprovalPolicy = Arc<dyn Fn(&ApprovalCall<'_>) -> bool + Send + 
 /// # use std::sync::Arc;
 /// # use agent_core::agent::{Agent, ApprovalError};
 /// # use agent_core::model::{ScriptedModel, Turn};
-/// # use agent_core::runtime::ThreadRuntime;
+/// # use agent_core::runtime::TestRuntime;
 /// # let agent = Agent::builder().model(ScriptedModel::new([Turn::new().text("hi")]))
-/// #     .runtime(Arc::new(ThreadRuntime::new())).build().unwrap();
+/// #     .runtime(TestRuntime::new()).build().unwrap();
 /// let run = agent.run("hi");
 /// let approvals = run.approvals();
 /// assert_eq!(

@@ -6,7 +6,7 @@
 //! use agent_core::agent::Agent;
 //! use agent_core::event::EventKind;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use agent_core::tool::{typed_tool, ToolError};
 //!
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -22,7 +22,7 @@
 //!     .tool(typed_tool("double", "Double a number", |args: Double| async move {
 //!         Ok::<_, ToolError>(args.n * 2)
 //!     }))
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //!
@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use crate::model::{Message, Model};
 use crate::policy::Timeouts;
-use crate::runtime::SharedRuntime;
+use crate::runtime::{Runtime, SharedRuntime};
 use crate::tool::Tool;
 
 pub use approval::{
@@ -163,10 +163,10 @@ impl Agent {
     /// # use agent_core::event::EventKind;
     /// # use agent_core::model::{ScriptedModel, Turn};
     /// # use agent_core::policy::Timeouts;
-    /// # use agent_core::runtime::{block_on, ThreadRuntime};
+    /// # use agent_core::runtime::{block_on, TestRuntime};
     /// let agent = Agent::builder()
     ///     .model(ScriptedModel::new([Turn::new().pause(Duration::from_secs(30))]))
-    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .runtime(TestRuntime::new())
     ///     .build()
     ///     .unwrap();
     /// let timeouts = Timeouts { run: Some(Duration::from_millis(10)), ..Timeouts::default() };
@@ -194,11 +194,11 @@ impl Agent {
     /// use futures_util::StreamExt;
     /// use agent_core::agent::Agent;
     /// use agent_core::model::{ScriptedModel, Turn};
-    /// use agent_core::runtime::{block_on, ThreadRuntime};
+    /// use agent_core::runtime::{block_on, TestRuntime};
     ///
     /// let agent = Agent::builder()
     ///     .model(ScriptedModel::from_fn(|_, _| Turn::new().text("ok")))
-    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .runtime(TestRuntime::new())
     ///     .build()
     ///     .unwrap();
     /// let session = agent.session_with_max_bytes(4096);
@@ -306,11 +306,11 @@ impl Agent {
 /// use futures_util::StreamExt;
 /// use agent_core::agent::Agent;
 /// use agent_core::model::{ScriptedModel, Turn};
-/// use agent_core::runtime::{block_on, ThreadRuntime};
+/// use agent_core::runtime::{block_on, TestRuntime};
 ///
 /// let agent = Agent::builder()
 ///     .model(ScriptedModel::new([Turn::new().text("Hi Ada."), Turn::new().text("You are Ada.")]))
-///     .runtime(Arc::new(ThreadRuntime::new()))
+///     .runtime(TestRuntime::new())
 ///     .build()
 ///     .unwrap();
 /// let session = agent.session();
@@ -413,10 +413,10 @@ impl RunOptions {
     /// # use agent_core::error::ErrorKind;
     /// # use agent_core::event::EventKind;
     /// # use agent_core::model::{ScriptedModel, Turn};
-    /// # use agent_core::runtime::{block_on, ThreadRuntime};
+    /// # use agent_core::runtime::{block_on, TestRuntime};
     /// let agent = Agent::builder()
     ///     .model(ScriptedModel::new([Turn::new().text("Hello, ").text("world!")]))
-    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .runtime(TestRuntime::new())
     ///     .build()
     ///     .unwrap();
     /// let run = agent.run_with("hi", RunOptions::default().max_output_bytes(9));
@@ -545,8 +545,38 @@ impl AgentBuilder {
         self
     }
 
-    /// The runtime (required): `TokioRuntime`, `SmolRuntime`, `ThreadPoolRuntime`, …
-    pub fn runtime(mut self, runtime: SharedRuntime) -> Self {
+    /// The runtime (required), by value: `TokioRuntime::current()`, `SmolRuntime::global()`,
+    /// `ThreadPoolRuntime::global()`, … (a [`SharedRuntime`] given here is used as it is, not
+    /// wrapped again; [`shared_runtime`](Self::shared_runtime) says so explicitly).
+    ///
+    /// ```
+    /// use agent_core::agent::Agent;
+    /// use agent_core::model::{ScriptedModel, Turn};
+    /// use agent_core::runtime::TestRuntime;
+    ///
+    /// let agent = Agent::builder()
+    ///     .model(ScriptedModel::new([Turn::new().text("hi")]))
+    ///     .runtime(TestRuntime::new())
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(agent.runtime().name(), "test-threads");
+    /// ```
+    pub fn runtime<R: Runtime>(mut self, runtime: R) -> Self {
+        // An `Arc<dyn Runtime>` is a runtime too; keep it rather than wrap it in a second Arc.
+        let any: Box<dyn std::any::Any> = Box::new(runtime);
+        let shared = match any.downcast::<SharedRuntime>() {
+            Ok(shared) => *shared,
+            Err(any) => match any.downcast::<R>() {
+                Ok(runtime) => Arc::new(*runtime) as SharedRuntime,
+                Err(_) => unreachable!("the box holds an R"),
+            },
+        };
+        self.runtime = Some(shared);
+        self
+    }
+
+    /// The runtime, already shared (like [`shared_model`](Self::shared_model)).
+    pub fn shared_runtime(mut self, runtime: SharedRuntime) -> Self {
         self.runtime = Some(runtime);
         self
     }
@@ -596,7 +626,7 @@ impl AgentBuilder {
     /// use futures_util::StreamExt;
     /// use agent_core::agent::Agent;
     /// use agent_core::model::{ScriptedModel, Turn};
-    /// use agent_core::runtime::{block_on, ThreadRuntime};
+    /// use agent_core::runtime::{block_on, TestRuntime};
     ///
     /// #[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
     /// struct City { name: String, population: u64 }
@@ -606,7 +636,7 @@ impl AgentBuilder {
     ///         Turn::new().text(r#"{"name": "Lyon", "#).text(r#""population": 522250}"#),
     ///     ]))
     ///     .output_type::<City>()
-    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .runtime(TestRuntime::new())
     ///     .build()
     ///     .unwrap();
     /// let events: Vec<_> = block_on(agent.run("Largest city near the Alps?").collect());
@@ -637,7 +667,7 @@ impl AgentBuilder {
     /// use agent_core::agent::Agent;
     /// use agent_core::event::EventKind;
     /// use agent_core::model::{ScriptedModel, Turn};
-    /// use agent_core::runtime::{block_on, ThreadRuntime};
+    /// use agent_core::runtime::{block_on, TestRuntime};
     /// use agent_core::tool::blocking_tool;
     ///
     /// let shell = blocking_tool("shell", "Run a command", serde_json::json!({"type": "object"}), |_| {
@@ -653,7 +683,7 @@ impl AgentBuilder {
     ///     .tool(shell)
     ///     // Only destructive commands need a human.
     ///     .approval_policy(|call| call.arguments["cmd"].as_str().is_some_and(|c| c.starts_with("rm")))
-    ///     .runtime(Arc::new(ThreadRuntime::new()))
+    ///     .runtime(TestRuntime::new())
     ///     .build()
     ///     .unwrap();
     /// let mut run = agent.run("clean up");

@@ -9,11 +9,11 @@
 //! use std::sync::Arc;
 //! use futures_util::StreamExt;
 //! use agent_core::model::{Message, Model, ModelContext, ModelDelta, ModelRequest, ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //!
 //! let model = ScriptedModel::new([Turn::new().text("Hello").text(", world")]);
 //! let request = ModelRequest::new(vec![Message::user("hi")]);
-//! let mut stream = model.stream(request, ModelContext::new(Arc::new(ThreadRuntime::new())));
+//! let mut stream = model.stream(request, ModelContext::new(Arc::new(TestRuntime::new())));
 //! let first = block_on(stream.next()).unwrap().unwrap();
 //! assert_eq!(first, ModelDelta::Text("Hello".into()));
 //! ```

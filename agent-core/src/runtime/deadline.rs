@@ -19,9 +19,9 @@ use super::{BoxFuture, SharedRuntime};
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use agent_core::runtime::{block_on, Deadline, Runtime, SharedRuntime, ThreadRuntime};
+/// use agent_core::runtime::{block_on, Deadline, Runtime, SharedRuntime, TestRuntime};
 ///
-/// let rt: SharedRuntime = Arc::new(ThreadRuntime::new());
+/// let rt: SharedRuntime = Arc::new(TestRuntime::new());
 /// let mut idle = Deadline::after(rt.clone(), Duration::from_millis(5));
 /// idle.reset(rt.now() + Duration::from_millis(10)); // activity: the timeout starts over
 /// block_on(&mut idle);
@@ -115,12 +115,12 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::runtime::{BlockingJob, Runtime, ThreadRuntime, block_on};
+    use crate::runtime::{BlockingJob, Runtime, TestRuntime, block_on};
 
     /// A thread runtime that counts the timers armed.
     #[derive(Debug, Default)]
     struct Counting {
-        inner: ThreadRuntime,
+        inner: TestRuntime,
         sleeps: AtomicUsize,
     }
 

@@ -8,9 +8,9 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
-//! use agent_core::runtime::{self, block_on, SharedRuntime, ThreadRuntime};
+//! use agent_core::runtime::{self, block_on, SharedRuntime, TestRuntime};
 //!
-//! let rt: SharedRuntime = Arc::new(ThreadRuntime::new());
+//! let rt: SharedRuntime = Arc::new(TestRuntime::new());
 //! let answer = block_on(async {
 //!     rt.sleep(Duration::from_millis(1)).await;
 //!     runtime::blocking(&*rt, || 6 * 7).await
@@ -19,7 +19,7 @@
 //! ```
 
 mod deadline;
-mod thread;
+mod test_runtime;
 
 use std::fmt;
 use std::future::Future;
@@ -33,7 +33,7 @@ use futures_channel::oneshot;
 use futures_util::FutureExt;
 
 pub use deadline::Deadline;
-pub use thread::{ThreadRuntime, TimerSleep, block_on};
+pub use test_runtime::{TestRuntime, TimerSleep, block_on};
 
 /// A boxed, `Send` future: the type-erased edge of the runtime trait.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -47,7 +47,7 @@ pub type SharedRuntime = Arc<dyn Runtime>;
 /// The services of an async executor (or of plain threads) that the core relies on.
 ///
 /// Implementations exist for tokio, smol/async-executor and plain threads in the backend
-/// crates; [`ThreadRuntime`] is a minimal one for tests. The contract each method must keep:
+/// crates; [`TestRuntime`] is a minimal one for tests. The contract each method must keep:
 ///
 /// * **`spawn_blocking`** runs `job` to completion on a thread where blocking is allowed, never
 ///   on a thread that drives async tasks. It must not block the caller. The core's
@@ -97,6 +97,37 @@ pub trait Runtime: Send + Sync + fmt::Debug + 'static {
     fn poll_cooperate(&self, cx: &mut Context<'_>) -> Poll<()> {
         let _ = cx;
         Poll::Ready(())
+    }
+}
+
+/// A shared runtime is a runtime: every method goes to the one inside.
+impl<R: Runtime + ?Sized> Runtime for Arc<R> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn spawn_blocking(&self, job: BlockingJob) {
+        (**self).spawn_blocking(job)
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        (**self).sleep(duration)
+    }
+
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture<()> {
+        (**self).sleep_until(deadline)
+    }
+
+    fn spawn(&self, future: BoxFuture<()>) {
+        (**self).spawn(future)
+    }
+
+    fn poll_cooperate(&self, cx: &mut Context<'_>) -> Poll<()> {
+        (**self).poll_cooperate(cx)
     }
 }
 

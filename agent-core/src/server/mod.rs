@@ -12,12 +12,12 @@
 //! use futures_util::StreamExt;
 //! use agent_core::agent::Agent;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use agent_core::server::{AgentService, ApiBody, ServerConfig};
 //!
 //! let agent = Agent::builder()
 //!     .model(ScriptedModel::new([Turn::new().text("Hi!")]))
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //! let service = AgentService::new(agent, ServerConfig::default());

@@ -715,12 +715,12 @@ async fn complete_chat(mut events: RunEvents, encoder: ChunkEncoder) -> ApiRespo
 /// use futures_util::StreamExt;
 /// use agent_core::agent::Agent;
 /// use agent_core::model::{ScriptedModel, Turn};
-/// use agent_core::runtime::{block_on, ThreadRuntime};
+/// use agent_core::runtime::{block_on, TestRuntime};
 /// use agent_core::server::{sse_response, ApiBody};
 ///
 /// let agent = Agent::builder()
 ///     .model(ScriptedModel::new([Turn::new().text("Hi!")]))
-///     .runtime(Arc::new(ThreadRuntime::new()))
+///     .runtime(TestRuntime::new())
 ///     .build()
 ///     .unwrap();
 /// let response = sse_response(agent.run("hello"), Duration::from_secs(15));

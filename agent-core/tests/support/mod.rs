@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agent_core::agent::Agent;
 use agent_core::model::{FinishReason, ModelRequest, ScriptedModel, Step, ToolCallDelta, Turn};
-use agent_core::runtime::ThreadRuntime;
+use agent_core::runtime::TestRuntime;
 use agent_core::server::{AgentService, ApiResponse, ServerConfig};
 use agent_core::tool::{ToolError, async_tool};
 use serde_json::json;
@@ -141,7 +141,7 @@ pub fn tool_round_service() -> (AgentService, Requests) {
             json!({"type": "object"}),
             |_| async { Err(ToolError::failed("division by zero")) },
         ))
-        .runtime(Arc::new(ThreadRuntime::new()))
+        .runtime(Arc::new(TestRuntime::new()))
         .build()
         .unwrap();
     (AgentService::new(agent, ServerConfig::default()), requests)
@@ -150,7 +150,7 @@ pub fn tool_round_service() -> (AgentService, Requests) {
 pub fn service_of(model: ScriptedModel) -> AgentService {
     let agent = Agent::builder()
         .model(model)
-        .runtime(Arc::new(ThreadRuntime::new()))
+        .runtime(Arc::new(TestRuntime::new()))
         .build()
         .unwrap();
     AgentService::new(agent, ServerConfig::default())

@@ -7,13 +7,13 @@
 //! use futures_util::StreamExt;
 //! use agent_core::agent::Agent;
 //! use agent_core::event::EventKind;
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use conformance::kit::GatedModel;
 //!
 //! let model = GatedModel::lockstep(["Hel", "lo"]);
 //! let agent = Agent::builder()
 //!     .model(model.clone())
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //! let mut run = agent.run("hi");

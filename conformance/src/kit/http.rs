@@ -13,11 +13,11 @@
 //! use std::sync::Arc;
 //! use agent_core::agent::Agent;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{SharedRuntime, ThreadRuntime};
+//! use agent_core::runtime::{SharedRuntime, TestRuntime};
 //! use agent_core::server::ServerConfig;
 //! use conformance::kit::http::{start_server, ThreadedSockets};
 //!
-//! let runtime: SharedRuntime = Arc::new(ThreadRuntime::new());
+//! let runtime: SharedRuntime = Arc::new(TestRuntime::new());
 //! let agent = Agent::builder()
 //!     .model(ScriptedModel::new([Turn::new().text("Hi")]))
 //!     .runtime(runtime)

@@ -192,14 +192,14 @@ impl Drop for DropGuard {
 /// use futures_util::StreamExt;
 /// use agent_core::agent::Agent;
 /// use agent_core::model::{ScriptedModel, Turn};
-/// use agent_core::runtime::{block_on, ThreadRuntime};
+/// use agent_core::runtime::{block_on, TestRuntime};
 /// use conformance::kit::CountedModel;
 ///
 /// let model = CountedModel::new(ScriptedModel::new([Turn::new().text("hi")]));
 /// let counts = model.counts();
 /// let agent = Agent::builder()
 ///     .model(model)
-///     .runtime(Arc::new(ThreadRuntime::new()))
+///     .runtime(TestRuntime::new())
 ///     .build()
 ///     .unwrap();
 /// let events: Vec<_> = block_on(agent.run("hello").collect());

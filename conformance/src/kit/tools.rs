@@ -6,7 +6,7 @@
 //! use futures_util::StreamExt;
 //! use agent_core::agent::Agent;
 //! use agent_core::model::{ScriptedModel, Turn};
-//! use agent_core::runtime::{block_on, ThreadRuntime};
+//! use agent_core::runtime::{block_on, TestRuntime};
 //! use conformance::kit::tools::GatedTool;
 //!
 //! let tool = GatedTool::asynchronous("wait", 1);
@@ -17,7 +17,7 @@
 //!         Turn::new().text("done"),
 //!     ]))
 //!     .shared_tool(tool.clone())
-//!     .runtime(Arc::new(ThreadRuntime::new()))
+//!     .runtime(TestRuntime::new())
 //!     .build()
 //!     .unwrap();
 //! let events: Vec<_> = block_on(agent.run("go").collect());

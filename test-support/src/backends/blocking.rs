@@ -30,7 +30,7 @@ impl Backend for Threads {
     }
 
     fn runtime(&self) -> SharedRuntime {
-        ThreadPoolRuntime::shared()
+        ThreadPoolRuntime::global().shared()
     }
 
     fn http_client(&self) -> Arc<dyn HttpClient> {

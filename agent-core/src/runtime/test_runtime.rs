@@ -1,4 +1,6 @@
-//! A runtime made of plain OS threads, a timer thread and a thread-parking `block_on`.
+//! [`TestRuntime`]: the core's minimal runtime for tests, examples and docs (a thread per
+//! task, a timer thread and a thread-parking `block_on`). It is not the blocking backend's
+//! `ThreadPoolRuntime`, which is what a program on plain threads should use.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::{BlockingJob, BoxFuture, Runtime};
 
-/// A minimal [`Runtime`] on plain OS threads, with no async reactor.
+/// A minimal [`Runtime`] for tests, examples and docs, on plain OS threads, with no async
+/// reactor; it reports its name as `"test-threads"`. For programs on plain threads, use
+/// backend-blocking's `ThreadPoolRuntime` (bounded pool, name `"threads"`).
 ///
 /// * `spawn_blocking` starts one OS thread per job;
 /// * `sleep` registers with one process-wide timer thread;
@@ -23,28 +27,28 @@ use super::{BlockingJob, BoxFuture, Runtime};
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use agent_core::runtime::{block_on, Runtime, ThreadRuntime};
+/// use agent_core::runtime::{block_on, Runtime, TestRuntime};
 ///
-/// let rt = ThreadRuntime::new();
+/// let rt = TestRuntime::new();
 /// let start = Instant::now();
 /// block_on(rt.sleep(Duration::from_millis(5)));
 /// assert!(start.elapsed() >= Duration::from_millis(5));
 /// ```
 #[derive(Debug, Clone, Default)]
-pub struct ThreadRuntime {
+pub struct TestRuntime {
     _private: (),
 }
 
-impl ThreadRuntime {
+impl TestRuntime {
     /// A new thread runtime. Cheap: threads are started on demand.
     pub fn new() -> Self {
-        ThreadRuntime { _private: () }
+        TestRuntime { _private: () }
     }
 }
 
-impl Runtime for ThreadRuntime {
+impl Runtime for TestRuntime {
     fn name(&self) -> &'static str {
-        "threads"
+        "test-threads"
     }
 
     fn spawn_blocking(&self, job: BlockingJob) {
@@ -129,7 +133,7 @@ impl Wake for ThreadUnparker {
 
 /// A timer future served by the process-wide timer thread.
 ///
-/// Used by [`ThreadRuntime::sleep`]; public so other thread-based runtimes can share the
+/// Used by [`TestRuntime::sleep`]; public so other thread-based runtimes can share the
 /// same timer thread instead of starting their own.
 #[derive(Debug)]
 pub struct TimerSleep {
@@ -316,7 +320,7 @@ mod tests {
 
     #[test]
     fn nested_block_on_does_not_share_the_wake_flag() {
-        let rt = ThreadRuntime::new();
+        let rt = TestRuntime::new();
         // The inner call waits for a timer while the outer future is mid-poll; then the outer
         // waits for its own timer. Sharing one flag could lose a wake-up and hang here.
         let value = block_on(async {
@@ -334,7 +338,7 @@ mod tests {
 
     #[test]
     fn dropped_timers_do_not_pile_up_in_the_timer_heap() {
-        let rt = ThreadRuntime::new();
+        let rt = TestRuntime::new();
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
         // A long timeout re-armed 20,000 times, as an inactivity timer per event would be.
