@@ -11,7 +11,7 @@ use agent_core::model::{ScriptedModel, Turn};
 use super::Outcome;
 use super::support::{
     OpenOnDrop, Server, WAIT, agent_builder, consume, openai_config, openai_model, post_run,
-    read_run, read_run_into, wait_until,
+    read_deltas_lockstep, read_run_into, wait_until,
 };
 use crate::backend::Backend;
 use crate::kit::GatedModel;
@@ -160,17 +160,7 @@ pub fn server_disconnect_cancels_run(backend: &dyn Backend) -> Outcome {
         .expect("agent");
     let server = Server::start(backend, agent);
     let mut client = post_run(server.addr(), "go");
-    let mut deltas = 0;
-    let transcript = read_run(&mut client, |event| {
-        if let EventKind::TextDelta { .. } = event.kind {
-            deltas += 1;
-            if deltas == 3 {
-                return ControlFlow::Break(());
-            }
-            gate.open_next();
-        }
-        ControlFlow::Continue(())
-    });
+    let transcript = read_deltas_lockstep(&mut client, &gate, 3);
     assert_eq!(
         transcript.count("text_delta"),
         3,
@@ -199,17 +189,7 @@ pub fn server_disconnect_closes_upstream(backend: &dyn Backend) -> Outcome {
     let agent = agent_builder(backend).model(model).build().expect("agent");
     let server = Server::start(backend, agent);
     let mut client = post_run(server.addr(), "go");
-    let mut seen = 0;
-    read_run(&mut client, |event| {
-        if let EventKind::TextDelta { .. } = event.kind {
-            seen += 1;
-            if seen == 3 {
-                return ControlFlow::Break(());
-            }
-            gate.open_next();
-        }
-        ControlFlow::Continue(())
-    });
+    read_deltas_lockstep(&mut client, &gate, 3);
     client.close();
     step("waiting for the upstream to see its connection close after the client left the server");
     assert_eq!(
@@ -231,17 +211,7 @@ pub fn server_graceful_shutdown(backend: &dyn Backend) -> Outcome {
         .expect("agent");
     let mut server = Server::start(backend, agent);
     let mut client = post_run(server.addr(), "go");
-    let mut seen = 0;
-    let mut transcript = read_run(&mut client, |event| {
-        if let EventKind::TextDelta { .. } = event.kind {
-            seen += 1;
-            if seen == 2 {
-                return ControlFlow::Break(());
-            }
-            gate.open_next();
-        }
-        ControlFlow::Continue(())
-    });
+    let mut transcript = read_deltas_lockstep(&mut client, &gate, 2);
     let running = server.take();
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {

@@ -18,7 +18,8 @@ use serde_json::Value;
 
 use super::Outcome;
 use super::support::{
-    Server, WAIT, agent_builder, post_run, read_run, read_run_into, server_config, wait_until,
+    Server, WAIT, agent_builder, post_run, read_deltas_lockstep, read_run, read_run_into,
+    server_config, wait_until,
 };
 use crate::backend::Backend;
 use crate::kit::GatedModel;
@@ -61,17 +62,7 @@ pub fn resume(backend: &dyn Backend) -> Outcome {
     let addr = server.addr();
     let mut client = post_run(addr, "go");
     let id = run_id_of(&client);
-    let mut deltas = 0;
-    let mut transcript = read_run(&mut client, |event| {
-        if let EventKind::TextDelta { .. } = event.kind {
-            deltas += 1;
-            if deltas == 3 {
-                return ControlFlow::Break(());
-            }
-            gate.open_next();
-        }
-        ControlFlow::Continue(())
-    });
+    let mut transcript = read_deltas_lockstep(&mut client, &gate, 3);
     client.close();
     let seen = transcript.len() as u64;
     step("one more delta while nobody is connected: the run must go on and log it");
@@ -146,17 +137,7 @@ pub fn cancel(backend: &dyn Backend) -> Outcome {
     let addr = server.addr();
     let mut client = post_run(addr, "go");
     let id = run_id_of(&client);
-    let mut deltas = 0;
-    let mut transcript = read_run(&mut client, |event| {
-        if let EventKind::TextDelta { .. } = event.kind {
-            deltas += 1;
-            if deltas == 2 {
-                return ControlFlow::Break(());
-            }
-            gate.open_next();
-        }
-        ControlFlow::Continue(())
-    });
+    let mut transcript = read_deltas_lockstep(&mut client, &gate, 2);
     step(format!(
         "POST /v1/runs/{id}/cancel from a second connection"
     ));

@@ -262,6 +262,27 @@ pub(crate) fn read_run(
     transcript
 }
 
+/// Read `/v1/runs` frames in lockstep with a [`GatedModel`](crate::kit::GatedModel)'s
+/// `gate` until `deltas` text deltas were read: the gate is opened after each delta but the
+/// last, so the next one exists only once the previous arrived. The client stays connected.
+pub(crate) fn read_deltas_lockstep(
+    client: &mut SseClient,
+    gate: &Gate,
+    deltas: usize,
+) -> Transcript {
+    let mut seen = 0;
+    read_run(client, |event| {
+        if let EventKind::TextDelta { .. } = event.kind {
+            seen += 1;
+            if seen == deltas {
+                return ControlFlow::Break(());
+            }
+            gate.open_next();
+        }
+        ControlFlow::Continue(())
+    })
+}
+
 /// [`read_run`], appending to an existing transcript.
 pub(crate) fn read_run_into(
     client: &mut SseClient,

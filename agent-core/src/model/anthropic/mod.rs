@@ -185,14 +185,6 @@ impl AnthropicConfig {
 
 impl fmt::Debug for AnthropicConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        struct RedactedHeaders<'a>(&'a [(String, String)]);
-        impl fmt::Debug for RedactedHeaders<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_map()
-                    .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
-                    .finish()
-            }
-        }
         f.debug_struct("AnthropicConfig")
             .field("base_url", &redact_credentials(&self.base_url))
             .field("api_key", &self.api_key)
@@ -200,7 +192,10 @@ impl fmt::Debug for AnthropicConfig {
             .field("version", &self.version)
             .field("max_tokens", &self.max_tokens)
             .field("temperature", &self.temperature)
-            .field("extra_headers", &RedactedHeaders(&self.extra_headers))
+            .field(
+                "extra_headers",
+                &super::transport::RedactedHeaders(&self.extra_headers),
+            )
             .field("retry", &self.retry)
             .field("timeouts", &self.timeouts)
             .field("sse_limits", &self.sse_limits)

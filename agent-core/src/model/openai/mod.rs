@@ -188,19 +188,14 @@ impl OpenAiConfig {
 
 impl fmt::Debug for OpenAiConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        struct RedactedHeaders<'a>(&'a [(String, String)]);
-        impl fmt::Debug for RedactedHeaders<'_> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_map()
-                    .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
-                    .finish()
-            }
-        }
         f.debug_struct("OpenAiConfig")
             .field("base_url", &redact_credentials(&self.base_url))
             .field("api_key", &self.api_key)
             .field("model", &self.model)
-            .field("extra_headers", &RedactedHeaders(&self.extra_headers))
+            .field(
+                "extra_headers",
+                &super::transport::RedactedHeaders(&self.extra_headers),
+            )
             .field("retry", &self.retry)
             .field("timeouts", &self.timeouts)
             .field("include_usage", &self.include_usage)

@@ -194,3 +194,14 @@ pub(crate) fn mid_stream_error(host: &str, data: &str) -> ModelError {
         format!("{host} reported an error mid-stream: {message}"),
     )
 }
+
+/// Extra headers in a config's `Debug`: names only (a header may carry a credential).
+pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a [(String, String)]);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, _)| (name, "<redacted>")))
+            .finish()
+    }
+}
