@@ -656,7 +656,7 @@ impl AgentBuilder {
     }
 
     /// Decide per call whether it needs a human's approval before it runs, replacing the
-    /// tools' own answers ([`Tool::requires_approval`](crate::tool::Tool::requires_approval),
+    /// tools' own answers ([`Tool::requires_approval`],
     /// which the policy is given as [`ApprovalCall::tool_requires_approval`]). Only calls that
     /// would run are asked about (a known tool, arguments that are JSON). A policy that
     /// panics counts as "needs approval".

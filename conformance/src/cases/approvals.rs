@@ -1,6 +1,6 @@
 //! Human approval of tool calls on every backend: a call that needs approval waits (the
 //! run's other call goes on meanwhile) until it is approved or denied through the run's
-//! [`ApprovalHandle`](agent_core::agent::ApprovalHandle), driven by the backend's own entry
+//! [`ApprovalHandle`], driven by the backend's own entry
 //! point ([`Backend::consume_stream`]), or over real HTTP with
 //! `POST /v1/runs/{id}/approvals`, also while the client is disconnected within the detach
 //! grace.
@@ -11,8 +11,8 @@
 //! only after the consumer saw `call_1`'s `tool_approval_requested`, and the decision is
 //! taken only after `call_2`'s `tool_call_completed` arrived, so a backend that does not run
 //! the other call while one waits (or that spins, or loses the wake-up) fails with the step
-//! it stalled at. Every wait has a deadline: the gates', the frame reads' ([`WAIT`]) and the
-//! approval timeout ([`DECISION_DEADLINE`], longer than a read), besides the watchdog. The
+//! it stalled at. Every wait has a deadline: the gates', the frame reads' (`WAIT`) and the
+//! approval timeout (`DECISION_DEADLINE`, longer than a read), besides the watchdog. The
 //! approved stream case decides from another thread, the HTTP cases from another connection,
 //! so the decision has to wake the waiting run.
 //!
