@@ -49,6 +49,7 @@ pub mod resumable;
 pub mod sessions;
 pub mod soak;
 pub mod starvation;
+pub mod stores;
 pub mod structured_output;
 pub(crate) mod support;
 pub mod transcripts;
