@@ -121,9 +121,10 @@ impl RunRegistry {
 
     /// The ids of the runs that are live here (for lease renewal).
     pub(crate) fn live_ids(&self) -> Vec<String> {
-        lock(&self.state)
-            .runs
-            .values()
+        // Lock order: a log's state before the registry (see `RunLog::end`), so the logs
+        // are looked at after the registry's lock is released.
+        let logs: Vec<Arc<RunLog>> = lock(&self.state).runs.values().cloned().collect();
+        logs.into_iter()
             .filter(|log| !lock(&log.state).ended)
             .map(|log| log.id.clone())
             .collect()
