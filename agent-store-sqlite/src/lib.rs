@@ -764,15 +764,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ro.db");
         drop(SqliteStore::open(&path, runtime()).unwrap());
-        let mut perms = std::fs::metadata(&path).unwrap().permissions();
-        perms.set_readonly(true);
-        std::fs::set_permissions(&path, perms.clone()).unwrap();
-        let mut dir_perms = std::fs::metadata(dir.path()).unwrap().permissions();
-        dir_perms.set_readonly(true);
-        std::fs::set_permissions(dir.path(), dir_perms.clone()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        mode(&path, 0o444);
+        mode(dir.path(), 0o555);
         let result = SqliteStore::open(&path, runtime());
-        dir_perms.set_readonly(false);
-        std::fs::set_permissions(dir.path(), dir_perms).unwrap();
+        mode(dir.path(), 0o755);
+        mode(&path, 0o644);
         if let Ok(store) = &result {
             // root ignores permission bits: the write must still work then.
             block_on(store.append_session("s", vec![Message::user("x")], None)).unwrap();

@@ -150,7 +150,9 @@ macro_rules! store_suite {
                 ::std::boxed::Box::new($backend)
             }
 
-            fn fixture() -> ::std::option::Option<::std::boxed::Box<dyn $crate::cases::stores::StoreFixture>> {
+            fn fixture()
+            -> ::std::option::Option<::std::boxed::Box<dyn $crate::cases::stores::StoreFixture>>
+            {
                 $fixture
             }
 
@@ -166,19 +168,35 @@ macro_rules! store_suite {
 
             #[test]
             fn store_concurrent_appenders() {
-                $crate::cases::stores::run_store_test("store_concurrent_appenders", make_backend, fixture());
+                $crate::cases::stores::run_store_test(
+                    "store_concurrent_appenders",
+                    make_backend,
+                    fixture(),
+                );
             }
 
             #[test]
             fn store_two_instances() {
-                $crate::cases::stores::run_store_test("store_two_instances", make_backend, fixture());
+                $crate::cases::stores::run_store_test(
+                    "store_two_instances",
+                    make_backend,
+                    fixture(),
+                );
             }
 
             #[test]
             fn store_suite_is_complete() {
-                let generated = ["store_runs", "store_sessions", "store_concurrent_appenders", "store_two_instances"];
+                let generated = [
+                    "store_runs",
+                    "store_sessions",
+                    "store_concurrent_appenders",
+                    "store_two_instances",
+                ];
                 assert_eq!(
-                    $crate::cases::stores::STORE_CASES.iter().map(|c| c.name).collect::<::std::vec::Vec<_>>(),
+                    $crate::cases::stores::STORE_CASES
+                        .iter()
+                        .map(|c| c.name)
+                        .collect::<::std::vec::Vec<_>>(),
                     generated,
                     "store_suite! generates a test per store case"
                 );

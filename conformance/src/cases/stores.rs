@@ -18,13 +18,13 @@ use std::time::Duration;
 use agent_core::event::{Event, EventKind};
 use agent_core::model::{Message, ScriptedModel, Turn};
 use agent_core::runtime::{SharedRuntime, block_on};
-use agent_core::store::{
-    RunStart, RunStatus, RunWrite, SharedStore, Signal, StoreErrorKind,
-};
+use agent_core::store::{RunStart, RunStatus, RunWrite, SharedStore, Signal, StoreErrorKind};
 use serde_json::{Value, json};
 
 use super::Outcome;
-use super::support::{Server, WAIT, agent_builder, read_run, read_run_into, server_config, wait_until};
+use super::support::{
+    Server, WAIT, agent_builder, read_run, read_run_into, server_config, wait_until,
+};
 use crate::backend::Backend;
 use crate::kit::GatedModel;
 use crate::kit::client::{SseClient, http_request};
@@ -55,7 +55,9 @@ pub struct StoreCase {
 
 impl std::fmt::Debug for StoreCase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreCase").field("name", &self.name).finish()
+        f.debug_struct("StoreCase")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -172,7 +174,11 @@ pub fn runs(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
         .wait_ready()
         .unwrap_or_else(|e| panic!("store contract: the first write of a run must succeed: {e}"));
     step("the second handle's watch is woken by the write");
-    let woken = block_on(agent_core::runtime::timeout(&*runtime, WAIT, watch.changed()));
+    let woken = block_on(agent_core::runtime::timeout(
+        &*runtime,
+        WAIT,
+        watch.changed(),
+    ));
     assert!(
         woken.is_some(),
         "store contract: a write must wake the run's watchers on another handle within {WAIT:?}"
@@ -181,13 +187,21 @@ pub fn runs(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
         .unwrap_or_else(|e| panic!("store contract: reading a run must succeed: {e}"))
         .expect("store contract: a written run is stored");
     assert_eq!(
-        (record.status, record.next_seq, record.owner.as_str(), record.session_id.as_deref()),
+        (
+            record.status,
+            record.next_seq,
+            record.owner.as_str(),
+            record.session_id.as_deref()
+        ),
         (RunStatus::Running, 3, "instance-a", Some("s")),
         "store contract: the record of a running run: {record:?}"
     );
     step("conflicting writes change nothing");
     for (what, write) in [
-        ("a second start", RunWrite::new(&id, vec![delta(3, "c")]).starting(RunStart::new("b", None))),
+        (
+            "a second start",
+            RunWrite::new(&id, vec![delta(3, "c")]).starting(RunStart::new("b", None)),
+        ),
         ("a gap", RunWrite::new(&id, vec![delta(4, "c")])),
         ("a repeated seq", RunWrite::new(&id, vec![delta(2, "c")])),
     ] {
@@ -281,7 +295,9 @@ pub fn runs(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
     let seen = Arc::new(Mutex::new(Vec::<Signal>::new()));
     let sink = seen.clone();
     store.on_signal(Box::new(move |signal| {
-        sink.lock().unwrap_or_else(|p| p.into_inner()).push(signal.clone());
+        sink.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(signal.clone());
         ControlFlow::Continue(())
     }));
     let requested = block_on(other.request_cancel(&owned))
@@ -299,8 +315,9 @@ pub fn runs(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
         delivered,
         "store contract: a cancel requested through another handle must reach the owner's signal handler within {WAIT:?}"
     );
-    let to_cancel = block_on(store.renew_leases("instance-a", vec![owned.clone()], Duration::from_secs(30)))
-        .unwrap_or_else(|e| panic!("store contract: renew_leases must succeed: {e}"));
+    let to_cancel =
+        block_on(store.renew_leases("instance-a", vec![owned.clone()], Duration::from_secs(30)))
+            .unwrap_or_else(|e| panic!("store contract: renew_leases must succeed: {e}"));
     assert_eq!(
         to_cancel,
         vec![owned.clone()],
@@ -335,7 +352,9 @@ pub fn sessions(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
     }
     let messages = block_on(store.load_session(&id))
         .unwrap_or_else(|e| panic!("store contract: load_session must succeed: {e}"));
-    let expected: Vec<Message> = (0..3).flat_map(|i| exchange(&format!("e{i}"), 10)).collect();
+    let expected: Vec<Message> = (0..3)
+        .flat_map(|i| exchange(&format!("e{i}"), 10))
+        .collect();
     assert_eq!(
         messages, expected,
         "store contract: a session's messages come back in order"
@@ -373,7 +392,10 @@ pub fn sessions(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
 pub fn concurrent_appenders(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outcome {
     const EACH: usize = 25;
     let runtime = backend.runtime();
-    let stores = [fixture.store(runtime.clone()), fixture.second(runtime.clone())];
+    let stores = [
+        fixture.store(runtime.clone()),
+        fixture.second(runtime.clone()),
+    ];
     let id = unique("session_shared");
     step("two instances append to one session at once");
     std::thread::scope(|scope| {
@@ -398,8 +420,12 @@ pub fn concurrent_appenders(backend: &dyn Backend, fixture: &dyn StoreFixture) -
     );
     let mut tags = Vec::new();
     for pair in messages.chunks(2) {
-        let (Message::User { content: user }, Message::Assistant { content: answer, .. }) =
-            (&pair[0], &pair[1])
+        let (
+            Message::User { content: user },
+            Message::Assistant {
+                content: answer, ..
+            },
+        ) = (&pair[0], &pair[1])
         else {
             panic!("store contract: exchanges must not interleave: {pair:?}");
         };
@@ -434,7 +460,9 @@ pub fn concurrent_appenders(backend: &dyn Backend, fixture: &dyn StoreFixture) -
                     store
                         .write_run(RunWrite::new(&id, vec![delta(seq, "x")]))
                         .wait_ready()
-                        .unwrap_or_else(|e| panic!("store contract: concurrent writes must succeed: {e}"));
+                        .unwrap_or_else(|e| {
+                            panic!("store contract: concurrent writes must succeed: {e}")
+                        });
                 }
                 let events = block_on(store.read_events(&id, 0, 1000)).unwrap_or_default();
                 assert_eq!(
@@ -503,12 +531,18 @@ pub fn two_instances(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outco
     {
         let a = Server::start_with(
             backend,
-            agent_builder(backend).model(model(seen.clone())).build().expect("agent"),
+            agent_builder(backend)
+                .model(model(seen.clone()))
+                .build()
+                .expect("agent"),
             config(fixture.store(runtime.clone()), "instance-a"),
         );
         let b = Server::start_with(
             backend,
-            agent_builder(backend).model(model(seen.clone())).build().expect("agent"),
+            agent_builder(backend)
+                .model(model(seen.clone()))
+                .build()
+                .expect("agent"),
             config(fixture.second(runtime.clone()), "instance-b"),
         );
         let on_a = session_run(a.addr(), &session, "I am Ada.");
@@ -545,7 +579,10 @@ pub fn two_instances(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outco
         .unwrap_or_else(|e| panic!("two instances: GET /v1/runs/{{id}}/events on B failed: {e}"));
         let body = String::from_utf8_lossy(&replay.body);
         assert!(
-            replay.status == 200 && body.contains("id: 1\n") && !body.contains("id: 0\n") && body.contains("event: run_completed"),
+            replay.status == 200
+                && body.contains("id: 1\n")
+                && !body.contains("id: 0\n")
+                && body.contains("event: run_completed"),
             "two instances: B replays A's finished run after Last-Event-ID from the store: {} {body}",
             replay.status
         );
@@ -556,12 +593,18 @@ pub fn two_instances(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outco
     let gate = gated.gate();
     let a = Server::start_with(
         backend,
-        agent_builder(backend).model(gated.clone()).build().expect("agent"),
+        agent_builder(backend)
+            .model(gated.clone())
+            .build()
+            .expect("agent"),
         config(fixture.store(runtime.clone()), "instance-a2"),
     );
     let b = Server::start_with(
         backend,
-        agent_builder(backend).model(model(seen.clone())).build().expect("agent"),
+        agent_builder(backend)
+            .model(model(seen.clone()))
+            .build()
+            .expect("agent"),
         config(fixture.second(runtime.clone()), "instance-b2"),
     );
     let mut client = super::support::post_run(a.addr(), "go");
@@ -582,7 +625,9 @@ pub fn two_instances(backend: &dyn Backend, fixture: &dyn StoreFixture) -> Outco
     });
     client.close();
     let last = (transcript.len() as u64 - 1).to_string();
-    step(format!("GET /v1/runs/{id}/events on B with Last-Event-ID: {last}"));
+    step(format!(
+        "GET /v1/runs/{id}/events on B with Last-Event-ID: {last}"
+    ));
     let mut resumed = SseClient::request(
         b.addr(),
         "GET",
