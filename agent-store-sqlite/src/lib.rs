@@ -88,6 +88,11 @@ pub const MIGRATIONS: &[&str] = &[
 /// Most connections kept open (one writes at a time; readers run alongside in WAL mode).
 const MAX_IDLE_CONNECTIONS: usize = 4;
 
+// The book's "Deploying" page: its Rust samples are compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/src/deploying.md")]
+struct DeployingBookPage;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
