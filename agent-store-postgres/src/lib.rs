@@ -180,6 +180,19 @@ struct PoolState {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Closing a `postgres::Client` blocks on the client's private runtime, which
+        // panics on a thread that drives an async runtime (the last handle of a store may
+        // well be dropped on one): the connections are closed on a thread of their own.
+        let idle = std::mem::take(&mut lock(&self.pool).idle);
+        if !idle.is_empty() {
+            let closing = std::thread::Builder::new()
+                .name("agent-pg-close".into())
+                .spawn(move || drop(idle));
+            if let Err(err) = closing {
+                // (The clients were dropped here with the closure: rare enough to log.)
+                tracing::warn!(error = %err, "postgres store: could not start a thread to close its connections");
+            }
+        }
     }
 }
 

@@ -86,7 +86,7 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// Most connections kept open (one writes at a time; readers run alongside in WAL mode).
-const MAX_IDLE_CONNECTIONS: usize = 4;
+const MAX_IDLE_CONNECTIONS: usize = 16;
 
 // The book's "Deploying" page: its Rust samples are compiled as doctests.
 #[cfg(doctest)]
