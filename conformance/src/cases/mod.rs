@@ -22,8 +22,8 @@
 //! | 14 | server hardening | `server_concurrency_limit`, `server_write_timeout`, `server_malformed_requests` (and `server_requests`, `cancel_server_shutdown`, `backpressure_server`) |
 //! | 15 | bounds and upstream policy | `output_too_large`, `upstream_redirect_not_followed`, `upstream_oversized_head` |
 //! | 16 | session bounds | `server_session_bounds` |
-//! | 18 | stores (per store, through [`store_suite!`](crate::store_suite), not in [`CASES`]) | `store_runs`, `store_sessions`, `store_concurrent_appenders`, `store_two_instances` (see [`stores`]) |
 //! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid` |
+//! | 18 | stores (per store, through [`store_suite!`](crate::store_suite), not in [`CASES`]) | `store_runs`, `store_sessions`, `store_concurrent_appenders`, `store_two_instances` (see [`stores`]) |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
