@@ -7,7 +7,7 @@ use agent_core::agent::{Agent, CancelHandle, RunOptions};
 use agent_core::secret::Secret;
 use agent_core::server::ServerConfig;
 
-use crate::cli::{Cli, Command, OutputArgs, ServeArgs};
+use crate::cli::{Cli, Command, OutputArgs, ServeArgs, StoreArg};
 use crate::drivers::{Driver, driver};
 use crate::errors::explain;
 use crate::render::{Outcome, Renderer};
@@ -330,6 +330,22 @@ fn chat(driver: &dyn Driver, agent: &Agent, choice: &ModelChoice, output: Output
     status
 }
 
+/// Open the store `--store` names (`None` for memory: the server's own).
+fn open_store(
+    store: &StoreArg,
+    runtime: agent_core::runtime::SharedRuntime,
+) -> Result<Option<agent_core::store::SharedStore>, agent_core::store::StoreError> {
+    Ok(match store {
+        StoreArg::Memory => None,
+        StoreArg::Sqlite(path) => Some(std::sync::Arc::new(agent_store_sqlite::SqliteStore::open(
+            path, runtime,
+        )?)),
+        StoreArg::Postgres(dsn) => Some(std::sync::Arc::new(
+            agent_store_postgres::PostgresStore::connect(dsn, runtime)?,
+        )),
+    })
+}
+
 fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeArgs) -> ExitCode {
     let mut config = ServerConfig::default()
         .with_addr(args.addr)
@@ -373,6 +389,28 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
     if let Some(token) = &args.token {
         config = config.with_bearer_token(Secret::new(token.clone()));
     }
+    if let Some(lease) = args.run_lease {
+        config = config.with_run_lease(lease);
+    }
+    if let Some(id) = &args.instance_id {
+        config = config.with_instance_id(id.clone());
+    }
+    let store = args
+        .store
+        .clone()
+        .or_else(StoreArg::default_sqlite)
+        .unwrap_or(StoreArg::Memory);
+    match open_store(&store, agent.runtime().clone()) {
+        Ok(Some(opened)) => config = config.with_store(opened),
+        Ok(None) => {}
+        Err(err) => {
+            eprintln!(
+                "agent: could not open the store {}: {err}",
+                store.describe()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     if let Err(err) = ctrlc::set_handler(move || {
         let _ = tx.send(());
@@ -381,6 +419,7 @@ fn serve(driver: &dyn Driver, agent: Agent, choice: &ModelChoice, args: &ServeAr
         return ExitCode::FAILURE;
     }
     announce(choice);
+    eprintln!("agent: sessions and runs are kept in {}", store.describe());
     let result = driver.serve(
         agent,
         config,

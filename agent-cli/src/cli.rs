@@ -121,6 +121,129 @@ pub struct ServeArgs {
     /// Most bytes of events one run keeps for resuming clients. Default 512 KiB.
     #[arg(long, value_name = "BYTES")]
     pub max_run_log_bytes: Option<usize>,
+    /// Where sessions and runs are kept: `sqlite:PATH` (one instance; the default is
+    /// `sqlite:` + $XDG_DATA_HOME/agent/agent.db, else ~/.local/share/agent/agent.db),
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` (several instances share it), or `memory`
+    /// (nothing kept past the process). Also read from $AGENT_STORE.
+    #[arg(
+        long,
+        value_name = "STORE",
+        env = "AGENT_STORE",
+        hide_env_values = true,
+        value_parser = parse_store
+    )]
+    pub store: Option<StoreArg>,
+    /// This instance's lease on its runs in the store; a run whose instance died is marked
+    /// failed once it ran out. Default 30s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub run_lease: Option<Duration>,
+    /// This instance's name in a shared store (default: a random one).
+    #[arg(long, value_name = "NAME")]
+    pub instance_id: Option<String>,
+}
+
+/// Where `agent serve` keeps sessions and runs (`--store`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreArg {
+    /// In memory only.
+    Memory,
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL DSN (its password is never shown).
+    Postgres(String),
+}
+
+impl StoreArg {
+    /// The default: SQLite under the user's data directory.
+    pub fn default_sqlite() -> Option<StoreArg> {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|home| std::path::PathBuf::from(home).join(".local/share"))
+            })?;
+        Some(StoreArg::Sqlite(base.join("agent").join("agent.db")))
+    }
+
+    /// How the store is named in messages: no password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreArg::Memory => "memory (nothing is kept past this process)".into(),
+            StoreArg::Sqlite(path) => format!("sqlite:{}", path.display()),
+            StoreArg::Postgres(dsn) => format!("postgres {}", redact_dsn(dsn)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// `dsn` with any password replaced by `***` (URL and key=value forms).
+///
+/// ```
+/// use agent_cli::cli::redact_dsn;
+/// assert_eq!(redact_dsn("postgres://u:s3cret@h:5432/db"), "postgres://u:***@h:5432/db");
+/// assert_eq!(redact_dsn("host=h password=s3cret user=u"), "host=h password=*** user=u");
+/// ```
+pub fn redact_dsn(dsn: &str) -> String {
+    if let Some((scheme, rest)) = dsn.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            let host = match host.split_once('?') {
+                Some((host, _)) => format!("{host}?***"),
+                None => host.to_string(),
+            };
+            return format!("{scheme}://{masked}@{host}");
+        }
+        return dsn.split('?').next().unwrap_or(dsn).to_string();
+    }
+    dsn.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parse `--store`: `memory`, `sqlite:PATH`, `postgres://…` / `postgresql://…`.
+///
+/// ```
+/// use agent_cli::cli::{parse_store, StoreArg};
+/// assert_eq!(parse_store("memory"), Ok(StoreArg::Memory));
+/// assert_eq!(parse_store("sqlite:/tmp/a.db"), Ok(StoreArg::Sqlite("/tmp/a.db".into())));
+/// assert!(matches!(parse_store("postgres://u:p@h/db"), Ok(StoreArg::Postgres(_))));
+/// assert!(!parse_store("mysql://u:p@h/db").unwrap_err().contains(":p@"));
+/// ```
+pub fn parse_store(text: &str) -> Result<StoreArg, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("memory") {
+        return Ok(StoreArg::Memory);
+    }
+    if let Some(path) = text.strip_prefix("sqlite:") {
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err("sqlite: needs a path, e.g. sqlite:/var/lib/agent/agent.db".into());
+        }
+        return Ok(StoreArg::Sqlite(path.into()));
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(StoreArg::Postgres(text.to_string()));
+    }
+    Err(format!(
+        "{:?} is not a store: use memory, sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB",
+        redact_dsn(text)
+    ))
 }
 
 /// Parse a listening address: `IP:PORT`, or `HOST:PORT` with a host name resolved (the first

@@ -23,6 +23,9 @@ fn agent() -> Command {
         .env_remove("OPENAI_API_KEY")
         .env_remove("ANTHROPIC_API_KEY")
         .env_remove("AGENT_SERVE_TOKEN")
+        // `serve` would default to a SQLite file in the user's data directory, one process
+        // at a time: these tests serve from memory (tests/stores.rs covers the stores).
+        .env("AGENT_STORE", "memory")
         .stdin(Stdio::null());
     command
 }

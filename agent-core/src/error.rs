@@ -56,6 +56,12 @@ pub enum ErrorKind {
     InvalidOutput,
     /// A bug: a panic inside a model or the agent loop, caught and reported.
     Internal,
+    /// The run's store (see [`store`](crate::store)) could not record its events, so the
+    /// run was stopped: nothing is sent that was not recorded.
+    Store,
+    /// The instance serving the run stopped before the run ended (it crashed, or lost its
+    /// lease in a shared store); the run was marked failed by another instance or on restart.
+    InstanceLost,
 }
 
 impl ErrorKind {
@@ -78,6 +84,8 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::Internal => "internal",
+            ErrorKind::Store => "store",
+            ErrorKind::InstanceLost => "instance_lost",
         }
     }
 }

@@ -52,6 +52,7 @@
 //!   optional third, child processes with piped stdio (for MCP servers over stdio).
 //! * [`sse`]: the sans-IO Server-Sent Events decoder and encoder.
 //! * [`server`]: the HTTP API, independent of any HTTP library.
+//! * [`store`]: where a server keeps sessions and runs (memory, SQLite, PostgreSQL).
 //! * [`policy`], [`error`], [`secret`]: retries and timeouts, error kinds, redacted secrets.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -67,6 +68,7 @@ pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod sse;
+pub mod store;
 pub mod tool;
 
 /// The serde, serde_json and schemars this crate is built with, re-exported so that typed

@@ -15,6 +15,7 @@ mod report;
 mod scale;
 mod sse;
 mod stats;
+mod stores;
 mod sys;
 mod ttfe;
 mod upstream;
@@ -33,7 +34,7 @@ usage: bench [--quick] [--only 1,2,...] [--out PATH]
 
   --quick        a smoke run of a few seconds (small sizes, few repetitions)
   --only LIST    run only these measurements (1 pipeline, 2 http, 3 ttfe, 4 fan-out,
-                 5 scale, 6 sse, 7 construction)
+                 5 scale, 6 sse, 7 construction, 8 stores)
   --out PATH     write the report there
 
 Without --out, a complete full run writes docs/performance.md and docs/src/performance.md;
@@ -56,6 +57,8 @@ pub struct Results {
     pub sse: Option<sse::SseResult>,
     /// (7)
     pub construct: Option<construct::ConstructResult>,
+    /// (8)
+    pub stores: Option<stores::StoresResult>,
 }
 
 fn main() {
@@ -129,6 +132,9 @@ fn main() {
     }
     if wanted(5) {
         results.scale = Some(step("5 scale", || scale::run(&config)));
+    }
+    if wanted(8) {
+        results.stores = Some(step("8 stores", || stores::run(&config)));
     }
     let elapsed = started.elapsed();
     let page = report::render(&machine, &config, &results, elapsed);

@@ -646,6 +646,52 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
         out.push('\n');
     }
 
+    if let Some(st) = &r.stores {
+        out.push_str("## 8. Stores: cost per event\n\n");
+        let _ = writeln!(
+            out,
+            "Each store under `AgentService` (`ServerConfig::store`), on a 2-worker tokio \
+             runtime, every event written before the body yields it. **One run**: {} ready \
+             deltas, its SSE body read to the end. **100 concurrent runs**: {} runs of {} \
+             deltas at once. Both are wall time per event (lower is better), so they include \
+             the run itself: the first row (no store) is the floor. **Appended**: \
+             `Store::write_run` of batches of 64 events, one after another. **Read back**: \
+             `Store::read_events` in pages of 512 from a second handle (what a resuming \
+             client on another instance costs). Median of {} repetitions, ns per event; the \
+             events/s column is 10⁹ / the median.\n",
+            group(st.one_run_deltas as i64),
+            st.concurrent_runs,
+            group(st.concurrent_deltas as i64),
+            st.reps
+        );
+        if let Some(why) = &st.postgres_skipped {
+            let _ = writeln!(out, "PostgreSQL was not measured: {why}.\n");
+        }
+        out.push_str(
+            "| store | one run, ns/event | events/s | 100 runs, ns/event | events/s | appended, ns/event | events/s | read back, ns/event | events/s |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        let per_s = |ns: f64| group((1e9 / ns) as i64);
+        for row in &st.rows {
+            let opt = |s: &Option<Summary>| match s {
+                Some(s) => format!("{} | {}", num(s.median), per_s(s.median)),
+                None => "– | –".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.store,
+                num(row.one_run.median),
+                per_s(row.one_run.median),
+                num(row.concurrent.median),
+                per_s(row.concurrent.median),
+                opt(&row.append),
+                opt(&row.read)
+            );
+        }
+        out.push('\n');
+    }
+
     out.push_str(crate::notes::NOTES);
     out
 }

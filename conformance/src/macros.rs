@@ -141,3 +141,78 @@ macro_rules! __suite_tests {
         }
     };
 }
+
+/// Generate the store cases ([`STORE_CASES`](crate::cases::stores::STORE_CASES)) for a
+/// backend and a store: a module `name` with one `#[test]` per case, each on a fresh
+/// backend from `backend` with the store fixture from `fixture` (an expression of type
+/// `Option<Box<dyn StoreFixture>>`: `None` when the store is not available, which each test
+/// reports loudly as skipped).
+///
+/// ```ignore
+/// conformance::store_suite!(tokio_sqlite => MyBackend::default(), Some(Box::new(MySqliteFixture::new())));
+/// ```
+#[macro_export]
+macro_rules! store_suite {
+    ($name:ident => $backend:expr, $fixture:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn make_backend() -> ::std::boxed::Box<dyn $crate::Backend> {
+                ::std::boxed::Box::new($backend)
+            }
+
+            fn fixture()
+            -> ::std::option::Option<::std::boxed::Box<dyn $crate::cases::stores::StoreFixture>>
+            {
+                $fixture
+            }
+
+            #[test]
+            fn store_runs() {
+                $crate::cases::stores::run_store_test("store_runs", make_backend, fixture());
+            }
+
+            #[test]
+            fn store_sessions() {
+                $crate::cases::stores::run_store_test("store_sessions", make_backend, fixture());
+            }
+
+            #[test]
+            fn store_concurrent_appenders() {
+                $crate::cases::stores::run_store_test(
+                    "store_concurrent_appenders",
+                    make_backend,
+                    fixture(),
+                );
+            }
+
+            #[test]
+            fn store_two_instances() {
+                $crate::cases::stores::run_store_test(
+                    "store_two_instances",
+                    make_backend,
+                    fixture(),
+                );
+            }
+
+            #[test]
+            fn store_suite_is_complete() {
+                let generated = [
+                    "store_runs",
+                    "store_sessions",
+                    "store_concurrent_appenders",
+                    "store_two_instances",
+                ];
+                assert_eq!(
+                    $crate::cases::stores::STORE_CASES
+                        .iter()
+                        .map(|c| c.name)
+                        .collect::<::std::vec::Vec<_>>(),
+                    generated,
+                    "store_suite! generates a test per store case"
+                );
+            }
+        }
+    };
+}

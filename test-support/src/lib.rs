@@ -7,6 +7,7 @@
 //!   binary runs side by side;
 //! * [`reliability`]: flooding and holding models, a client that stops reading, a
 //!   self-signed TLS server, a tracing capture;
+//! * [`stores`]: the memory, SQLite and PostgreSQL fixtures of the store cases;
 //! * [`dependencies`]: the dependency-rule checks of DESIGN.md (crate names and features in
 //!   `cargo tree`).
 //!
@@ -24,6 +25,7 @@ pub mod dependencies;
 // Test helpers named for what they do; their docs are the tests that use them.
 #[allow(missing_docs)]
 pub mod reliability;
+pub mod stores;
 
 /// How long any wait of the support code may take before the test fails.
 pub const WATCHDOG: Duration = Duration::from_secs(10);

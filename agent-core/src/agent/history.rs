@@ -96,6 +96,13 @@ impl History {
         self.shrink(dropped);
     }
 
+    /// Take the messages out, leaving the history empty.
+    pub(crate) fn take(&mut self) -> Vec<Message> {
+        let bytes = self.bytes;
+        self.shrink(bytes);
+        std::mem::take(&mut self.messages)
+    }
+
     pub(crate) fn clear(&mut self) {
         self.messages.clear();
         let bytes = self.bytes;

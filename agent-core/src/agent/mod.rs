@@ -132,6 +132,21 @@ fn new_run_id() -> String {
     format!("run_{:020}", hasher.finish())
 }
 
+/// A name for a server instance in a shared store: `instance_` and 16 hex digits, random
+/// per call.
+pub(crate) fn new_instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(RUN_COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("instance_{:016x}", hasher.finish())
+}
+
 impl Agent {
     /// Start building an agent.
     pub fn builder() -> AgentBuilder {
@@ -222,6 +237,22 @@ impl Agent {
             agent: self.clone(),
             history: Arc::new(Mutex::new(History::bounded(max_bytes, total))),
         }
+    }
+
+    /// Run `input` after `history` and capture the messages the run adds when it completes
+    /// (a session kept in a store appends them itself).
+    pub(crate) fn run_capturing(
+        &self,
+        input: String,
+        history: Vec<Message>,
+    ) -> (RunStream, SessionCapture) {
+        let capture = Arc::new(Mutex::new(History::bounded(None, None)));
+        let run = self.start(
+            input,
+            RunOptions::default().history(history),
+            Some(capture.clone()),
+        );
+        (run, SessionCapture(capture))
     }
 
     /// The runtime this agent runs on.
@@ -368,6 +399,24 @@ impl Session {
     pub fn agent(&self) -> &Agent {
         &self.agent
     }
+}
+
+/// The messages a completed run added, captured for a store (see `Agent::run_capturing`).
+#[derive(Debug, Clone)]
+pub(crate) struct SessionCapture(Arc<Mutex<History>>);
+
+impl SessionCapture {
+    /// The messages the run added; empty until it completed.
+    pub(crate) fn take(&self) -> Vec<Message> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The newest whole exchanges of `messages` that fit `max_bytes`.
+pub(crate) fn bounded_history(messages: Vec<Message>, max_bytes: usize) -> Vec<Message> {
+    let mut history = History::bounded(Some(max_bytes), None);
+    history.append(messages);
+    history.take()
 }
 
 /// Options of one run, for [`Agent::run_with`] and [`Session::run_with`].

@@ -86,6 +86,19 @@ pub struct ServerConfig {
     /// taken are dropped (resuming before them answers `410`), and a reader that still
     /// needs the oldest holds the run back. Default 512 KiB.
     pub max_run_log_bytes: usize,
+    /// Where sessions and runs are kept beyond this process's memory (see
+    /// [`store`](crate::store)): every event is written there before a client sees it, a
+    /// session's turns are appended with its run's `run_completed`, and runs are
+    /// addressable (status, events, cancel) from any instance sharing the store. Default
+    /// `None`: everything stays in this server's memory, bounded by the limits above.
+    pub store: Option<crate::store::SharedStore>,
+    /// How long this instance's lease on a run lasts in the store; renewed every third of
+    /// it while the run goes on. A run whose instance died is marked failed once its lease
+    /// ran out. Default 30 s.
+    pub run_lease: Duration,
+    /// This instance's name in the store (the owner of its runs). Default: a random one
+    /// per server.
+    pub instance_id: Option<String>,
 }
 
 /// The smallest [`ServerConfig::max_head_bytes`] a server applies.
@@ -112,11 +125,41 @@ impl Default for ServerConfig {
             run_retention: Duration::from_secs(300),
             max_retained_runs: 256,
             max_run_log_bytes: 512 * 1024,
+            store: None,
+            run_lease: crate::store::DEFAULT_LEASE,
+            instance_id: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// Keep sessions and runs in `store` (see [`ServerConfig::store`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agent_core::server::ServerConfig;
+    /// use agent_core::store::MemoryStore;
+    ///
+    /// let config = ServerConfig::default().with_store(Arc::new(MemoryStore::new()));
+    /// assert_eq!(config.store.unwrap().name(), "memory");
+    /// ```
+    pub fn with_store(mut self, store: crate::store::SharedStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Set the lease of this instance's runs in the store (at least 1 s is sensible).
+    pub fn with_run_lease(mut self, lease: Duration) -> Self {
+        self.run_lease = lease;
+        self
+    }
+
+    /// Name this instance in the store.
+    pub fn with_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
     /// Set the bind address.
     pub fn with_addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;

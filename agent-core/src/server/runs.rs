@@ -28,6 +28,21 @@
 //!   finished runs are kept (the oldest are forgotten first), so memory stays bounded by
 //!   `(max_concurrent_runs + max_retained_runs) × max_run_log_bytes`.
 //!
+//! # With a store
+//!
+//! With [`ServerConfig::store`] set, every event is written to the store **before** any
+//! reader takes it: the log's `durable` mark is how far the store has confirmed, and readers
+//! only read below it. While one write is in flight the run is polled on, so the next write
+//! carries every event that became ready meanwhile (a burst of deltas is one transaction,
+//! not one blocking job per event); the memory store's writes complete synchronously. The
+//! first write creates the run's record (owner, lease), the terminal event's write sets its
+//! status and appends a completed session turn in the same transaction. Events that are
+//! stored may be dropped from the window even if no reader took them: a reader that needs
+//! older events (or a run this instance does not hold: another instance's, or one from
+//! before a restart) reads them from the store ([`StoredEvents`]). A write that fails stops
+//! the run: its readers get a `run_failed` of kind `store` after the last stored event.
+//!
+//! [`ServerConfig::store`]: super::ServerConfig::store
 //! [`ServerConfig::max_run_log_bytes`]: super::ServerConfig::max_run_log_bytes
 //! [`ServerConfig::run_detach_grace`]: super::ServerConfig::run_detach_grace
 //! [`ServerConfig::run_retention`]: super::ServerConfig::run_retention
@@ -44,9 +59,15 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::agent::{ApprovalHandle, CancelHandle, RunStream};
+use crate::agent::{ApprovalHandle, CancelHandle, RunStream, SessionCapture};
 use crate::event::{Event, EventKind};
-use crate::runtime::SharedRuntime;
+use crate::runtime::{BoxFuture, SharedRuntime};
+use crate::store::{
+    RunRecord, RunStart, RunWatch, RunWrite, SessionAppend, SharedStore, Signal, StoreWrite,
+};
+
+/// Most events one store write carries.
+const MAX_BATCH: usize = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -60,9 +81,25 @@ pub(crate) struct RunLimits {
     pub(crate) max_retained: usize,
 }
 
+/// The store runs are written to, and this instance's name and lease in it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreContext {
+    pub(crate) store: SharedStore,
+    pub(crate) owner: String,
+    pub(crate) lease: Duration,
+}
+
+/// A session turn: the session's id, the run's captured messages, the session's bound.
+pub(crate) struct SessionTurn {
+    pub(crate) session_id: String,
+    pub(crate) capture: SessionCapture,
+    pub(crate) max_bytes: usize,
+}
+
 /// Every addressable run: live ones, and finished ones within their retention.
 pub(crate) struct RunRegistry {
     limits: RunLimits,
+    store: Option<StoreContext>,
     state: Mutex<RegistryState>,
 }
 
@@ -74,11 +111,23 @@ struct RegistryState {
 }
 
 impl RunRegistry {
-    pub(crate) fn new(limits: RunLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: RunLimits, store: Option<StoreContext>) -> Arc<Self> {
         Arc::new(RunRegistry {
             limits,
+            store,
             state: Mutex::new(RegistryState::default()),
         })
+    }
+
+    /// The ids of the runs that are live here (for lease renewal).
+    pub(crate) fn live_ids(&self) -> Vec<String> {
+        // Lock order: a log's state before the registry (see `RunLog::end`), so the logs
+        // are looked at after the registry's lock is released.
+        let logs: Vec<Arc<RunLog>> = lock(&self.state).runs.values().cloned().collect();
+        logs.into_iter()
+            .filter(|log| !lock(&log.state).ended)
+            .map(|log| log.id.clone())
+            .collect()
     }
 
     /// Register `run` and return its first reader, attached from the start. `permit` is
@@ -90,7 +139,22 @@ impl RunRegistry {
         permit: Box<dyn Send>,
         detach_grace: Duration,
         runtime: SharedRuntime,
+        session: Option<SessionTurn>,
     ) -> RunEvents {
+        let persist = self.store.as_ref().map(|ctx| Persist {
+            store: ctx.store.clone(),
+            start: Some(RunStart {
+                owner: ctx.owner.clone(),
+                session_id: session.as_ref().map(|s| s.session_id.clone()),
+                lease: ctx.lease,
+            }),
+            session,
+            append: None,
+            write: None,
+            write_end: 0,
+            durable: 0,
+            broken: false,
+        });
         let log = Arc::new(RunLog {
             id: run.run_id().to_string(),
             cancel: run.cancel_handle(),
@@ -103,6 +167,7 @@ impl RunRegistry {
             state: Mutex::new(LogState {
                 run: Some(run),
                 permit: Some(permit),
+                persist,
                 ..LogState::default()
             }),
         });
@@ -167,24 +232,17 @@ pub(crate) fn standalone(run: RunStream) -> RunEvents {
     RunLog::attach(&log, 0).expect("a new run can be read from its start")
 }
 
-/// Where a run stands, as `GET /v1/runs/{id}` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RunStatus {
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
+use crate::store::RunStatus;
 
-impl RunStatus {
-    fn name(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
+/// The status document of a stored run (as [`RunLog::status_json`]).
+pub(crate) fn record_json(record: &RunRecord) -> Value {
+    json!({
+        "id": record.run_id,
+        "object": "run",
+        "status": record.status.as_str(),
+        "next_seq": record.next_seq,
+        "result": record.terminal,
+    })
 }
 
 /// Why a reader could not attach at the position asked for.
@@ -237,11 +295,55 @@ struct LogState {
     /// A keeper task drives the run (no reader is attached).
     keeper: bool,
     next_waiter: u64,
+    /// Writing to a store (see the module docs).
+    persist: Option<Persist>,
+    /// When a reader on another instance last said it reads this run.
+    remote_read: Option<Instant>,
+}
+
+/// A log's writes to its store.
+struct Persist {
+    store: SharedStore,
+    /// Sent with the first write.
+    start: Option<RunStart>,
+    session: Option<SessionTurn>,
+    /// The session turn to append with the terminal event's write.
+    append: Option<SessionAppend>,
+    write: Option<StoreWrite>,
+    /// The `seq` after the last event of the write in flight (or of the last one).
+    write_end: u64,
+    /// Events with `seq < durable` are stored.
+    durable: u64,
+    /// A write failed: no more are made.
+    broken: bool,
 }
 
 impl LogState {
     fn next_seq(&self) -> u64 {
         self.front + self.events.len() as u64
+    }
+
+    /// Events before this `seq` may be read (the stored ones, with a store).
+    fn visible(&self) -> u64 {
+        match &self.persist {
+            Some(persist) => persist.durable,
+            None => self.next_seq(),
+        }
+    }
+
+    /// The run has ended and every event of it may be read.
+    fn settled(&self) -> bool {
+        self.ended && self.visible() == self.next_seq()
+    }
+
+    /// Events from here on are kept in the window: attached readers still need them, and
+    /// with a store, those not stored yet.
+    fn keep_from(&self) -> u64 {
+        let readers = self.slowest();
+        match &self.persist {
+            Some(persist) => readers.unwrap_or(u64::MAX).min(persist.durable),
+            None => readers.unwrap_or(u64::MAX),
+        }
     }
 
     fn slowest(&self) -> Option<u64> {
@@ -250,7 +352,7 @@ impl LogState {
 
     /// Drop front events beyond the byte bound that no attached reader still needs.
     fn trim(&mut self, max_bytes: usize) {
-        let keep_from = self.slowest().unwrap_or(u64::MAX);
+        let keep_from = self.keep_from();
         while self.bytes > max_bytes && self.front < keep_from {
             let Some(event) = self.events.pop_front() else {
                 break;
@@ -263,6 +365,11 @@ impl LogState {
     /// The log is full and its front is still needed: the run must wait for a reader. With
     /// nobody attached, everything is still needed (by the client expected back).
     fn held_back(&self, max_bytes: usize) -> bool {
+        if self.persist.is_some() {
+            // Stored events can go (a reader reads them from the store): only events not
+            // stored yet, or needed by an attached reader, hold the run.
+            return !self.cancelled && self.bytes >= max_bytes && self.keep_from() <= self.front;
+        }
         !self.cancelled
             && self.bytes >= max_bytes
             && self.slowest().is_none_or(|slowest| slowest <= self.front)
@@ -320,7 +427,7 @@ impl RunLog {
     /// there.
     pub(crate) fn attach(this: &Arc<Self>, from: u64) -> Result<RunEvents, AttachError> {
         let mut state = lock(&this.state);
-        let next = state.next_seq();
+        let next = state.visible();
         if from > next {
             return Err(AttachError::Ahead { next });
         }
@@ -334,17 +441,29 @@ impl RunLog {
         // A keeper driving a detached run stops once someone attached: wake it.
         this.waiters.wake_all_except(u64::MAX);
         Ok(RunEvents {
-            log: this.clone(),
-            id,
-            cursor: from,
+            reader: Reader::Local {
+                log: this.clone(),
+                id,
+                cursor: from,
+            },
         })
+    }
+
+    /// Whether this log writes to a store (so that a reader may read from there instead).
+    pub(crate) fn store(&self) -> Option<SharedStore> {
+        lock(&self.state).persist.as_ref().map(|p| p.store.clone())
+    }
+
+    /// A reader on another instance reads this run: the detach grace starts again.
+    pub(crate) fn note_remote_reader(&self) {
+        lock(&self.state).remote_read = Some(Instant::now());
     }
 
     /// Whether the run has ended and every event from `from` on has been recorded before:
     /// a reader attached there would get nothing.
     pub(crate) fn exhausted_at(&self, from: u64) -> bool {
         let state = lock(&self.state);
-        state.ended && from == state.next_seq()
+        state.settled() && from == state.next_seq()
     }
 
     /// Decides the run's tool calls waiting for approval (`POST /v1/runs/{id}/approvals`).
@@ -364,12 +483,18 @@ impl RunLog {
     /// the terminal event once there is one.
     pub(crate) fn status_json(&self) -> Value {
         let state = lock(&self.state);
+        let settled = state.settled();
+        let status = if settled {
+            state.status()
+        } else {
+            RunStatus::Running
+        };
         json!({
             "id": self.id,
             "object": "run",
-            "status": state.status().name(),
-            "next_seq": state.next_seq(),
-            "result": state.terminal.as_deref(),
+            "status": status.as_str(),
+            "next_seq": state.visible(),
+            "result": if settled { state.terminal.as_deref() } else { None },
         })
     }
 
@@ -378,7 +503,7 @@ impl RunLog {
     pub(crate) fn poll_drive(&self, cx: &mut Context<'_>, waiter: u64) -> Poll<()> {
         let mut state = lock(&self.state);
         loop {
-            if state.ended {
+            if state.settled() {
                 return Poll::Ready(());
             }
             // Nothing is trimmed here: the events are kept for the reader expected back, and
@@ -398,10 +523,14 @@ impl RunLog {
         id
     }
 
-    /// Poll the run once for its next event and record it. `waiter`'s waker is registered
-    /// whenever the answer is `Pending`.
+    /// Poll the run once for its next event and record it (with a store: every ready
+    /// event, then write them). `waiter`'s waker is registered whenever the answer is
+    /// `Pending`.
     fn advance(&self, state: &mut LogState, cx: &mut Context<'_>, waiter: u64) -> Advanced {
         self.waiters.register(waiter, cx.waker());
+        if state.persist.is_some() {
+            return self.advance_stored(state, waiter);
+        }
         if state.held_back(self.max_bytes) {
             return Advanced::Pending;
         }
@@ -414,16 +543,7 @@ impl RunLog {
         match polled {
             Poll::Pending => Advanced::Pending,
             Poll::Ready(Some(event)) => {
-                let terminal = event.is_terminal();
-                state.bytes += event_bytes(&event);
-                let event = Arc::new(event);
-                if terminal {
-                    state.terminal = Some(event.clone());
-                }
-                state.events.push_back(event);
-                if terminal {
-                    self.end(state);
-                }
+                self.record(state, event);
                 self.waiters.wake_all_except(waiter);
                 Advanced::Yes
             }
@@ -435,7 +555,156 @@ impl RunLog {
         }
     }
 
+    /// Append `event` to the window (ending the run on its terminal event).
+    fn record(&self, state: &mut LogState, event: Event) {
+        let terminal = event.is_terminal();
+        state.bytes += event_bytes(&event);
+        let event = Arc::new(event);
+        if terminal {
+            state.terminal = Some(event.clone());
+            if let (EventKind::RunCompleted { .. }, Some(persist)) =
+                (&event.kind, state.persist.as_mut())
+                && let Some(turn) = persist.session.take()
+            {
+                persist.append = Some(SessionAppend {
+                    session_id: turn.session_id,
+                    messages: turn.capture.take(),
+                    max_bytes: Some(turn.max_bytes),
+                });
+            }
+        }
+        state.events.push_back(event);
+        if terminal {
+            self.end(state);
+        }
+    }
+
+    /// [`advance`](Self::advance) with a store: poll the write in flight, take every ready
+    /// event of the run, and start the next write.
+    fn advance_stored(&self, state: &mut LogState, waiter: u64) -> Advanced {
+        let waker = Waker::from(self.waiters.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut progressed = self.poll_writes(state, &mut cx);
+        state.trim(self.max_bytes);
+        let mut taken = 0;
+        while !state.ended && taken < MAX_BATCH && !state.held_back(self.max_bytes) {
+            let Some(run) = state.run.as_mut() else {
+                self.end(state);
+                progressed = true;
+                break;
+            };
+            match run.poll_next_unpin(&mut cx) {
+                Poll::Pending => break,
+                Poll::Ready(Some(event)) => {
+                    self.record(state, event);
+                    taken += 1;
+                }
+                Poll::Ready(None) => {
+                    self.end(state);
+                    progressed = true;
+                }
+            }
+        }
+        if taken > 0 {
+            progressed = true;
+            progressed |= self.poll_writes(state, &mut cx);
+        }
+        if progressed {
+            self.waiters.wake_all_except(waiter);
+            Advanced::Yes
+        } else {
+            Advanced::Pending
+        }
+    }
+
+    /// Finish the write in flight and start the next while events wait; `true` when
+    /// events became readable.
+    fn poll_writes(&self, state: &mut LogState, cx: &mut Context<'_>) -> bool {
+        let next_seq = state.next_seq();
+        let mut readable = false;
+        loop {
+            let Some(persist) = state.persist.as_mut() else {
+                return readable;
+            };
+            if persist.broken {
+                return readable;
+            }
+            if let Some(write) = persist.write.as_mut() {
+                match write.poll(cx) {
+                    Poll::Pending => return readable,
+                    Poll::Ready(Ok(())) => {
+                        persist.write = None;
+                        persist.durable = persist.write_end;
+                        readable = true;
+                    }
+                    Poll::Ready(Err(err)) => {
+                        tracing::error!(run_id = %self.id, error = %err, "the store could not write the run's events; stopping the run");
+                        self.store_failed(state, err.to_run_error());
+                        return true;
+                    }
+                }
+            }
+            let Some(persist) = state.persist.as_mut() else {
+                return readable;
+            };
+            if persist.write_end >= next_seq {
+                return readable;
+            }
+            let from = persist.write_end;
+            let events: Vec<Arc<Event>> = state
+                .events
+                .iter()
+                .skip((from - state.front) as usize)
+                .cloned()
+                .collect();
+            let mut write = RunWrite::new(self.id.clone(), events);
+            write.start = persist.start.take();
+            if state.ended {
+                write.session = persist.append.take();
+            }
+            persist.write_end = next_seq;
+            persist.write = Some(persist.store.write_run(write));
+        }
+    }
+
+    /// The store failed: stop the run and end it after the last stored event with a
+    /// `run_failed` (kind `store`), which only the readers of this instance see.
+    fn store_failed(&self, state: &mut LogState, error: crate::event::RunError) {
+        let Some(persist) = state.persist.as_mut() else {
+            return;
+        };
+        persist.broken = true;
+        persist.write = None;
+        let durable = persist.durable;
+        while state.next_seq() > durable.max(state.front) {
+            if let Some(event) = state.events.pop_back() {
+                state.bytes -= event_bytes(&event);
+            }
+        }
+        state.run = None;
+        let event = Arc::new(Event {
+            seq: state.next_seq(),
+            kind: EventKind::RunFailed {
+                error,
+                partial_text: String::new(),
+            },
+        });
+        state.bytes += event_bytes(&event);
+        state.terminal = Some(event.clone());
+        state.events.push_back(event);
+        if let Some(persist) = state.persist.as_mut() {
+            persist.durable = state.front + state.events.len() as u64;
+            persist.write_end = persist.durable;
+        }
+        if !state.ended {
+            self.end(state);
+        }
+    }
+
     fn end(&self, state: &mut LogState) {
+        if state.ended {
+            return;
+        }
         state.ended = true;
         // The run and its concurrent-run permit go now, not when the last reader leaves.
         // (Lock order: a log's state, then the registry; nothing takes them the other way.)
@@ -449,7 +718,7 @@ impl RunLog {
     /// The last attached reader left a live run: keep it going for the detach grace, then
     /// cancel it if nobody came back.
     fn detached(this: &Arc<Self>, state: &mut LogState) {
-        if state.ended || state.keeper || !state.attached.is_empty() {
+        if state.settled() || state.keeper || !state.attached.is_empty() {
             return;
         }
         state.keeper = true;
@@ -467,7 +736,7 @@ impl RunLog {
             std::future::poll_fn(|cx| {
                 {
                     let mut state = lock(&log.state);
-                    if !state.attached.is_empty() && !state.ended {
+                    if !state.attached.is_empty() && !state.settled() {
                         // A reader is back: it drives the run from here.
                         state.keeper = false;
                         return Poll::Ready(());
@@ -476,9 +745,20 @@ impl RunLog {
                 if let Some(timer) = grace.as_mut()
                     && timer.as_mut().poll(cx).is_ready()
                 {
-                    grace = None;
-                    tracing::info!(run_id = %log.id, "no client came back within the detach grace; cancelling the run");
-                    log.cancel();
+                    let remote = lock(&log.state).remote_read.map(|at| at.elapsed());
+                    match remote {
+                        // A client reads through another instance: wait for it again.
+                        Some(ago) if ago < log.detach_grace => {
+                            let mut timer = log.runtime.sleep(log.detach_grace - ago);
+                            let _ = timer.as_mut().poll(cx);
+                            grace = Some(timer);
+                        }
+                        _ => {
+                            grace = None;
+                            tracing::info!(run_id = %log.id, "no client came back within the detach grace; cancelling the run");
+                            log.cancel();
+                        }
+                    }
                 }
                 log.poll_drive(cx, waiter)
             })
@@ -548,27 +828,71 @@ impl Wake for Waiters {
     }
 }
 
-/// One attached reader of a run's events, from some `seq` on: the stream a connection
-/// sends. Ends after the terminal event. Dropping it detaches (see the module docs).
+/// One reader of a run's events, from some `seq` on: the stream a connection sends. Ends
+/// after the terminal event. Dropping an attached reader detaches (see the module docs).
 pub(crate) struct RunEvents {
-    log: Arc<RunLog>,
-    id: u64,
-    cursor: u64,
+    reader: Reader,
+}
+
+enum Reader {
+    /// Attached to a log of this instance.
+    Local {
+        log: Arc<RunLog>,
+        id: u64,
+        cursor: u64,
+    },
+    /// Reading from the store.
+    Stored(Box<StoredEvents>),
 }
 
 impl fmt::Debug for RunEvents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RunEvents")
-            .field("run_id", &self.log.id)
-            .field("cursor", &self.cursor)
-            .finish()
+        match &self.reader {
+            Reader::Local { log, cursor, .. } => f
+                .debug_struct("RunEvents")
+                .field("run_id", &log.id)
+                .field("cursor", cursor)
+                .finish(),
+            Reader::Stored(stored) => f
+                .debug_struct("RunEvents")
+                .field("run_id", &stored.run_id)
+                .field("cursor", &stored.cursor)
+                .field("from_store", &true)
+                .finish(),
+        }
     }
 }
 
 impl RunEvents {
     /// The run's id.
     pub(crate) fn run_id(&self) -> &str {
-        &self.log.id
+        match &self.reader {
+            Reader::Local { log, .. } => &log.id,
+            Reader::Stored(stored) => &stored.run_id,
+        }
+    }
+
+    /// A reader of `run_id`'s events in `store` from `seq == from` on.
+    pub(crate) fn from_store(
+        store: SharedStore,
+        run_id: &str,
+        from: u64,
+        runtime: SharedRuntime,
+    ) -> Self {
+        RunEvents {
+            reader: Reader::Stored(Box::new(StoredEvents {
+                watch: store.watch(run_id),
+                store,
+                run_id: run_id.to_string(),
+                cursor: from,
+                buffer: VecDeque::new(),
+                read: None,
+                dirty: true,
+                done: false,
+                runtime,
+                reading: None,
+            })),
+        }
     }
 }
 
@@ -577,28 +901,33 @@ impl Stream for RunEvents {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Arc<Event>>> {
         let this = self.get_mut();
-        let log = &*this.log;
+        let (log, id, cursor) = match &mut this.reader {
+            Reader::Local { log, id, cursor } => (&**log, *id, cursor),
+            Reader::Stored(stored) => return stored.poll_next(cx),
+        };
         let mut state = lock(&log.state);
         loop {
             // Attached readers hold the front, so this only guards the arithmetic.
-            let cursor = this.cursor.max(state.front);
-            if let Some(event) = state.events.get((cursor - state.front) as usize).cloned() {
-                this.cursor = cursor + 1;
+            let at = (*cursor).max(state.front);
+            if at < state.visible()
+                && let Some(event) = state.events.get((at - state.front) as usize).cloned()
+            {
+                *cursor = at + 1;
                 let full = state.bytes > log.max_bytes;
-                if let Some(entry) = state.attached.iter_mut().find(|(i, _)| *i == this.id) {
-                    entry.1 = this.cursor;
+                if let Some(entry) = state.attached.iter_mut().find(|(i, _)| *i == id) {
+                    entry.1 = *cursor;
                 }
                 if full {
                     // This reader may have been the one holding the run back.
                     state.trim(log.max_bytes);
-                    log.waiters.wake_all_except(this.id);
+                    log.waiters.wake_all_except(id);
                 }
                 return Poll::Ready(Some(event));
             }
-            if state.ended {
+            if state.settled() {
                 return Poll::Ready(None);
             }
-            match log.advance(&mut state, cx, this.id) {
+            match log.advance(&mut state, cx, id) {
                 Advanced::Yes => continue,
                 Advanced::Pending => return Poll::Pending,
             }
@@ -608,10 +937,12 @@ impl Stream for RunEvents {
 
 impl Drop for RunEvents {
     fn drop(&mut self) {
-        let log = &self.log;
-        log.waiters.remove(self.id);
+        let Reader::Local { log, id, .. } = &self.reader else {
+            return;
+        };
+        log.waiters.remove(*id);
         let mut state = lock(&log.state);
-        state.attached.retain(|(i, _)| *i != self.id);
+        state.attached.retain(|(i, _)| i != id);
         if state.attached.is_empty() {
             RunLog::detached(log, &mut state);
         } else {
@@ -622,3 +953,99 @@ impl Drop for RunEvents {
         }
     }
 }
+
+/// How often a reader of a stored run tells the run's owner that it reads
+/// ([`Signal::Reading`]), so that the owner does not cancel the run for want of readers.
+const READING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Events read from the store: pages of stored events, then, once caught up, a wait on the
+/// store's watch of the run (woken by a write here or, through the database, elsewhere)
+/// before reading again. Ends after the terminal event.
+pub(crate) struct StoredEvents {
+    store: SharedStore,
+    run_id: String,
+    cursor: u64,
+    buffer: VecDeque<Event>,
+    read: Option<BoxFuture<Result<Vec<Event>, crate::store::StoreError>>>,
+    watch: RunWatch,
+    /// The run may have changed since the last read.
+    dirty: bool,
+    done: bool,
+    runtime: SharedRuntime,
+    reading: Option<BoxFuture<()>>,
+}
+
+impl StoredEvents {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Event>>> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.cursor = event.seq + 1;
+                if event.is_terminal() {
+                    self.done = true;
+                    self.buffer.clear();
+                }
+                return Poll::Ready(Some(Arc::new(event)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            self.poll_reading(cx);
+            if let Some(read) = self.read.as_mut() {
+                match read.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(events)) => {
+                        self.read = None;
+                        if events.len() >= READ_PAGE {
+                            // More may be there already.
+                            self.dirty = true;
+                        }
+                        // Only events that continue where this reader is.
+                        let mut next = self.cursor;
+                        for event in events {
+                            if event.seq == next {
+                                next += 1;
+                                self.buffer.push_back(event);
+                            }
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(err)) => {
+                        tracing::warn!(run_id = %self.run_id, error = %err, "reading a run's events from the store failed; ending the stream (the client may resume)");
+                        self.done = true;
+                        return Poll::Ready(None);
+                    }
+                }
+            }
+            if self.dirty {
+                self.dirty = false;
+                self.read = Some(self.store.read_events(&self.run_id, self.cursor, READ_PAGE));
+                continue;
+            }
+            match self.watch.poll_changed(cx) {
+                Poll::Ready(()) => self.dirty = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Tell the run's owner, now and every [`READING_INTERVAL`], that a client reads it.
+    fn poll_reading(&mut self, cx: &mut Context<'_>) {
+        let due = match self.reading.as_mut() {
+            None => true,
+            Some(timer) => timer.as_mut().poll(cx).is_ready(),
+        };
+        if !due {
+            return;
+        }
+        let signal = self.store.signal(Signal::Reading(self.run_id.clone()));
+        self.runtime.spawn(Box::pin(async move {
+            let _ = signal.await;
+        }));
+        let mut timer = self.runtime.sleep(READING_INTERVAL);
+        let _ = timer.as_mut().poll(cx);
+        self.reading = Some(timer);
+    }
+}
+
+/// Events read from the store per query.
+const READ_PAGE: usize = 512;

@@ -16,7 +16,9 @@ use super::protocol::{self, FrameEncoder};
 use super::response::{
     ApiError, ApiResponse, cancelled_run_response, failed_run_response, missing_terminal_response,
 };
-use super::runs::{AttachError, RunEvents, RunLimits, RunLog, RunRegistry};
+use super::runs::{
+    AttachError, RunEvents, RunLimits, RunLog, RunRegistry, SessionTurn, StoreContext, record_json,
+};
 use super::{ServerConfig, cors};
 use crate::agent::{Agent, CancelHandle, RunStream, Session};
 use crate::event::{Event, EventKind};
@@ -67,6 +69,8 @@ struct ServiceInner {
     shutting_down: AtomicBool,
     /// Every addressable run (live, and finished within the retention).
     runs: Arc<RunRegistry>,
+    /// Where sessions and runs are kept, with this instance's name and lease.
+    store: Option<StoreContext>,
 }
 
 impl fmt::Debug for AgentService {
@@ -86,7 +90,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl AgentService {
     /// A service for `agent` with `config`.
     pub fn new(agent: Agent, config: ServerConfig) -> Self {
-        AgentService {
+        let store = config.store.clone().map(|store| StoreContext {
+            store,
+            owner: config
+                .instance_id
+                .clone()
+                .unwrap_or_else(crate::agent::new_instance_id),
+            lease: config.run_lease.max(Duration::from_millis(100)),
+        });
+        let service = AgentService {
             inner: Arc::new(ServiceInner {
                 agent,
                 sessions: Mutex::new(HashMap::new()),
@@ -96,14 +108,81 @@ impl AgentService {
                 active: Mutex::new(HashMap::new()),
                 next_stream: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
-                runs: RunRegistry::new(RunLimits {
-                    max_log_bytes: config.max_run_log_bytes,
-                    retention: config.run_retention,
-                    max_retained: config.max_retained_runs,
-                }),
+                runs: RunRegistry::new(
+                    RunLimits {
+                        max_log_bytes: config.max_run_log_bytes,
+                        retention: config.run_retention,
+                        max_retained: config.max_retained_runs,
+                    },
+                    store.clone(),
+                ),
+                store: store.clone(),
                 config,
             }),
+        };
+        if let Some(ctx) = store {
+            service.watch_store(ctx);
         }
+        service
+    }
+
+    /// With a store: act on signals for this instance's runs (cancel requests, readers on
+    /// other instances), and keep a task that renews this instance's leases and marks runs
+    /// whose instance was lost failed, every third of the lease.
+    fn watch_store(&self, ctx: StoreContext) {
+        let weak = Arc::downgrade(&self.inner);
+        ctx.store.on_signal(Box::new(move |signal| {
+            let Some(inner) = weak.upgrade() else {
+                return std::ops::ControlFlow::Break(());
+            };
+            if let Some(log) = inner.runs.get(signal.run_id()) {
+                match signal {
+                    crate::store::Signal::Cancel(_) => log.cancel(),
+                    crate::store::Signal::Reading(_) => log.note_remote_reader(),
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }));
+        let weak = Arc::downgrade(&self.inner);
+        let runtime = self.inner.agent.runtime().clone();
+        let period = ctx.lease / 3;
+        self.inner.agent.runtime().spawn(Box::pin(async move {
+            loop {
+                {
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    let ids = inner.runs.live_ids();
+                    drop(inner);
+                    if !ids.is_empty() {
+                        match ctx.store.renew_leases(&ctx.owner, ids, ctx.lease).await {
+                            Ok(cancel) => {
+                                if let Some(inner) = weak.upgrade() {
+                                    for id in cancel {
+                                        if let Some(log) = inner.runs.get(&id) {
+                                            log.cancel();
+                                        }
+                                    }
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "could not renew this instance's run leases")
+                            }
+                        }
+                    }
+                    match ctx.store.fail_expired().await {
+                        Ok(failed) if !failed.is_empty() => {
+                            tracing::warn!(runs = ?failed, "runs whose instance was lost were marked failed")
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "could not look for runs of lost instances")
+                        }
+                    }
+                }
+                runtime.sleep(period).await;
+            }
+        }));
     }
 
     /// The configuration.
@@ -233,8 +312,18 @@ impl AgentService {
                 )));
             }
             Resource::Run(id) => {
-                let log = self.find_run(id)?;
-                return Ok(Routed::Ready(ApiResponse::json(200, &log.status_json())));
+                if let Some(log) = self.inner.runs.get(id) {
+                    return Ok(Routed::Ready(ApiResponse::json(200, &log.status_json())));
+                }
+                let store = self.stored(id)?;
+                let id = id.to_string();
+                return Ok(Routed::Later(Box::pin(async move {
+                    match store.run(&id).await {
+                        Ok(Some(record)) => ApiResponse::json(200, &record_json(&record)),
+                        Ok(None) => run_not_found(&id).into_response(),
+                        Err(err) => store_unavailable(&err).into_response(),
+                    }
+                })));
             }
             Resource::RunEvents(id) => return self.run_events(id, headers, query, head),
             Resource::RunCancel(id) => return self.cancel_run(id),
@@ -256,7 +345,9 @@ impl AgentService {
         }
         match resource {
             Resource::RunApprovals(id) => {
-                let log = self.find_run(id)?;
+                // Approvals reach a run held by this instance (a run on another instance of a
+                // shared store is not decided through this one).
+                let log = self.inner.runs.get(id).ok_or_else(|| run_not_found(id))?;
                 Ok(Routed::Ready(super::approvals::decide(&log, body)?))
             }
             Resource::Protocol(start) => self.start_protocol(start(&self.inner.agent, body)?),
@@ -271,6 +362,10 @@ impl AgentService {
                         );
                         if input_bytes > limit {
                             return Err(ApiError::session_turn_too_large(input_bytes, limit));
+                        }
+                        if let Some(ctx) = &self.inner.store {
+                            check_session_id(id)?;
+                            return Ok(self.stored_session_run(ctx, id.clone(), request.input));
                         }
                         self.session(id)?.run(request.input)
                     }
@@ -331,13 +426,64 @@ impl AgentService {
     /// Admit `run` against the concurrent-run limit and make it addressable; its first
     /// reader is returned.
     fn register(&self, run: RunStream, detach_grace: Duration) -> Result<RunEvents, ApiError> {
+        self.register_turn(run, detach_grace, None)
+    }
+
+    fn register_turn(
+        &self,
+        run: RunStream,
+        detach_grace: Duration,
+        session: Option<SessionTurn>,
+    ) -> Result<RunEvents, ApiError> {
         let permit = self.admit(&run)?;
         Ok(self.inner.runs.start(
             run,
             Box::new(permit),
             detach_grace,
             self.inner.agent.runtime().clone(),
+            session,
         ))
+    }
+
+    /// A `/v1/runs` turn of a session kept in the store: load the session, run on it, and
+    /// append the turn with the run's `run_completed` (see the runs module).
+    fn stored_session_run(&self, ctx: &StoreContext, session_id: String, input: String) -> Routed {
+        let store = ctx.store.clone();
+        let service = self.clone();
+        Routed::Later(Box::pin(async move {
+            let history = match store.load_session(&session_id).await {
+                Ok(history) => history,
+                Err(err) => {
+                    tracing::error!(error = %err, "could not load a session from the store");
+                    return store_unavailable(&err).into_response();
+                }
+            };
+            let max_bytes = service.inner.config.max_session_bytes;
+            let history = crate::agent::bounded_history(history, max_bytes);
+            let (run, capture) = service.inner.agent.run_capturing(input, history);
+            let turn = SessionTurn {
+                session_id,
+                capture,
+                max_bytes,
+            };
+            let grace = service.inner.config.run_detach_grace;
+            let events = match service.register_turn(run, grace, Some(turn)) {
+                Ok(events) => events,
+                Err(err) => return err.into_response(),
+            };
+            let run_id = events.run_id().to_string();
+            let mut response = ApiResponse::sse(service.body(events, Box::new(EventFrames)));
+            response.headers.push(("x-run-id", run_id));
+            response
+        }))
+    }
+
+    /// The store, to look up run `id` that this instance does not hold (404 without one).
+    fn stored(&self, id: &str) -> Result<crate::store::SharedStore, ApiError> {
+        match &self.inner.store {
+            Some(ctx) => Ok(ctx.store.clone()),
+            None => Err(run_not_found(id)),
+        }
     }
 
     /// Admit and answer a front-end protocol's run (see [`protocol`]).
@@ -358,16 +504,6 @@ impl AgentService {
         }
     }
 
-    fn find_run(&self, id: &str) -> Result<Arc<RunLog>, ApiError> {
-        self.inner.runs.get(id).ok_or_else(|| ApiError {
-            status: 404,
-            code: "run_not_found",
-            message: format!(
-                "no run {id:?}: it never existed here, or it ended longer ago than the retention period"
-            ),
-        })
-    }
-
     /// `GET /v1/runs/{id}/events`: the run's events as SSE from the start, or from after
     /// `Last-Event-ID` (the header, or the `last_event_id` query parameter for a first
     /// `EventSource` connection, which cannot set headers; the header wins, as a browser's
@@ -379,7 +515,6 @@ impl AgentService {
         query: &str,
         head: bool,
     ) -> Result<Routed, ApiError> {
-        let log = self.find_run(id)?;
         let header = headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("last-event-id"))
@@ -396,21 +531,48 @@ impl AgentService {
                 )
             })?,
         };
+        let Some(log) = self.inner.runs.get(id) else {
+            let store = self.stored(id)?;
+            let service = self.clone();
+            let id = id.to_string();
+            return Ok(Routed::Later(Box::pin(async move {
+                let record = match store.run(&id).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return run_not_found(&id).into_response(),
+                    Err(err) => return store_unavailable(&err).into_response(),
+                };
+                if record.status != crate::store::RunStatus::Running && from >= record.next_seq {
+                    return no_more_events();
+                }
+                if from > record.next_seq && record.status != crate::store::RunStatus::Running {
+                    return ahead(record.next_seq).into_response();
+                }
+                if head {
+                    return head_of_events();
+                }
+                let runtime = service.inner.agent.runtime().clone();
+                let events = RunEvents::from_store(store, &id, from, runtime);
+                service.events_response(events, &id)
+            })));
+        };
         if log.exhausted_at(from) {
             // Nothing more will come: 204 tells an EventSource to stop reconnecting.
-            return Ok(Routed::Ready(ApiResponse {
-                status: 204,
-                headers: Vec::new(),
-                body: super::ApiBody::Full(Vec::new()),
-            }));
+            return Ok(Routed::Ready(no_more_events()));
         }
         if head {
-            let mut response = ApiResponse::json(200, &json!({}));
-            response.headers = vec![("content-type", "text/event-stream".to_string())];
-            response.body = super::ApiBody::Full(Vec::new());
-            return Ok(Routed::Ready(response));
+            return Ok(Routed::Ready(head_of_events()));
         }
-        let events = RunLog::attach(&log, from).map_err(|err| match err {
+        let attached = match (RunLog::attach(&log, from), log.store()) {
+            // Stored events the window no longer holds are read from the store.
+            (Err(AttachError::Expired { .. }), Some(store)) => Ok(RunEvents::from_store(
+                store,
+                log.id(),
+                from,
+                self.inner.agent.runtime().clone(),
+            )),
+            (attached, _) => attached,
+        };
+        let events = attached.map_err(|err| match err {
             AttachError::Expired { first } => ApiError {
                 status: 410,
                 code: "events_expired",
@@ -418,23 +580,31 @@ impl AgentService {
                     "the events before seq {first} of this run are no longer held (the run's log is bounded by max_run_log_bytes)"
                 ),
             },
-            AttachError::Ahead { next } => ApiError::bad_request(
-                "invalid_last_event_id",
-                format!("Last-Event-ID is beyond this run's events (the next seq is {next})"),
-            ),
+            AttachError::Ahead { next } => ahead(next),
         })?;
+        Ok(Routed::Ready(self.events_response(events, log.id())))
+    }
+
+    fn events_response(&self, events: RunEvents, id: &str) -> ApiResponse {
         let body = self
             .body(events, Box::new(EventFrames))
             .with_preamble(SSE_RETRY);
         let mut response = ApiResponse::sse(body);
-        response.headers.push(("x-run-id", log.id().to_string()));
-        Ok(Routed::Ready(response))
+        response.headers.push(("x-run-id", id.to_string()));
+        response
     }
 
     /// `POST /v1/runs/{id}/cancel`: cancel the run, wait (bounded) for it to end, and answer
     /// its status (a finished run's status as it is: cancelling twice is harmless).
     fn cancel_run(&self, id: &str) -> Result<Routed, ApiError> {
-        let log = self.find_run(id)?;
+        let Some(log) = self.inner.runs.get(id) else {
+            let store = self.stored(id)?;
+            let runtime = self.inner.agent.runtime().clone();
+            let id = id.to_string();
+            return Ok(Routed::Later(Box::pin(async move {
+                cancel_stored(store, runtime, id).await
+            })));
+        };
         log.cancel();
         let runtime = self.inner.agent.runtime().clone();
         Ok(Routed::Later(Box::pin(async move {
@@ -478,12 +648,7 @@ impl AgentService {
     }
 
     fn session(&self, id: &str) -> Result<Session, ApiError> {
-        if id.is_empty() || id.len() > 256 {
-            return Err(ApiError::bad_request(
-                "invalid_session_id",
-                "session_id must be 1 to 256 characters",
-            ));
-        }
+        check_session_id(id)?;
         let tick = self.inner.session_clock.fetch_add(1, Ordering::Relaxed);
         let mut sessions = lock(&self.inner.sessions);
         if let Some((session, last_used)) = sessions.get_mut(id) {
@@ -559,6 +724,101 @@ impl AgentService {
             id,
             inner: self.inner.clone(),
         })
+    }
+}
+
+fn check_session_id(id: &str) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > 256 {
+        return Err(ApiError::bad_request(
+            "invalid_session_id",
+            "session_id must be 1 to 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn run_not_found(id: &str) -> ApiError {
+    ApiError {
+        status: 404,
+        code: "run_not_found",
+        message: format!(
+            "no run {id:?}: it never existed here, or it ended longer ago than the retention period"
+        ),
+    }
+}
+
+/// The store failed: 503 with its kind (the message went to the log).
+fn store_unavailable(err: &crate::store::StoreError) -> ApiError {
+    ApiError {
+        status: 503,
+        code: "store_unavailable",
+        message: format!(
+            "the session and run store is unavailable ({}); try again shortly",
+            err.kind.as_str()
+        ),
+    }
+}
+
+fn ahead(next: u64) -> ApiError {
+    ApiError::bad_request(
+        "invalid_last_event_id",
+        format!("Last-Event-ID is beyond this run's events (the next seq is {next})"),
+    )
+}
+
+/// Nothing more will come: 204 tells an EventSource to stop reconnecting.
+fn no_more_events() -> ApiResponse {
+    ApiResponse {
+        status: 204,
+        headers: Vec::new(),
+        body: super::ApiBody::Full(Vec::new()),
+    }
+}
+
+fn head_of_events() -> ApiResponse {
+    let mut response = ApiResponse::json(200, &json!({}));
+    response.headers = vec![("content-type", "text/event-stream".to_string())];
+    response.body = super::ApiBody::Full(Vec::new());
+    response
+}
+
+/// `POST /v1/runs/{id}/cancel` of a run another instance runs: record the request (the
+/// owner is told through the store), wait (bounded) for the run to end, answer its status.
+async fn cancel_stored(
+    store: crate::store::SharedStore,
+    runtime: crate::runtime::SharedRuntime,
+    id: String,
+) -> ApiResponse {
+    let mut watch = store.watch(&id);
+    match store.request_cancel(&id).await {
+        Ok(_) => {}
+        Err(err) => return store_unavailable(&err).into_response(),
+    }
+    let ended = crate::runtime::timeout(&*runtime, CANCEL_WAIT, async {
+        loop {
+            match store.run(&id).await {
+                Ok(Some(record)) if record.status != crate::store::RunStatus::Running => {
+                    return Ok(Some(record));
+                }
+                Ok(Some(_)) => watch.changed().await,
+                Ok(None) => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+    })
+    .await;
+    match ended {
+        Some(Ok(Some(record))) => ApiResponse::json(200, &record_json(&record)),
+        Some(Ok(None)) => run_not_found(&id).into_response(),
+        Some(Err(err)) => store_unavailable(&err).into_response(),
+        None => {
+            tracing::warn!(run_id = %id, "a cancelled run did not end within {CANCEL_WAIT:?}");
+            match store.run(&id).await {
+                Ok(Some(record)) => ApiResponse::json(200, &record_json(&record)),
+                Ok(None) => run_not_found(&id).into_response(),
+                Err(err) => store_unavailable(&err).into_response(),
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@
 //! | 16 | session bounds | `server_session_bounds` |
 //! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid`, `mcp_stdio_tool_round`, `mcp_stdio_faults`, `mcp_stdio_cancel_on_drop`, `mcp_http_tool_round`, `mcp_http_faults` (MCP tools) |
 //! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid`, `approval_stream_approved`, `approval_stream_denied`, `approval_timeout`, `approval_cancelled_while_waiting`, `approval_http_approved`, `approval_http_denied_detached` (human approval of tool calls) |
+//! | 17 | agent capabilities | `anthropic_incremental`, `anthropic_tool_round` (the Anthropic Messages provider), `structured_output_transcript`, `structured_output_invalid` |
+//! | 18 | stores (per store, through [`store_suite!`](crate::store_suite), not in [`CASES`]) | `store_runs`, `store_sessions`, `store_concurrent_appenders`, `store_two_instances` (see [`stores`]) |
 //!
 //! The upstream cases of 8 and every case of 11–13 are *exclusive* ([`Case::exclusive`]):
 //! they count process-wide threads, file descriptors, memory and panics, so the runner runs
@@ -52,6 +54,7 @@ pub mod resumable;
 pub mod sessions;
 pub mod soak;
 pub mod starvation;
+pub mod stores;
 pub mod structured_output;
 pub(crate) mod support;
 pub mod transcripts;
