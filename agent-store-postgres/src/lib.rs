@@ -11,7 +11,7 @@
 //! ```
 //!
 //! * **Every call on the blocking pool.** The synchronous `postgres` client runs through
-//!   the runtime's [`blocking`](agent_core::runtime::blocking) helper on every backend
+//!   the runtime's `agent_core::runtime::blocking` helper on every backend
 //!   (tokio, smol, plain threads). (The `postgres` crate drives its connection with a
 //!   private current-thread tokio runtime inside this crate; nothing of it reaches the
 //!   caller's executor, and the backend crates do not depend on this one.)

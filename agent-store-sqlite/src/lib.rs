@@ -26,7 +26,7 @@
 //!   are marked failed when the file is opened (that process is gone, or it would hold the
 //!   lock). Several services of one process can share one store.
 //! * Every call runs on the runtime's blocking pool through
-//!   [`blocking`](agent_core::runtime::blocking), so no executor thread ever waits for the
+//!   `agent_core::runtime::blocking`, so no executor thread ever waits for the
 //!   disk.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,4 +1,4 @@
-//! Stores on every backend: each [`Store`] (memory, SQLite, PostgreSQL, or a third party's)
+//! Stores on every backend: each [`Store`](agent_core::store::Store) (memory, SQLite, PostgreSQL, or a third party's)
 //! keeps the same contract, with its blocking work on the backend's runtime. A store is
 //! handed in by a [`StoreFixture`]; [`store_suite!`](crate::store_suite) makes one test per
 //! case.
