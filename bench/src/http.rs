@@ -20,7 +20,9 @@ use crate::upstream::{MODEL, Script, Upstream};
 /// One contender of the HTTP measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
-    /// reqwest + `SseDecoder`, counting events: the floor.
+    /// reqwest + eventsource-stream + typed serde: what a minimal real client does; the floor.
+    FloorReal,
+    /// reqwest + `SseDecoder`, counting events: the decoder-only floor.
     FloorSse,
     /// The floor plus the core's chunk parser (`OpenAiModel::parse_chunk`) per event.
     FloorParse,
@@ -36,7 +38,10 @@ impl Contender {
     /// The row label.
     pub fn label(self) -> String {
         match self {
-            Contender::FloorSse => "floor: reqwest + SseDecoder (events only)".into(),
+            Contender::FloorReal => {
+                "floor: reqwest + eventsource-stream + serde (a minimal client)".into()
+            }
+            Contender::FloorSse => "decoder-only floor: reqwest + SseDecoder (events only)".into(),
             Contender::FloorParse => "floor + chunk JSON parse (`parse_chunk`)".into(),
             Contender::AsyncOpenAi => "async-openai 0.43 (`create_stream`)".into(),
             Contender::ClientFloor(flavor) => format!(
@@ -52,7 +57,7 @@ impl Contender {
 /// The name of a flavor's HTTP client.
 pub fn client_name(flavor: Flavor) -> &'static str {
     match flavor {
-        Flavor::TokioCurrent | Flavor::TokioMulti => "ReqwestClient",
+        Flavor::TokioCurrent | Flavor::TokioMulti | Flavor::TokioMultiBlockOn => "ReqwestClient",
         Flavor::SmolSingle => "SmolClient",
         Flavor::Blocking => "UreqClient",
     }
@@ -79,7 +84,7 @@ struct Setup {
     backends: Vec<(Exec, agent_core::agent::Agent)>,
 }
 
-fn chat_body() -> Vec<u8> {
+pub fn chat_body() -> Vec<u8> {
     format!(r#"{{"model":"{MODEL}","stream":true,"messages":[{{"role":"user","content":"go"}}]}}"#)
         .into_bytes()
 }
@@ -125,6 +130,57 @@ fn floor(setup: &Setup, parse: bool) -> usize {
         handle(&mut decoder);
         texts
     })
+}
+
+/// The typed part of a `chat.completion.chunk` a minimal client deserializes.
+#[derive(serde::Deserialize)]
+struct FloorChunk {
+    #[serde(default)]
+    choices: Vec<FloorChoice>,
+}
+
+#[derive(serde::Deserialize)]
+struct FloorChoice {
+    #[serde(default)]
+    delta: FloorDelta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct FloorDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// The minimal real client: POST `body` to `url` with reqwest, parse the SSE with
+/// eventsource-stream, deserialize each chunk with serde into typed structs. Returns (text
+/// deltas, seconds from sending the request to the first delta).
+pub async fn real_floor(client: reqwest::Client, url: String, body: Vec<u8>) -> (usize, f64) {
+    use eventsource_stream::Eventsource;
+    let start = Instant::now();
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("floor request");
+    let mut events = response.bytes_stream().eventsource();
+    let mut texts = 0usize;
+    let mut first = None;
+    while let Some(event) = events.next().await {
+        let event = event.expect("floor SSE");
+        if event.data == "[DONE]" {
+            break;
+        }
+        let chunk: FloorChunk = serde_json::from_str(&event.data).expect("floor chunk");
+        for choice in chunk.choices {
+            if choice.delta.content.is_some_and(|c| !c.is_empty()) {
+                texts += 1;
+                first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    (texts, first.unwrap_or(f64::NAN))
 }
 
 /// A backend's `HttpClient` (through the core's trait) + `SseDecoder`, counting content
@@ -205,6 +261,14 @@ fn backend(exec: &Exec, agent: &agent_core::agent::Agent) -> usize {
 
 fn once(setup: &Setup, contender: Contender) -> usize {
     match contender {
+        Contender::FloorReal => {
+            let url = format!("{}/chat/completions", setup.base_url);
+            let client = setup.reqwest.clone();
+            setup
+                .floor_rt
+                .block_on(real_floor(client, url, chat_body()))
+                .0
+        }
         Contender::FloorSse => floor(setup, false),
         Contender::FloorParse => floor(setup, true),
         Contender::AsyncOpenAi => async_openai(setup),
@@ -230,10 +294,7 @@ fn once(setup: &Setup, contender: Contender) -> usize {
 /// Start the upstream and build every contender.
 fn setup(config: &Config) -> (Upstream, Setup, usize) {
     let script = Script::burst(config.http_chunks);
-    let response_bytes = match &script {
-        Script::Burst(bytes) => bytes.len(),
-        Script::Paced { .. } => 0,
-    };
+    let response_bytes = script.response_bytes();
     let upstream = Upstream::start(script).expect("upstream");
     let base_url = upstream.base_url();
     let floor_rt = tokio::runtime::Builder::new_current_thread()
@@ -276,6 +337,7 @@ fn setup(config: &Config) -> (Upstream, Setup, usize) {
 pub fn run(config: &Config) -> HttpResult {
     let (upstream, setup, response_bytes) = setup(config);
     let mut contenders = vec![
+        Contender::FloorReal,
         Contender::FloorSse,
         Contender::FloorParse,
         Contender::AsyncOpenAi,
@@ -330,7 +392,8 @@ impl Profile {
     /// `floor`, `parse`, `openai` or a flavor name.
     pub fn new(config: &Config, name: &str) -> Profile {
         let contender = match name {
-            "floor" => Contender::FloorSse,
+            "floor" => Contender::FloorReal,
+            "floor-sse" => Contender::FloorSse,
             "parse" => Contender::FloorParse,
             "openai" => Contender::AsyncOpenAi,
             "tokio-ct" => Contender::Backend(Flavor::TokioCurrent),

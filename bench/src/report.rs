@@ -80,7 +80,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
     }
     if let Some(h) = &r.http {
         let get = |c: Contender| h.rows.iter().find(|(k, _)| *k == c).map(|(_, s)| s.median);
-        let floor = get(Contender::FloorSse).unwrap_or(f64::NAN);
+        let floor = get(Contender::FloorReal).unwrap_or(f64::NAN);
         let peer = get(Contender::AsyncOpenAi).unwrap_or(f64::NAN);
         for (c, s) in &h.rows {
             if let Contender::Backend(flavor) = c {
@@ -88,7 +88,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
                 let y = s.median / peer;
                 out.push(Target {
                     what: format!("HTTP path, {}", flavor.label()),
-                    goal: "≥ 0.9× reqwest floor, ahead of async-openai",
+                    goal: "≥ 0.9× floor (reqwest + eventsource-stream + serde), ahead of async-openai",
                     measured: format!(
                         "{} floor, {} async-openai ({} deltas/s)",
                         ratio(x),
@@ -98,6 +98,42 @@ pub fn targets(r: &Results) -> Vec<Target> {
                     met: x >= 0.9 && y > 1.0,
                 });
             }
+        }
+    }
+    if let Some(h) = &r.http {
+        use crate::exec::Flavor;
+        let get = |c: Contender| h.rows.iter().find(|(k, _)| *k == c).map(|(_, s)| s.median);
+        if let (Some(block_on), Some(spawned)) = (
+            get(Contender::Backend(Flavor::TokioMultiBlockOn)),
+            get(Contender::Backend(Flavor::TokioMulti)),
+        ) {
+            let x = block_on / spawned;
+            out.push(Target {
+                what: "tokio multi_thread: run polled in `block_on` vs in a spawned task".into(),
+                goal: "≥ 0.9× the spawned shape (or the fast shape is the documented one)",
+                measured: format!("{} ({} vs {} deltas/s)", ratio(x), num(block_on), num(spawned)),
+                met: x >= 0.9,
+            });
+        }
+    }
+    if let Some(rl) = &r.relay {
+        let direct = rl.rows.first().map_or(f64::NAN, |row| row.rate.median);
+        for row in rl.rows.iter().skip(1) {
+            let server = row.server.unwrap_or("");
+            let x = row.rate.median / direct;
+            out.push(Target {
+                what: format!("server in the path, {server}: throughput"),
+                goal: "≥ 0.8× the floor client reading the upstream directly",
+                measured: format!("{} ({} deltas/s)", ratio(x), num(row.rate.median)),
+                met: x >= 0.8,
+            });
+            let cpu = row.cpu_us.as_ref().map_or(f64::NAN, |c| c.median);
+            out.push(Target {
+                what: format!("server in the path, {server}: server CPU per relayed event"),
+                goal: "≤ 2 µs",
+                measured: format!("{} µs", num(cpu)),
+                met: cpu <= 2.0,
+            });
         }
     }
     if let Some(t) = &r.ttfe {
@@ -303,16 +339,21 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
         let _ = writeln!(
             out,
             "An upstream inside the bench (std threads, `127.0.0.1:0`) answers every request with \
-             the same pre-rendered response, written with one `write_all`: {} OpenAI \
-             `chat.completion.chunk` events (one HTTP chunk each, chunked encoding, {} bytes in \
-             all), a final chunk and `data: [DONE]`. Each contender sends one request and \
-             consumes the whole stream; the time runs from sending the request to the last \
-             delta. The **floor** is reqwest (the version backend-tokio uses) with the core's \
-             `SseDecoder`, counting content events, no agent; the next row adds the core's chunk \
-             parser (`OpenAiModel::parse_chunk`), the work any client must do to get the text. \
-             async-openai runs on its own reqwest, pointed at the upstream with \
-             `OpenAIConfig::with_api_base`. The floors and async-openai run on a tokio \
-             current-thread runtime. {} repetitions; text deltas per second (higher is better).\n",
+             the same pre-rendered response, one `write` per SSE frame (as servers write them): \
+             {} OpenAI `chat.completion.chunk` events (one HTTP chunk each, chunked encoding, {} \
+             bytes in all), a final chunk and `data: [DONE]`. Each contender sends one request \
+             and consumes the whole stream; the time runs from sending the request to the last \
+             delta. The **floor** is what a minimal real client does: reqwest (the version \
+             backend-tokio uses), eventsource-stream for the SSE, and serde into typed structs \
+             for each chunk's text. The **decoder-only floor** is reqwest with the core's \
+             `SseDecoder`, counting content events without parsing them; the next row adds the \
+             core's chunk parser (`OpenAiModel::parse_chunk`). async-openai runs on its own \
+             reqwest, pointed at the upstream with `OpenAIConfig::with_api_base`. The floors, \
+             async-openai and the tokio current-thread agent run on a tokio current-thread \
+             runtime polled by `block_on` (the same executor shape); the two multi-thread rows \
+             poll the run in a spawned task and on `block_on`'s own thread (what \
+             `#[tokio::main]` code does). {} repetitions; text deltas per second (higher is \
+             better).\n",
             group(h.chunks as i64),
             group(h.response_bytes as i64),
             h.reps
@@ -323,17 +364,20 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
                 .find(|(k, _)| *k == c)
                 .map_or(f64::NAN, |(_, s)| s.median)
         };
-        let floor = get(Contender::FloorSse);
-        let parse = get(Contender::FloorParse);
+        let floor = get(Contender::FloorReal);
+        let parse = get(Contender::FloorSse);
         let peer = get(Contender::AsyncOpenAi);
         out.push_str(
-            "| contender | median deltas/s | p10 – p90 | min – max | × floor | × floor + parse | × async-openai | × own client floor |\n\
+            "| contender | median deltas/s | p10 – p90 | min – max | × floor | × decoder-only floor | × async-openai | × own client floor |\n\
              |---|---|---|---|---|---|---|---|\n",
         );
         for (c, s) in &h.rows {
             let own = match c {
                 Contender::Backend(flavor) => {
-                    let client_flavor = if *flavor == crate::exec::Flavor::TokioMulti {
+                    let client_flavor = if matches!(
+                        flavor,
+                        crate::exec::Flavor::TokioMulti | crate::exec::Flavor::TokioMultiBlockOn
+                    ) {
                         crate::exec::Flavor::TokioCurrent
                     } else {
                         *flavor
@@ -351,6 +395,49 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
                 ratio(s.median / parse),
                 ratio(s.median / peer),
                 own
+            );
+        }
+        out.push('\n');
+    }
+
+    if let Some(rl) = &r.relay {
+        out.push_str("## 2b. The server in the path\n\n");
+        let _ = writeln!(
+            out,
+            "The same upstream ({} chunks, one `write` per frame) behind each backend's server, \
+             set up as `agent serve` sets it up: an agent on `OpenAiModel` with the backend's own \
+             HTTP client, the server in a child process of its own. The floor client of section \
+             2 (reqwest + eventsource-stream + serde, tokio current-thread) reads \
+             `POST /v1/chat/completions` (`stream: true`) through the server, and, as the \
+             reference, the upstream directly; the contenders alternate within each repetition. \
+             **Server CPU per event** = the child's user + system time (`getrusage`, µs \
+             resolution) during the request / text deltas relayed. **First delta** = µs from \
+             sending the request to the first text delta. {} repetitions after one warm-up.\n",
+            group(rl.chunks as i64),
+            rl.reps
+        );
+        let direct = rl.rows.first().map_or(f64::NAN, |row| row.rate.median);
+        out.push_str(
+            "| path | median deltas/s | p10 – p90 | min – max | × direct floor | first delta µs (median) | server CPU µs per event | p10 – p90 |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for row in &rl.rows {
+            let name = row.server.map_or(
+                "direct: floor client → upstream".to_string(),
+                |server| crate::relay::label(server).to_string(),
+            );
+            let (cpu, cpu_range) = row.cpu_us.as_ref().map_or(("–".into(), "–".into()), |c| {
+                (num(c.median), range(c.p10, c.p90))
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                name,
+                summary_cells(&row.rate),
+                ratio(row.rate.median / direct),
+                num(row.first_delta_us.median),
+                cpu,
+                cpu_range
             );
         }
         out.push('\n');
