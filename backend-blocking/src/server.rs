@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -101,6 +102,9 @@ pub(crate) struct Shared {
     /// Connections held by the waiting thread (as of its last pass, plus arrivals since).
     waiting: AtomicUsize,
     to_waiting: Mutex<Option<Sender<Waiting>>>,
+    /// Written (one byte, non-blocking) after every arrival for the waiting thread and at
+    /// shutdown, so that its `poll` returns at once.
+    wake_waiting: UnixStream,
     stop_requested: Mutex<bool>,
     stop_changed: Condvar,
 }
@@ -112,6 +116,11 @@ impl Shared {
 
     fn connections(&self) -> MutexGuard<'_, usize> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make the waiting thread's `poll` return (a full wake socket already will).
+    pub(crate) fn wake_waiting_thread(&self) {
+        let _ = (&self.wake_waiting).write(&[1]);
     }
 
     pub(crate) fn set_waiting(&self, n: usize) {
@@ -134,13 +143,15 @@ impl Shared {
         match sender.as_ref() {
             Some(sender) => {
                 self.waiting.fetch_add(1, Ordering::AcqRel);
-                sender
+                let sent = sender
                     .send(Waiting {
                         stream,
                         buf,
                         deadline,
                     })
-                    .map_err(|unsent| unsent.0.stream)
+                    .map_err(|unsent| unsent.0.stream);
+                self.wake_waiting_thread();
+                sent
             }
             None => Err(stream),
         }
@@ -306,6 +317,9 @@ impl ThreadServer {
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(service.config().addr)?;
         let local_addr = listener.local_addr()?;
+        let (wake_waiting, woken) = UnixStream::pair()?;
+        wake_waiting.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             service,
             options,
@@ -314,6 +328,7 @@ impl ThreadServer {
             connections_changed: Condvar::new(),
             waiting: AtomicUsize::new(0),
             to_waiting: Mutex::new(None),
+            wake_waiting,
             stop_requested: Mutex::new(false),
             stop_changed: Condvar::new(),
         });
@@ -322,7 +337,7 @@ impl ThreadServer {
         let waiting_shared = shared.clone();
         std::thread::Builder::new()
             .name("agent-server-heads".into())
-            .spawn(move || wait_for_heads(&waiting_shared, &arrivals))?;
+            .spawn(move || wait_for_heads(&waiting_shared, &arrivals, &woken))?;
         let acceptor_shared = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("agent-server-accept".into())
@@ -448,6 +463,7 @@ impl ThreadServer {
     /// Stop accepting and cancel the running streams, without waiting for connections.
     fn begin_stop(&mut self) {
         self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.wake_waiting_thread();
         // The waiting thread closes its idle connections and ends.
         self.shared
             .to_waiting
