@@ -13,6 +13,8 @@ pub struct Config {
     pub http_chunks: usize,
     /// (2) repetitions per contender.
     pub http_reps: usize,
+    /// (8) paced time-to-first-delta trials per contender.
+    pub relay_ttfd_trials: usize,
     /// (3) trials per contender.
     pub ttfe_trials: usize,
     /// (3) upstream pace between chunks, ms.
@@ -52,6 +54,7 @@ impl Config {
             pipeline_reps: 21,
             http_chunks: 20_000,
             http_reps: 21,
+            relay_ttfd_trials: 100,
             ttfe_trials: 500,
             ttfe_pace_ms: 2,
             fanout_clients: 1_000,
@@ -77,6 +80,7 @@ impl Config {
             pipeline_reps: 3,
             http_chunks: 2_000,
             http_reps: 3,
+            relay_ttfd_trials: 5,
             ttfe_trials: 10,
             ttfe_pace_ms: 2,
             fanout_clients: 50,

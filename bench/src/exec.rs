@@ -87,6 +87,11 @@ impl Exec {
         }
     }
 
+    /// The tokio runtime's handle, for the tokio flavors.
+    pub fn tokio_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.tokio.as_ref().map(|rt| rt.handle().clone())
+    }
+
     /// The flavor.
     pub fn flavor(&self) -> Flavor {
         self.flavor

@@ -32,6 +32,9 @@ pub enum Contender {
     ClientFloor(Flavor),
     /// A backend: its client, `OpenAiModel` and the agent.
     Backend(Flavor),
+    /// A tokio flavor with `TokioClient` (hyper driven by the polling task) instead of
+    /// `ReqwestClient`.
+    TokioClient(Flavor),
 }
 
 impl Contender {
@@ -50,6 +53,9 @@ impl Contender {
                 flavor.label()
             ),
             Contender::Backend(flavor) => format!("agent on {}", flavor.label()),
+            Contender::TokioClient(flavor) => {
+                format!("agent on {} with `TokioClient`", flavor.label())
+            }
         }
     }
 }
@@ -82,6 +88,8 @@ struct Setup {
     reqwest: reqwest::Client,
     openai: async_openai::Client<async_openai::config::OpenAIConfig>,
     backends: Vec<(Exec, agent_core::agent::Agent)>,
+    /// The tokio flavors' agents on `TokioClient`, by index into `backends`.
+    tokio_client: Vec<(usize, agent_core::agent::Agent)>,
 }
 
 pub fn chat_body() -> Vec<u8> {
@@ -153,8 +161,12 @@ struct FloorDelta {
 
 /// The minimal real client: POST `body` to `url` with reqwest, parse the SSE with
 /// eventsource-stream, deserialize each chunk with serde into typed structs. Returns (text
-/// deltas, seconds from sending the request to the first delta).
-pub async fn real_floor(client: reqwest::Client, url: String, body: Vec<u8>) -> (usize, f64) {
+/// deltas, when the request was started, when the first delta was parsed).
+pub async fn real_floor(
+    client: reqwest::Client,
+    url: String,
+    body: Vec<u8>,
+) -> (usize, Instant, Option<Instant>) {
     use eventsource_stream::Eventsource;
     let start = Instant::now();
     let response = client
@@ -176,11 +188,11 @@ pub async fn real_floor(client: reqwest::Client, url: String, body: Vec<u8>) -> 
         for choice in chunk.choices {
             if choice.delta.content.is_some_and(|c| !c.is_empty()) {
                 texts += 1;
-                first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                first.get_or_insert_with(Instant::now);
             }
         }
     }
-    (texts, first.unwrap_or(f64::NAN))
+    (texts, start, first)
 }
 
 /// A backend's `HttpClient` (through the core's trait) + `SseDecoder`, counting content
@@ -288,6 +300,14 @@ fn once(setup: &Setup, contender: Contender) -> usize {
                 .expect("backend set up");
             backend(exec, agent)
         }
+        Contender::TokioClient(flavor) => {
+            let (i, agent) = setup
+                .tokio_client
+                .iter()
+                .find(|(i, _)| setup.backends[*i].0.flavor() == flavor)
+                .expect("TokioClient agent set up");
+            backend(&setup.backends[*i].0, agent)
+        }
     }
 }
 
@@ -322,6 +342,22 @@ fn setup(config: &Config) -> (Upstream, Setup, usize) {
                 .expect("http agent");
             (exec, agent)
         })
+        .collect::<Vec<(Exec, agent_core::agent::Agent)>>();
+    let tokio_client = backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (exec, _))| {
+            let handle = exec.tokio_handle()?;
+            let config = OpenAiConfig::new(base_url.clone(), MODEL).with_retry(RetryPolicy::none());
+            let client = Arc::new(backend_tokio::TokioClient::with_handle(handle));
+            let model = OpenAiModel::new(config, client);
+            let agent = exec
+                .agent_builder()
+                .shared_model(Arc::new(model))
+                .build()
+                .expect("TokioClient agent");
+            Some((i, agent))
+        })
         .collect();
     let setup = Setup {
         base_url,
@@ -329,6 +365,7 @@ fn setup(config: &Config) -> (Upstream, Setup, usize) {
         reqwest,
         openai,
         backends,
+        tokio_client,
     };
     (upstream, setup, response_bytes)
 }
@@ -346,6 +383,14 @@ pub fn run(config: &Config) -> HttpResult {
         Contender::ClientFloor(Flavor::Blocking),
     ];
     contenders.extend(Flavor::ALL.iter().map(|&f| Contender::Backend(f)));
+    contenders.extend(
+        [
+            Flavor::TokioCurrent,
+            Flavor::TokioMulti,
+            Flavor::TokioMultiBlockOn,
+        ]
+        .map(Contender::TokioClient),
+    );
 
     let expected = config.http_chunks;
     for &contender in &contenders {
@@ -398,6 +443,10 @@ impl Profile {
             "openai" => Contender::AsyncOpenAi,
             "tokio-ct" => Contender::Backend(Flavor::TokioCurrent),
             "tokio-mt" => Contender::Backend(Flavor::TokioMulti),
+            "tokio-bo" => Contender::Backend(Flavor::TokioMultiBlockOn),
+            "tokio-client-ct" => Contender::TokioClient(Flavor::TokioCurrent),
+            "tokio-client-mt" => Contender::TokioClient(Flavor::TokioMulti),
+            "tokio-client-bo" => Contender::TokioClient(Flavor::TokioMultiBlockOn),
             "smol" => Contender::Backend(Flavor::SmolSingle),
             _ => Contender::Backend(Flavor::Blocking),
         };
