@@ -31,6 +31,12 @@ pub struct Config {
     pub scale_runs: usize,
     /// (5) deltas per run.
     pub scale_deltas: usize,
+    /// (5b) concurrent streams through HTTP.
+    pub http_scale_streams: usize,
+    /// (5b) deltas per stream.
+    pub http_scale_deltas: usize,
+    /// (5b) pace between deltas, ms.
+    pub http_scale_pace_ms: u64,
     /// (5) repetitions per runtime.
     pub scale_reps: usize,
     /// (6) size of the SSE stream, bytes.
@@ -64,6 +70,9 @@ impl Config {
             scale_runs: 10_000,
             scale_deltas: 20,
             scale_reps: 5,
+            http_scale_streams: 10_000,
+            http_scale_deltas: 15,
+            http_scale_pace_ms: 200,
             sse_bytes: 64 * 1024 * 1024,
             sse_line_bytes: 8 * 1024 * 1024,
             sse_reps: 9,
@@ -90,6 +99,9 @@ impl Config {
             scale_runs: 500,
             scale_deltas: 5,
             scale_reps: 1,
+            http_scale_streams: 200,
+            http_scale_deltas: 5,
+            http_scale_pace_ms: 50,
             sse_bytes: 4 * 1024 * 1024,
             sse_line_bytes: 1024 * 1024,
             sse_reps: 2,

@@ -34,7 +34,8 @@ usage: bench [--quick] [--only 1,2,...] [--out PATH]
 
   --quick        a smoke run of a few seconds (small sizes, few repetitions)
   --only LIST    run only these measurements (1 pipeline, 2 http, 3 ttfe, 4 fan-out,
-                 5 scale, 6 sse, 7 construction, 8 server in the path)
+                 5 scale, 6 sse, 7 construction, 8 server in the path,
+                 9 concurrent streams through HTTP)
   --out PATH     write the report (markdown) there
 
 Without --out the report is printed on stdout; nothing is written anywhere. To regenerate
@@ -59,6 +60,8 @@ pub struct Results {
     pub construct: Option<construct::ConstructResult>,
     /// (8)
     pub relay: Option<relay::RelayResult>,
+    /// (9)
+    pub http_scale: Option<scale::HttpScaleResult>,
 }
 
 fn main() {
@@ -135,6 +138,9 @@ fn main() {
     }
     if wanted(5) {
         results.scale = Some(step("5 scale", || scale::run(&config)));
+    }
+    if wanted(9) {
+        results.http_scale = Some(step("9 scale through HTTP", || scale::run_http(&config)));
     }
     let elapsed = started.elapsed();
     let page = report::render(&machine, &config, &results, elapsed);
