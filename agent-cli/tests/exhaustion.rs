@@ -157,7 +157,10 @@ fn out_of_descriptors_the_server_keeps_its_streams_times_out_stalled_bodies_and_
         }
         // The flood did exhaust the descriptors (else this test proved nothing).
         assert!(
-            served.log.try_iter().any(|line| line.contains("accept failed")),
+            served
+                .log
+                .try_iter()
+                .any(|line| line.contains("accept failed")),
             "{runtime}: the server never ran out of descriptors (no failed accept logged)"
         );
     }

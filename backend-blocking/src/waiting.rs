@@ -139,7 +139,11 @@ fn wait_readable(waiting: &[Waiting], woken: &UnixStream, now: Instant) {
         .min(MAX_WAIT);
     let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(waiting.len() + 1);
     fds.push(PollFd::new(woken, PollFlags::IN));
-    fds.extend(waiting.iter().map(|w| PollFd::new(&w.stream, PollFlags::IN)));
+    fds.extend(
+        waiting
+            .iter()
+            .map(|w| PollFd::new(&w.stream, PollFlags::IN)),
+    );
     let timeout = Timespec {
         tv_sec: nearest.as_secs() as _,
         tv_nsec: nearest.subsec_nanos() as _,

@@ -100,11 +100,9 @@ impl Exec {
     /// The core runtime an agent of this flavor uses.
     pub fn runtime(&self) -> SharedRuntime {
         match self.flavor {
-            Flavor::TokioCurrent | Flavor::TokioMulti | Flavor::TokioMultiBlockOn => {
-                Arc::new(TokioRuntime::from_handle(
-                    self.tokio.as_ref().expect("tokio").handle().clone(),
-                ))
-            }
+            Flavor::TokioCurrent | Flavor::TokioMulti | Flavor::TokioMultiBlockOn => Arc::new(
+                TokioRuntime::from_handle(self.tokio.as_ref().expect("tokio").handle().clone()),
+            ),
             Flavor::SmolSingle => self.smol.as_ref().expect("smol").shared(),
             Flavor::Blocking => ThreadPoolRuntime::shared(),
         }

@@ -29,7 +29,9 @@ pub const SERVERS: [&str; 4] = ["tokio", "tokio-reqwest", "smol", "blocking"];
 /// The row label of a server in the path.
 pub fn label(server: &str) -> &'static str {
     match server {
-        "tokio" => "through TokioServer (multi_thread, 2 workers; TokioClient upstream, as `agent serve`)",
+        "tokio" => {
+            "through TokioServer (multi_thread, 2 workers; TokioClient upstream, as `agent serve`)"
+        }
         "tokio-reqwest" => "through TokioServer (multi_thread, 2 workers; ReqwestClient upstream)",
         "smol" => "through SmolServer (SmolRuntime::with_threads(2); SmolClient upstream)",
         _ => "through ThreadServer (a thread per connection; UreqClient upstream)",
@@ -211,12 +213,9 @@ pub fn run(config: &Config) -> RelayResult {
     let mut children: Vec<(&'static str, ChildProcess, String)> = SERVERS
         .iter()
         .map(|&server| {
-            let mut child = ChildProcess::spawn(&[
-                "relay-server".into(),
-                server.into(),
-                upstream.base_url(),
-            ])
-            .expect("server child");
+            let mut child =
+                ChildProcess::spawn(&["relay-server".into(), server.into(), upstream.base_url()])
+                    .expect("server child");
             let addr_line = child.read_line();
             let addr = addr_line
                 .strip_prefix("addr ")
@@ -241,8 +240,7 @@ pub fn run(config: &Config) -> RelayResult {
             };
             let cpu0 = (slot > 0).then(|| parse_cpu(&children[slot - 1].1.ask("cpu")));
             let start = Instant::now();
-            let (texts, started, first) =
-                rt.block_on(real_floor(client.clone(), url, chat_body()));
+            let (texts, started, first) = rt.block_on(real_floor(client.clone(), url, chat_body()));
             let first = first.map_or(f64::NAN, |f| (f - started).as_secs_f64());
             let elapsed = start.elapsed().as_secs_f64();
             assert_eq!(texts, expected, "relay contender {slot}: wrong delta count");
@@ -282,8 +280,7 @@ pub fn run(config: &Config) -> RelayResult {
                 children[slot - 1].2.clone()
             };
             paced_stamps.clear();
-            let (texts, started, first) =
-                rt.block_on(real_floor(client.clone(), url, chat_body()));
+            let (texts, started, first) = rt.block_on(real_floor(client.clone(), url, chat_body()));
             assert_eq!(texts, 3, "relay contender {slot}: paced delta count");
             let (Some(read), Some(written)) = paced_stamps.get() else {
                 continue;

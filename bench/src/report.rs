@@ -478,10 +478,11 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
              |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for row in &rl.rows {
-            let name = row.server.map_or(
-                "direct: floor client → upstream".to_string(),
-                |server| crate::relay::label(server).to_string(),
-            );
+            let name = row
+                .server
+                .map_or("direct: floor client → upstream".to_string(), |server| {
+                    crate::relay::label(server).to_string()
+                });
             let (cpu, cpu_range) = row.cpu_us.as_ref().map_or(("–".into(), "–".into()), |c| {
                 (num(c.median), range(c.p10, c.p90))
             });

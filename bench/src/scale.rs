@@ -465,13 +465,8 @@ pub fn run_http(config: &Config) -> HttpScaleResult {
                     / 1024.0;
                 Ok((kib, o.max_active, o.runs - o.completed))
             })();
-            let server = crate::fanout::server_memory(
-                backend,
-                config,
-                streams,
-                deltas as u32,
-                pace_ms,
-            );
+            let server =
+                crate::fanout::server_memory(backend, config, streams, deltas as u32, pace_ms);
             HttpScaleRow {
                 backend,
                 client,

@@ -421,13 +421,25 @@ mod template_tests {
         for text in ["Hel", "lo \"w\"\n\t\u{1} é 🎉", ""] {
             let mut encoder = UiMessageStream::new("run_1");
             let mut out = String::new();
-            encoder.encode(&Event { seq: 0, kind: EventKind::TextDelta { text: text.into() } }, &mut out);
+            encoder.encode(
+                &Event {
+                    seq: 0,
+                    kind: EventKind::TextDelta { text: text.into() },
+                },
+                &mut out,
+            );
             let Open::Text(id) = &encoder.open else {
                 panic!("a text part is open");
             };
             let mut expected = String::new();
-            UiMessageStream::frame(&mut expected, &json!({"type": "text-delta", "id": id, "delta": text}));
-            assert!(out.ends_with(&expected), "{out:?} does not end with {expected:?}");
+            UiMessageStream::frame(
+                &mut expected,
+                &json!({"type": "text-delta", "id": id, "delta": text}),
+            );
+            assert!(
+                out.ends_with(&expected),
+                "{out:?} does not end with {expected:?}"
+            );
         }
     }
 }

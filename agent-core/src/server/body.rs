@@ -159,9 +159,7 @@ impl Stream for ResponseBody {
             }
             if this.poll_keep_alive(cx) {
                 this.last_sent = Instant::now();
-                return Poll::Ready(Some(Bytes::from_static(
-                    super::KEEP_ALIVE_FRAME.as_bytes(),
-                )));
+                return Poll::Ready(Some(Bytes::from_static(super::KEEP_ALIVE_FRAME.as_bytes())));
             }
             return Poll::Pending;
         }

@@ -240,9 +240,7 @@ impl ChunkEncoder {
     pub(crate) fn encode(&mut self, event: &Event, out: &mut String) {
         match &event.kind {
             EventKind::TextDelta { text } => self.delta_frame("content", text, out),
-            EventKind::ReasoningDelta { text } => {
-                self.delta_frame("reasoning_content", text, out)
-            }
+            EventKind::ReasoningDelta { text } => self.delta_frame("reasoning_content", text, out),
             EventKind::RunCompleted { usage, .. } => {
                 Self::frame(out, &self.chunk(json!({}), Some("stop")));
                 if self.include_usage {
@@ -314,15 +312,28 @@ mod tests {
             let texts = ["Hel", "lo \"w\"\n\t\u{1} é 🎉", ""];
             for (i, text) in texts.iter().enumerate() {
                 for (kind, field) in [
-                    (EventKind::TextDelta { text: text.to_string() }, "content"),
                     (
-                        EventKind::ReasoningDelta { text: text.to_string() },
+                        EventKind::TextDelta {
+                            text: text.to_string(),
+                        },
+                        "content",
+                    ),
+                    (
+                        EventKind::ReasoningDelta {
+                            text: text.to_string(),
+                        },
                         "reasoning_content",
                     ),
                 ] {
                     let first = !encoder.sent_role;
                     let mut out = String::new();
-                    encoder.encode(&Event { seq: i as u64, kind }, &mut out);
+                    encoder.encode(
+                        &Event {
+                            seq: i as u64,
+                            kind,
+                        },
+                        &mut out,
+                    );
                     assert_eq!(out, reference(&encoder, field, text, first));
                 }
             }

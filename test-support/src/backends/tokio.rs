@@ -195,7 +195,11 @@ impl Default for TokioMultiThread {
 
 impl Backend for TokioMultiThread {
     fn name(&self) -> String {
-        let client = if self.tokio_client { ", TokioClient" } else { "" };
+        let client = if self.tokio_client {
+            ", TokioClient"
+        } else {
+            ""
+        };
         format!("tokio (multi_thread, {WORKER_THREADS} workers{client})")
     }
 
