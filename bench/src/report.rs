@@ -342,6 +342,12 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
             "| commit | `{commit}` (plus the work tree's changes) |"
         );
     }
+    let _ = writeln!(
+        out,
+        "| load average (1 min) at start / end | {} / {} (2 CPUs: above about 1, other work was running) |",
+        machine.load_at_start,
+        crate::sys::load_average()
+    );
     let _ = writeln!(out, "| bench run time | {:.0} s |\n", elapsed.as_secs_f64());
 
     out.push_str("## Targets\n\n");

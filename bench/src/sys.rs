@@ -93,6 +93,16 @@ pub struct Machine {
     pub date: String,
     /// The commit of the work tree, if git knows it.
     pub commit: Option<String>,
+    /// `/proc/loadavg`'s 1-minute load when the run started (other work on the machine).
+    pub load_at_start: String,
+}
+
+/// The 1-minute load average (`/proc/loadavg`), as written there.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl Machine {
@@ -124,6 +134,7 @@ impl Machine {
             open_files: open_files_limit(),
             date: today_utc(),
             commit,
+            load_at_start: load_average(),
         }
     }
 }
