@@ -128,12 +128,17 @@ impl Stream for ResponseBody {
             if this.done {
                 return Poll::Ready(None);
             }
-            // Take every event that is ready now, up to the terminal one or the size cap.
+            // Take every event that is ready now, up to the terminal one or the size cap,
+            // and less than half the run log's bound (counted as the log counts), so that
+            // the events a chunk took are still held for a reader attaching later.
+            let log_budget = (this.events.max_log_bytes() / 2).max(1);
+            let mut taken = 0;
             let mut pending = false;
-            while !this.done && this.out.len() < MAX_CHUNK_BYTES {
+            while !this.done && this.out.len() < MAX_CHUNK_BYTES && taken < log_budget {
                 match this.events.poll_next_unpin(cx) {
                     Poll::Ready(Some(event)) => {
                         this.done = event.is_terminal();
+                        taken += super::runs::event_bytes(&event);
                         this.encoding.encode(&event, &mut this.out);
                     }
                     Poll::Ready(None) => this.done = true,

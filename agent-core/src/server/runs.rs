@@ -266,7 +266,7 @@ enum Advanced {
 
 /// The bytes an event is counted for in the log's bound: its text plus a fixed overhead
 /// for the rest of its frame (exact sizes would cost a serialization per event).
-fn event_bytes(event: &Event) -> usize {
+pub(crate) fn event_bytes(event: &Event) -> usize {
     const OVERHEAD: usize = 96;
     OVERHEAD
         + match &event.kind {
@@ -540,6 +540,12 @@ impl RunEvents {
     /// The run's id.
     pub(crate) fn run_id(&self) -> &str {
         &self.log.id
+    }
+
+    /// The log's byte bound ([`event_bytes`] per event): a body coalescing ready events
+    /// takes fewer than that per chunk, so what it took is still held for a late reader.
+    pub(crate) fn max_log_bytes(&self) -> usize {
+        self.log.max_bytes
     }
 }
 
