@@ -325,7 +325,7 @@ pub struct ChatArgs {
 /// The runtime to run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RuntimeChoice {
-    /// tokio: a reqwest client and a hyper server.
+    /// tokio: hyper's client over tokio's sockets (TokioClient) and a hyper server.
     Tokio,
     /// smol / async-executor: hyper (client and server) over async-net.
     Smol,
@@ -356,7 +356,7 @@ impl ProviderChoice {
 /// Which model to talk to, and on which runtime.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// The runtime backend: tokio (reqwest client, hyper server), smol (hyper over
+    /// The runtime backend: tokio (TokioClient: hyper over tokio's sockets; hyper server), smol (hyper over
     /// async-net) or blocking (ureq client, a threaded server on agent-http1).
     #[arg(long, value_enum, default_value = "tokio", global = true)]
     pub runtime: RuntimeChoice,

@@ -1265,7 +1265,7 @@ fn serve_resolves_host_names_and_the_help_tells_what_a_new_user_needs() {
         "demo model",
         "OPENAI_API_KEY",
         "--demo",
-        "reqwest client",
+        "TokioClient",
         "hyper server",
         "async-net",
         "ureq client",

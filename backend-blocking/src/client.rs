@@ -109,6 +109,13 @@ impl Default for UreqClient {
     }
 }
 
+/// ureq's input buffer per connection (its default is 128 KiB). It must be larger than the
+/// largest response head ureq accepts (64 KiB by default): ureq only reports a head as too
+/// large once it holds more than that.
+const INPUT_BUFFER_BYTES: usize = 65 * 1024;
+/// ureq's output buffer per connection (its default is 128 KiB).
+const OUTPUT_BUFFER_BYTES: usize = 16 * 1024;
+
 impl UreqClient {
     /// A client with ureq's defaults (rustls, pooled connections), the proxies of the
     /// environment ([`ProxyConfig::from_env`]: `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`,
@@ -120,6 +127,12 @@ impl UreqClient {
                 .http_status_as_error(false)
                 .max_redirects(0)
                 .max_redirects_will_error(false)
+                // ureq allocates (and zeroes) both buffers per connection: 128 KiB each by
+                // default, most of a stream's memory. The input buffer still holds more
+                // than the largest response head ureq accepts (64 KiB); requests are written
+                // through the output buffer in pieces.
+                .input_buffer_size(INPUT_BUFFER_BYTES)
+                .output_buffer_size(OUTPUT_BUFFER_BYTES)
                 .build(),
         )
     }
@@ -152,6 +165,12 @@ impl UreqClient {
                 .http_status_as_error(false)
                 .max_redirects(0)
                 .max_redirects_will_error(false)
+                // ureq allocates (and zeroes) both buffers per connection: 128 KiB each by
+                // default, most of a stream's memory. The input buffer still holds more
+                // than the largest response head ureq accepts (64 KiB); requests are written
+                // through the output buffer in pieces.
+                .input_buffer_size(INPUT_BUFFER_BYTES)
+                .output_buffer_size(OUTPUT_BUFFER_BYTES)
                 .tls_config(tls)
                 .build(),
         )

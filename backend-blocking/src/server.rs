@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -129,6 +130,9 @@ impl ThreadServer {
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(service.config().addr)?;
         let local_addr = listener.local_addr()?;
+        let (wake_waiting, woken) = UnixStream::pair()?;
+        wake_waiting.set_nonblocking(true)?;
+        woken.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             service,
             options,
@@ -137,6 +141,7 @@ impl ThreadServer {
             connections_changed: Condvar::new(),
             waiting: AtomicUsize::new(0),
             to_waiting: Mutex::new(None),
+            wake_waiting,
             stop_requested: Mutex::new(false),
             stop_changed: Condvar::new(),
         });
@@ -145,7 +150,7 @@ impl ThreadServer {
         let waiting_shared = shared.clone();
         std::thread::Builder::new()
             .name("agent-server-heads".into())
-            .spawn(move || wait_for_heads(&waiting_shared, &arrivals))?;
+            .spawn(move || wait_for_heads(&waiting_shared, &arrivals, &woken))?;
         let acceptor_shared = shared.clone();
         let acceptor = std::thread::Builder::new()
             .name("agent-server-accept".into())
@@ -271,6 +276,7 @@ impl ThreadServer {
     /// Stop accepting and cancel the running streams, without waiting for connections.
     fn begin_stop(&mut self) {
         self.shared.shutting_down.store(true, Ordering::Release);
+        self.shared.wake_waiting_thread();
         // The waiting thread closes its idle connections and ends.
         self.shared
             .to_waiting

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -25,6 +26,9 @@ pub(crate) struct Shared {
     /// Connections held by the waiting thread (as of its last pass, plus arrivals since).
     pub(crate) waiting: AtomicUsize,
     pub(crate) to_waiting: Mutex<Option<Sender<Waiting>>>,
+    /// Written (one byte, non-blocking) after every arrival for the waiting thread and at
+    /// shutdown, so that its `poll` returns at once.
+    pub(crate) wake_waiting: UnixStream,
     pub(crate) stop_requested: Mutex<bool>,
     pub(crate) stop_changed: Condvar,
 }
@@ -36,6 +40,11 @@ impl Shared {
 
     pub(crate) fn connections(&self) -> MutexGuard<'_, usize> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make the waiting thread's `poll` return (a full wake socket already will).
+    pub(crate) fn wake_waiting_thread(&self) {
+        let _ = (&self.wake_waiting).write(&[1]);
     }
 
     pub(crate) fn set_waiting(&self, n: usize) {
@@ -58,13 +67,15 @@ impl Shared {
         match sender.as_ref() {
             Some(sender) => {
                 self.waiting.fetch_add(1, Ordering::AcqRel);
-                sender
+                let sent = sender
                     .send(Waiting {
                         stream,
                         buf,
                         deadline,
                     })
-                    .map_err(|unsent| unsent.0.stream)
+                    .map_err(|unsent| unsent.0.stream);
+                self.wake_waiting_thread();
+                sent
             }
             None => Err(stream),
         }

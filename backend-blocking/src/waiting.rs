@@ -7,18 +7,19 @@
 
 use std::io::{self, Read};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use agent_http1::{HeadLimits, HeadParser};
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
 
 use crate::shared::{Shared, start_connection};
 
-/// How long the thread sleeps between passes over its connections when none made
-/// progress; it passes again at once after one did.
-const IDLE_PASS: Duration = Duration::from_millis(2);
-const MAX_IDLE_PASS: Duration = Duration::from_millis(10);
+/// The longest the thread waits in `poll` without a pass (deadlines and shutdown are also
+/// checked on every pass; arrivals and shutdown wake it at once).
+const MAX_WAIT: Duration = Duration::from_millis(100);
 
 /// A connection waiting for (the rest of) a request head.
 pub(crate) struct Waiting {
@@ -30,15 +31,20 @@ pub(crate) struct Waiting {
 }
 
 /// The waiting thread: receive connections from `arrivals`, read heads, hand complete
-/// ones to connection threads, close those past their deadline.
-pub(crate) fn wait_for_heads(shared: &Arc<Shared>, arrivals: &Receiver<Waiting>) {
+/// ones to connection threads, close those past their deadline. Between passes it sleeps
+/// in `poll(2)` on its sockets and `woken` (written after each arrival), so a head is read
+/// the moment its bytes arrive.
+pub(crate) fn wait_for_heads(
+    shared: &Arc<Shared>,
+    arrivals: &Receiver<Waiting>,
+    woken: &UnixStream,
+) {
     let config = shared.service.config();
     let mut parser = HeadParser::new(HeadLimits {
         max_headers: config.max_headers,
         max_head_bytes: config.effective_max_head_bytes(),
     });
     let mut waiting: Vec<Waiting> = Vec::new();
-    let mut pause = IDLE_PASS;
     let mut chunk = vec![0u8; 8192];
     loop {
         if shared.is_shutting_down() {
@@ -116,11 +122,36 @@ pub(crate) fn wait_for_heads(shared: &Arc<Shared>, arrivals: &Receiver<Waiting>)
             i += 1;
         }
         shared.set_waiting(waiting.len());
-        if progressed {
-            pause = IDLE_PASS;
-        } else {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(MAX_IDLE_PASS);
+        if !progressed {
+            wait_readable(&waiting, woken, now);
         }
     }
+}
+
+/// Sleep until a waiting socket or `woken` is readable, the nearest deadline passes, or
+/// [`MAX_WAIT`]; then empty `woken`.
+fn wait_readable(waiting: &[Waiting], woken: &UnixStream, now: Instant) {
+    let nearest = waiting
+        .iter()
+        .map(|w| w.deadline.saturating_duration_since(now))
+        .min()
+        .unwrap_or(MAX_WAIT)
+        .min(MAX_WAIT);
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(waiting.len() + 1);
+    fds.push(PollFd::new(woken, PollFlags::IN));
+    fds.extend(
+        waiting
+            .iter()
+            .map(|w| PollFd::new(&w.stream, PollFlags::IN)),
+    );
+    let timeout = Timespec {
+        tv_sec: nearest.as_secs() as _,
+        tv_nsec: nearest.subsec_nanos() as _,
+    };
+    if poll(&mut fds, Some(&timeout)).is_err() {
+        // EINTR, or no memory for the descriptor list: do not spin.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut drain = [0u8; 64];
+    while matches!((&*woken).read(&mut drain), Ok(n) if n > 0) {}
 }

@@ -561,6 +561,16 @@ fn connections_beyond_the_limit_get_503() {
     let mut idle = Client::connect(server.local_addr());
     idle.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(idle.read_response().0.status, 200);
+    // Both are back with the head-waiting thread (their connection threads have ended), so
+    // the one thread counted below is the first request's.
+    let start = std::time::Instant::now();
+    while server.open_connections() != 0 {
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "an idle connection kept its thread"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // A request being served (its body still arriving) does.
     first.send(b"POST /v1/runs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{");
     let start = std::time::Instant::now();

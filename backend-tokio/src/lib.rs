@@ -33,6 +33,9 @@
 //!   current-thread and the multi-thread runtime.
 //! * [`ReqwestClient`]: the core's [`HttpClient`](agent_core::http::HttpClient) on reqwest
 //!   with rustls (no OpenSSL), streaming body chunks as they arrive.
+//! * [`TokioClient`]: the same contract on hyper's client over tokio's sockets, driven by
+//!   whoever polls the body (no connection task): the cheaper client per chunk, used by
+//!   `agent serve` on tokio (see its docs for why).
 //! * [`TokioServer`] and [`router`]: the agent HTTP API (`POST /v1/runs` as SSE,
 //!   `POST /v1/chat/completions`, `GET /healthz`) on axum, standalone or nested in your app.
 //! * [`TokioSpawner`]: the core's [`ProcessSpawner`](agent_core::process::ProcessSpawner)
@@ -45,12 +48,14 @@
 #![warn(missing_docs)]
 
 mod client;
+mod hyper_client;
 mod process;
 mod run;
 mod runtime;
 mod server;
 
 pub use client::ReqwestClient;
+pub use hyper_client::TokioClient;
 pub use process::TokioSpawner;
 /// The reqwest crate behind [`ReqwestClient`] (for [`ReqwestClient::with_client`]).
 pub use reqwest;

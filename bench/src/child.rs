@@ -74,6 +74,7 @@ impl ChildProcess {
 pub fn main(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("fanout-server") => crate::fanout::server_child(&args[1..]),
+        Some("relay-server") => crate::relay::server_child(&args[1..]),
         Some("scale") => crate::scale::child(&args[1..]),
         other => {
             eprintln!("unknown child command {other:?}");

@@ -13,6 +13,8 @@ pub struct Config {
     pub http_chunks: usize,
     /// (2) repetitions per contender.
     pub http_reps: usize,
+    /// (8) paced time-to-first-delta trials per contender.
+    pub relay_ttfd_trials: usize,
     /// (3) trials per contender.
     pub ttfe_trials: usize,
     /// (3) upstream pace between chunks, ms.
@@ -29,6 +31,12 @@ pub struct Config {
     pub scale_runs: usize,
     /// (5) deltas per run.
     pub scale_deltas: usize,
+    /// (5b) concurrent streams through HTTP.
+    pub http_scale_streams: usize,
+    /// (5b) deltas per stream.
+    pub http_scale_deltas: usize,
+    /// (5b) pace between deltas, ms.
+    pub http_scale_pace_ms: u64,
     /// (5) repetitions per runtime.
     pub scale_reps: usize,
     /// (6) size of the SSE stream, bytes.
@@ -52,6 +60,7 @@ impl Config {
             pipeline_reps: 21,
             http_chunks: 20_000,
             http_reps: 21,
+            relay_ttfd_trials: 100,
             ttfe_trials: 500,
             ttfe_pace_ms: 2,
             fanout_clients: 1_000,
@@ -61,6 +70,9 @@ impl Config {
             scale_runs: 10_000,
             scale_deltas: 20,
             scale_reps: 5,
+            http_scale_streams: 10_000,
+            http_scale_deltas: 15,
+            http_scale_pace_ms: 200,
             sse_bytes: 64 * 1024 * 1024,
             sse_line_bytes: 8 * 1024 * 1024,
             sse_reps: 9,
@@ -77,6 +89,7 @@ impl Config {
             pipeline_reps: 3,
             http_chunks: 2_000,
             http_reps: 3,
+            relay_ttfd_trials: 5,
             ttfe_trials: 10,
             ttfe_pace_ms: 2,
             fanout_clients: 50,
@@ -86,6 +99,9 @@ impl Config {
             scale_runs: 500,
             scale_deltas: 5,
             scale_reps: 1,
+            http_scale_streams: 200,
+            http_scale_deltas: 5,
+            http_scale_pace_ms: 50,
             sse_bytes: 4 * 1024 * 1024,
             sse_line_bytes: 1024 * 1024,
             sse_reps: 2,

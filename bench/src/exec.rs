@@ -19,6 +19,9 @@ pub enum Flavor {
     TokioCurrent,
     /// backend-tokio on a multi-thread runtime (2 workers); the consumer is a spawned task.
     TokioMulti,
+    /// backend-tokio on a multi-thread runtime (2 workers), the run polled on `block_on`'s
+    /// thread: what `#[tokio::main]` code looks like.
+    TokioMultiBlockOn,
     /// backend-smol on one executor driven by the measuring thread (`SmolRuntime::block_on`).
     SmolSingle,
     /// backend-blocking: the `RunIter` iterator on the measuring thread.
@@ -27,9 +30,10 @@ pub enum Flavor {
 
 impl Flavor {
     /// Every flavor, in report order.
-    pub const ALL: [Flavor; 4] = [
+    pub const ALL: [Flavor; 5] = [
         Flavor::TokioCurrent,
         Flavor::TokioMulti,
+        Flavor::TokioMultiBlockOn,
         Flavor::SmolSingle,
         Flavor::Blocking,
     ];
@@ -38,7 +42,8 @@ impl Flavor {
     pub fn label(self) -> &'static str {
         match self {
             Flavor::TokioCurrent => "tokio (current_thread)",
-            Flavor::TokioMulti => "tokio (multi_thread, 2 workers)",
+            Flavor::TokioMulti => "tokio (multi_thread, 2 workers, spawned task)",
+            Flavor::TokioMultiBlockOn => "tokio (multi_thread, 2 workers, in block_on)",
             Flavor::SmolSingle => "smol (1 thread)",
             Flavor::Blocking => "blocking (iterator)",
         }
@@ -63,7 +68,7 @@ impl Exec {
                     .build()
                     .expect("tokio current-thread runtime"),
             ),
-            Flavor::TokioMulti => Some(
+            Flavor::TokioMulti | Flavor::TokioMultiBlockOn => Some(
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
                     .enable_all()
@@ -82,6 +87,11 @@ impl Exec {
         }
     }
 
+    /// The tokio runtime's handle, for the tokio flavors.
+    pub fn tokio_handle(&self) -> Option<tokio::runtime::Handle> {
+        self.tokio.as_ref().map(|rt| rt.handle().clone())
+    }
+
     /// The flavor.
     pub fn flavor(&self) -> Flavor {
         self.flavor
@@ -90,9 +100,9 @@ impl Exec {
     /// The core runtime an agent of this flavor uses.
     pub fn runtime(&self) -> SharedRuntime {
         match self.flavor {
-            Flavor::TokioCurrent | Flavor::TokioMulti => Arc::new(TokioRuntime::from_handle(
-                self.tokio.as_ref().expect("tokio").handle().clone(),
-            )),
+            Flavor::TokioCurrent | Flavor::TokioMulti | Flavor::TokioMultiBlockOn => Arc::new(
+                TokioRuntime::from_handle(self.tokio.as_ref().expect("tokio").handle().clone()),
+            ),
             Flavor::SmolSingle => self.smol.as_ref().expect("smol").shared(),
             Flavor::Blocking => ThreadPoolRuntime::global().shared(),
         }
@@ -106,7 +116,7 @@ impl Exec {
     /// The backend's own HTTP client.
     pub fn http_client(&self) -> Arc<dyn HttpClient> {
         match self.flavor {
-            Flavor::TokioCurrent | Flavor::TokioMulti => Arc::new(
+            Flavor::TokioCurrent | Flavor::TokioMulti | Flavor::TokioMultiBlockOn => Arc::new(
                 ReqwestClient::new()
                     .runtime_handle(self.tokio.as_ref().expect("tokio").handle().clone()),
             ),
@@ -162,7 +172,9 @@ impl Exec {
         future: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
         match self.flavor {
-            Flavor::TokioCurrent => self.tokio.as_ref().expect("tokio").block_on(future),
+            Flavor::TokioCurrent | Flavor::TokioMultiBlockOn => {
+                self.tokio.as_ref().expect("tokio").block_on(future)
+            }
             Flavor::TokioMulti => {
                 let rt = self.tokio.as_ref().expect("tokio");
                 rt.block_on(async { tokio::spawn(future).await.expect("task") })

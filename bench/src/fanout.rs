@@ -403,6 +403,26 @@ fn one_rep(server: &str, config: &Config) -> Result<Rep, String> {
     })
 }
 
+/// Server-side memory with `clients` concurrent paced streams (`deltas` deltas, one every
+/// `pace_ms`): (KiB per open stream, streams open when sampled, failed clients).
+pub fn server_memory(
+    server: &str,
+    config: &Config,
+    clients: usize,
+    deltas: u32,
+    pace_ms: u64,
+) -> Result<(f64, usize, usize), String> {
+    let mut config = config.clone();
+    config.fanout_clients = clients;
+    config.fanout_deltas = deltas;
+    config.fanout_pace_ms = pace_ms;
+    let rep = one_rep(server, &config)?;
+    let kib = rep.live_rss.saturating_sub(rep.base_rss) as f64
+        / rep.open_at_sample.max(1) as f64
+        / 1024.0;
+    Ok((kib, rep.open_at_sample, rep.errors))
+}
+
 /// One repetition against `server`, for `bench __profile`.
 pub fn profile_once(server: &str, config: &Config) {
     match one_rep(server, config) {

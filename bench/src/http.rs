@@ -20,7 +20,9 @@ use crate::upstream::{MODEL, Script, Upstream};
 /// One contender of the HTTP measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
-    /// reqwest + `SseDecoder`, counting events: the floor.
+    /// reqwest + eventsource-stream + typed serde: what a minimal real client does; the floor.
+    FloorReal,
+    /// reqwest + `SseDecoder`, counting events: the decoder-only floor.
     FloorSse,
     /// The floor plus the core's chunk parser (`OpenAiModel::parse_chunk`) per event.
     FloorParse,
@@ -30,13 +32,19 @@ pub enum Contender {
     ClientFloor(Flavor),
     /// A backend: its client, `OpenAiModel` and the agent.
     Backend(Flavor),
+    /// A tokio flavor with `TokioClient` (hyper driven by the polling task) instead of
+    /// `ReqwestClient`.
+    TokioClient(Flavor),
 }
 
 impl Contender {
     /// The row label.
     pub fn label(self) -> String {
         match self {
-            Contender::FloorSse => "floor: reqwest + SseDecoder (events only)".into(),
+            Contender::FloorReal => {
+                "floor: reqwest + eventsource-stream + serde (a minimal client)".into()
+            }
+            Contender::FloorSse => "decoder-only floor: reqwest + SseDecoder (events only)".into(),
             Contender::FloorParse => "floor + chunk JSON parse (`parse_chunk`)".into(),
             Contender::AsyncOpenAi => "async-openai 0.43 (`create_stream`)".into(),
             Contender::ClientFloor(flavor) => format!(
@@ -45,6 +53,9 @@ impl Contender {
                 flavor.label()
             ),
             Contender::Backend(flavor) => format!("agent on {}", flavor.label()),
+            Contender::TokioClient(flavor) => {
+                format!("agent on {} with `TokioClient`", flavor.label())
+            }
         }
     }
 }
@@ -52,7 +63,7 @@ impl Contender {
 /// The name of a flavor's HTTP client.
 pub fn client_name(flavor: Flavor) -> &'static str {
     match flavor {
-        Flavor::TokioCurrent | Flavor::TokioMulti => "ReqwestClient",
+        Flavor::TokioCurrent | Flavor::TokioMulti | Flavor::TokioMultiBlockOn => "ReqwestClient",
         Flavor::SmolSingle => "SmolClient",
         Flavor::Blocking => "UreqClient",
     }
@@ -77,9 +88,11 @@ struct Setup {
     reqwest: reqwest::Client,
     openai: async_openai::Client<async_openai::config::OpenAIConfig>,
     backends: Vec<(Exec, agent_core::agent::Agent)>,
+    /// The tokio flavors' agents on `TokioClient`, by index into `backends`.
+    tokio_client: Vec<(usize, agent_core::agent::Agent)>,
 }
 
-fn chat_body() -> Vec<u8> {
+pub fn chat_body() -> Vec<u8> {
     format!(r#"{{"model":"{MODEL}","stream":true,"messages":[{{"role":"user","content":"go"}}]}}"#)
         .into_bytes()
 }
@@ -125,6 +138,61 @@ fn floor(setup: &Setup, parse: bool) -> usize {
         handle(&mut decoder);
         texts
     })
+}
+
+/// The typed part of a `chat.completion.chunk` a minimal client deserializes.
+#[derive(serde::Deserialize)]
+struct FloorChunk {
+    #[serde(default)]
+    choices: Vec<FloorChoice>,
+}
+
+#[derive(serde::Deserialize)]
+struct FloorChoice {
+    #[serde(default)]
+    delta: FloorDelta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct FloorDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// The minimal real client: POST `body` to `url` with reqwest, parse the SSE with
+/// eventsource-stream, deserialize each chunk with serde into typed structs. Returns (text
+/// deltas, when the request was started, when the first delta was parsed).
+pub async fn real_floor(
+    client: reqwest::Client,
+    url: String,
+    body: Vec<u8>,
+) -> (usize, Instant, Option<Instant>) {
+    use eventsource_stream::Eventsource;
+    let start = Instant::now();
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("floor request");
+    let mut events = response.bytes_stream().eventsource();
+    let mut texts = 0usize;
+    let mut first = None;
+    while let Some(event) = events.next().await {
+        let event = event.expect("floor SSE");
+        if event.data == "[DONE]" {
+            break;
+        }
+        let chunk: FloorChunk = serde_json::from_str(&event.data).expect("floor chunk");
+        for choice in chunk.choices {
+            if choice.delta.content.is_some_and(|c| !c.is_empty()) {
+                texts += 1;
+                first.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    (texts, start, first)
 }
 
 /// A backend's `HttpClient` (through the core's trait) + `SseDecoder`, counting content
@@ -205,6 +273,14 @@ fn backend(exec: &Exec, agent: &agent_core::agent::Agent) -> usize {
 
 fn once(setup: &Setup, contender: Contender) -> usize {
     match contender {
+        Contender::FloorReal => {
+            let url = format!("{}/chat/completions", setup.base_url);
+            let client = setup.reqwest.clone();
+            setup
+                .floor_rt
+                .block_on(real_floor(client, url, chat_body()))
+                .0
+        }
         Contender::FloorSse => floor(setup, false),
         Contender::FloorParse => floor(setup, true),
         Contender::AsyncOpenAi => async_openai(setup),
@@ -224,16 +300,21 @@ fn once(setup: &Setup, contender: Contender) -> usize {
                 .expect("backend set up");
             backend(exec, agent)
         }
+        Contender::TokioClient(flavor) => {
+            let (i, agent) = setup
+                .tokio_client
+                .iter()
+                .find(|(i, _)| setup.backends[*i].0.flavor() == flavor)
+                .expect("TokioClient agent set up");
+            backend(&setup.backends[*i].0, agent)
+        }
     }
 }
 
 /// Start the upstream and build every contender.
 fn setup(config: &Config) -> (Upstream, Setup, usize) {
     let script = Script::burst(config.http_chunks);
-    let response_bytes = match &script {
-        Script::Burst(bytes) => bytes.len(),
-        Script::Paced { .. } => 0,
-    };
+    let response_bytes = script.response_bytes();
     let upstream = Upstream::start(script).expect("upstream");
     let base_url = upstream.base_url();
     let floor_rt = tokio::runtime::Builder::new_current_thread()
@@ -261,6 +342,22 @@ fn setup(config: &Config) -> (Upstream, Setup, usize) {
                 .expect("http agent");
             (exec, agent)
         })
+        .collect::<Vec<(Exec, agent_core::agent::Agent)>>();
+    let tokio_client = backends
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (exec, _))| {
+            let handle = exec.tokio_handle()?;
+            let config = OpenAiConfig::new(base_url.clone(), MODEL).with_retry(RetryPolicy::none());
+            let client = Arc::new(backend_tokio::TokioClient::with_handle(handle));
+            let model = OpenAiModel::new(config, client);
+            let agent = exec
+                .agent_builder()
+                .shared_model(Arc::new(model))
+                .build()
+                .expect("TokioClient agent");
+            Some((i, agent))
+        })
         .collect();
     let setup = Setup {
         base_url,
@@ -268,6 +365,7 @@ fn setup(config: &Config) -> (Upstream, Setup, usize) {
         reqwest,
         openai,
         backends,
+        tokio_client,
     };
     (upstream, setup, response_bytes)
 }
@@ -276,6 +374,7 @@ fn setup(config: &Config) -> (Upstream, Setup, usize) {
 pub fn run(config: &Config) -> HttpResult {
     let (upstream, setup, response_bytes) = setup(config);
     let mut contenders = vec![
+        Contender::FloorReal,
         Contender::FloorSse,
         Contender::FloorParse,
         Contender::AsyncOpenAi,
@@ -284,6 +383,14 @@ pub fn run(config: &Config) -> HttpResult {
         Contender::ClientFloor(Flavor::Blocking),
     ];
     contenders.extend(Flavor::ALL.iter().map(|&f| Contender::Backend(f)));
+    contenders.extend(
+        [
+            Flavor::TokioCurrent,
+            Flavor::TokioMulti,
+            Flavor::TokioMultiBlockOn,
+        ]
+        .map(Contender::TokioClient),
+    );
 
     let expected = config.http_chunks;
     for &contender in &contenders {
@@ -330,11 +437,16 @@ impl Profile {
     /// `floor`, `parse`, `openai` or a flavor name.
     pub fn new(config: &Config, name: &str) -> Profile {
         let contender = match name {
-            "floor" => Contender::FloorSse,
+            "floor" => Contender::FloorReal,
+            "floor-sse" => Contender::FloorSse,
             "parse" => Contender::FloorParse,
             "openai" => Contender::AsyncOpenAi,
             "tokio-ct" => Contender::Backend(Flavor::TokioCurrent),
             "tokio-mt" => Contender::Backend(Flavor::TokioMulti),
+            "tokio-bo" => Contender::Backend(Flavor::TokioMultiBlockOn),
+            "tokio-client-ct" => Contender::TokioClient(Flavor::TokioCurrent),
+            "tokio-client-mt" => Contender::TokioClient(Flavor::TokioMulti),
+            "tokio-client-bo" => Contender::TokioClient(Flavor::TokioMultiBlockOn),
             "smol" => Contender::Backend(Flavor::SmolSingle),
             _ => Contender::Backend(Flavor::Blocking),
         };

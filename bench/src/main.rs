@@ -11,6 +11,7 @@ mod http;
 mod notes;
 mod pipeline;
 mod profile;
+mod relay;
 mod report;
 mod scale;
 mod sse;
@@ -34,11 +35,12 @@ usage: bench [--quick] [--only 1,2,...] [--out PATH]
 
   --quick        a smoke run of a few seconds (small sizes, few repetitions)
   --only LIST    run only these measurements (1 pipeline, 2 http, 3 ttfe, 4 fan-out,
-                 5 scale, 6 sse, 7 construction, 8 stores)
-  --out PATH     write the report there
+                 5 scale, 6 sse, 7 construction, 8 stores, 9 server in the path
+                 (2b), 10 concurrent streams through HTTP (5b))
+  --out PATH     write the report (markdown) there
 
-Without --out, a complete full run writes docs/performance.md and docs/src/performance.md;
-any other run writes target/bench/performance.md.";
+Without --out the report is printed on stdout; nothing is written anywhere. To regenerate
+the book's page: --out docs/performance.md (and copy it to docs/src/performance.md).";
 
 /// The measurements that ran.
 #[derive(Default)]
@@ -59,6 +61,10 @@ pub struct Results {
     pub construct: Option<construct::ConstructResult>,
     /// (8)
     pub stores: Option<stores::StoresResult>,
+    /// (9)
+    pub relay: Option<relay::RelayResult>,
+    /// (10)
+    pub http_scale: Option<scale::HttpScaleResult>,
 }
 
 fn main() {
@@ -124,6 +130,9 @@ fn main() {
     if wanted(2) {
         results.http = Some(step("2 HTTP end to end", || http::run(&config)));
     }
+    if wanted(9) {
+        results.relay = Some(step("9 server in the path", || relay::run(&config)));
+    }
     if wanted(3) {
         results.ttfe = Some(step("3 time to first event", || ttfe::run(&config)));
     }
@@ -136,31 +145,29 @@ fn main() {
     if wanted(8) {
         results.stores = Some(step("8 stores", || stores::run(&config)));
     }
+    if wanted(10) {
+        results.http_scale = Some(step("10 scale through HTTP", || scale::run_http(&config)));
+    }
     let elapsed = started.elapsed();
     let page = report::render(&machine, &config, &results, elapsed);
 
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let complete = only.is_none() && !quick;
-    let targets: Vec<PathBuf> = match out {
-        Some(path) => vec![path],
-        None if complete => vec![
-            root.join("docs/performance.md"),
-            root.join("docs/src/performance.md"),
-        ],
-        None => vec![root.join("target/bench/performance.md")],
-    };
-    for path in &targets {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        match std::fs::write(path, &page) {
-            Ok(()) => eprintln!("bench: wrote {}", path.display()),
-            Err(e) => {
-                eprintln!("bench: could not write {}: {e}", path.display());
-                std::process::exit(1);
+    // The report goes where `--out` says, and nowhere else: the bench never writes into
+    // the source tree it was built from unless asked to. Without `--out` it is printed.
+    match out {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            match std::fs::write(&path, &page) {
+                Ok(()) => eprintln!("bench: wrote {}", path.display()),
+                Err(e) => {
+                    eprintln!("bench: could not write {}: {e}", path.display());
+                    std::process::exit(1);
+                }
             }
         }
+        None => print!("{page}"),
     }
-    println!("{}", report::summary(&results));
+    eprintln!("{}", report::summary(&results));
     eprintln!("bench: done in {:.0} s", elapsed.as_secs_f64());
 }

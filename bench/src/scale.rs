@@ -140,7 +140,105 @@ pub fn child(args: &[String]) -> i32 {
         }
     };
 
+    let upstream = args.get(3).cloned().unwrap_or_default();
+    let openai = |client: Arc<dyn agent_core::http::HttpClient>| {
+        let config = agent_core::model::OpenAiConfig::new(upstream.clone(), "bench-model")
+            .with_retry(agent_core::policy::RetryPolicy::none());
+        Arc::new(agent_core::model::OpenAiModel::new(config, client))
+    };
     let outcome = match runtime {
+        "http-tokio" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let client = Arc::new(backend_tokio::TokioClient::with_handle(rt.handle().clone()));
+            let agent = Agent::builder()
+                .shared_model(openai(client))
+                .runtime(Arc::new(TokioRuntime::from_handle(rt.handle().clone())))
+                .build()
+                .expect("agent");
+            measure(&agent, &|agent, count| {
+                rt.block_on(async {
+                    let handles: Vec<_> = (0..count)
+                        .map(|_| tokio::spawn(consume(agent.clone(), active.clone())))
+                        .collect();
+                    let mut results = Vec::with_capacity(count);
+                    for handle in handles {
+                        results.push(handle.await.unwrap_or((0, false)));
+                    }
+                    (
+                        results.iter().map(|r| r.0).sum(),
+                        results.iter().filter(|r| r.1).count(),
+                    )
+                })
+            })
+        }
+        "http-smol" => {
+            let rt = SmolRuntime::with_threads(2).expect("smol threads");
+            let executor = rt.executor().expect("own executor").clone();
+            let agent = Agent::builder()
+                .shared_model(openai(Arc::new(backend_smol::SmolClient::new())))
+                .runtime(rt.shared())
+                .build()
+                .expect("agent");
+            measure(&agent, &|agent, count| {
+                drive(
+                    agent,
+                    count,
+                    &active,
+                    |future| executor.spawn(future),
+                    |tasks| {
+                        agent_core::runtime::block_on(async {
+                            let mut results = Vec::with_capacity(tasks.len());
+                            for task in tasks {
+                                results.push(task.await);
+                            }
+                            results
+                        })
+                    },
+                )
+            })
+        }
+        "http-blocking" => {
+            let agent = backend_blocking::agent_builder()
+                .shared_model(openai(Arc::new(backend_blocking::UreqClient::new())))
+                .build()
+                .expect("agent");
+            measure(&agent, &|agent, count| {
+                // The threaded shape: one thread per run, iterating it.
+                let handles: Vec<_> = (0..count)
+                    .map(|_| {
+                        let agent = agent.clone();
+                        let active = active.clone();
+                        std::thread::spawn(move || {
+                            let now = active.0.fetch_add(1, Ordering::Relaxed) + 1;
+                            active.1.fetch_max(now, Ordering::Relaxed);
+                            let mut events = 0;
+                            let mut completed = false;
+                            for event in backend_blocking::run(&agent, "go") {
+                                events += 1;
+                                completed = matches!(
+                                    event.kind,
+                                    agent_core::event::EventKind::RunCompleted { .. }
+                                );
+                            }
+                            active.0.fetch_sub(1, Ordering::Relaxed);
+                            (events, completed)
+                        })
+                    })
+                    .collect();
+                let results: Vec<(usize, bool)> = handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or((0, false)))
+                    .collect();
+                (
+                    results.iter().map(|r| r.0).sum(),
+                    results.iter().filter(|r| r.1).count(),
+                )
+            })
+        }
         "tokio-mt" | "tokio-ct" => {
             let rt = if runtime == "tokio-mt" {
                 tokio::runtime::Builder::new_multi_thread()
@@ -269,6 +367,120 @@ pub struct ScaleResult {
     pub reps: usize,
     /// One row per runtime.
     pub rows: Vec<ScaleRow>,
+}
+
+/// The backends measured through HTTP.
+pub const HTTP_BACKENDS: [&str; 3] = ["tokio", "smol", "blocking"];
+
+/// The row label of a backend through HTTP.
+pub fn http_label(backend: &str) -> &'static str {
+    match backend {
+        "tokio" => "tokio (multi_thread, 2 workers; TokioClient / TokioServer)",
+        "smol" => "smol (SmolRuntime::with_threads(2); SmolClient / SmolServer)",
+        _ => "blocking (a thread per run, UreqClient / ThreadServer)",
+    }
+}
+
+/// One backend's numbers through HTTP.
+pub struct HttpScaleRow {
+    /// Which backend.
+    pub backend: &'static str,
+    /// Client side: KiB per concurrent run (peak), peak concurrent runs, incomplete runs.
+    pub client: Result<(f64, usize, usize), String>,
+    /// Server side: KiB per open stream, streams open when sampled, failed clients.
+    pub server: Result<(f64, usize, usize), String>,
+}
+
+/// The result of the HTTP scale measurement.
+pub struct HttpScaleResult {
+    /// Concurrent streams.
+    pub streams: usize,
+    /// Deltas per stream.
+    pub deltas: usize,
+    /// Pace between deltas, ms.
+    pub pace_ms: u64,
+    /// One row per backend.
+    pub rows: Vec<HttpScaleRow>,
+}
+
+/// A paced chat-completions upstream for the client side: a `TokioServer` whose scripted
+/// model yields `deltas` deltas, one every `pace`.
+fn paced_upstream(
+    rt: &tokio::runtime::Runtime,
+    streams: usize,
+    deltas: usize,
+    pace: Duration,
+) -> backend_tokio::TokioServer {
+    let model = ScriptedModel::from_fn(move |_, _| {
+        let mut turn = Turn::new();
+        for k in 0..deltas {
+            turn = turn.pause(pace).text(format!("w{k} "));
+        }
+        turn
+    });
+    let agent = Agent::builder()
+        .model(model)
+        .runtime(Arc::new(TokioRuntime::from_handle(rt.handle().clone())))
+        .build()
+        .expect("upstream agent");
+    let config = agent_core::server::ServerConfig::default()
+        .with_addr("127.0.0.1:0".parse().expect("addr"))
+        .with_max_concurrent_runs(streams + 256);
+    rt.block_on(backend_tokio::TokioServer::bind(agent, config))
+        .expect("upstream server")
+}
+
+/// Measure memory per stream with `streams` concurrent paced streams through HTTP, client
+/// side (a child process running the runs against a paced upstream in this process) and
+/// server side (the backend's server in a child process, read by this process).
+pub fn run_http(config: &Config) -> HttpScaleResult {
+    let streams = config.http_scale_streams;
+    let deltas = config.http_scale_deltas;
+    let pace_ms = config.http_scale_pace_ms;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("upstream runtime");
+    let upstream = paced_upstream(&rt, streams, deltas, Duration::from_millis(pace_ms));
+    let base = format!("http://{}/v1", upstream.local_addr());
+    let rows = HTTP_BACKENDS
+        .iter()
+        .map(|&backend| {
+            let client = (|| {
+                let mut child = ChildProcess::spawn(&[
+                    "scale".into(),
+                    format!("http-{backend}"),
+                    streams.to_string(),
+                    deltas.to_string(),
+                    base.clone(),
+                ])
+                .map_err(|e| e.to_string())?;
+                let line = child.read_line();
+                child.finish(Duration::from_secs(60));
+                let o: ScaleOutcome = serde_json::from_str(&line)
+                    .map_err(|e| format!("http scale child said {line:?}: {e}"))?;
+                let kib = o.peak_rss.saturating_sub(o.base_rss) as f64
+                    / o.max_active.max(1) as f64
+                    / 1024.0;
+                Ok((kib, o.max_active, o.runs - o.completed))
+            })();
+            let server =
+                crate::fanout::server_memory(backend, config, streams, deltas as u32, pace_ms);
+            HttpScaleRow {
+                backend,
+                client,
+                server,
+            }
+        })
+        .collect();
+    rt.block_on(upstream.shutdown());
+    HttpScaleResult {
+        streams,
+        deltas,
+        pace_ms,
+        rows,
+    }
 }
 
 fn one_child(runtime: &str, config: &Config) -> Result<ScaleOutcome, String> {

@@ -1,4 +1,4 @@
-//! What the bench reads about its process and its machine, from `/proc` (no libc).
+//! What the bench reads about its process and its machine, from `/proc` (and `getrusage`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,20 @@ pub fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) as f64 / CLOCK_TICKS_PER_SEC
 }
 
+/// CPU time (user + system) this process has used so far, in seconds, from
+/// `getrusage(RUSAGE_SELF)`: microsecond resolution, threads that have exited included.
+#[allow(unsafe_code)]
+pub fn cpu_seconds_precise() -> f64 {
+    // SAFETY: `getrusage` writes into the zeroed struct we own; nothing else is touched.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` for the duration of the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return cpu_seconds();
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 /// Nanoseconds since the Unix epoch: a clock shared by every process of the machine (used to
 /// timestamp events across the server and loader processes).
 pub fn unix_nanos() -> u64 {
@@ -79,6 +93,16 @@ pub struct Machine {
     pub date: String,
     /// The commit of the work tree, if git knows it.
     pub commit: Option<String>,
+    /// `/proc/loadavg`'s 1-minute load when the run started (other work on the machine).
+    pub load_at_start: String,
+}
+
+/// The 1-minute load average (`/proc/loadavg`), as written there.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 impl Machine {
@@ -110,6 +134,7 @@ impl Machine {
             open_files: open_files_limit(),
             date: today_utc(),
             commit,
+            load_at_start: load_average(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! A purpose-built OpenAI-compatible upstream on `127.0.0.1:0`: std threads, responses
-//! rendered before the first request, written with as few system calls as possible.
+//! rendered before the first request, one `write` per SSE frame (as real servers write).
 //!
 //! Every response is `200`, `text/event-stream`, chunked (one HTTP chunk per SSE event, as
 //! real providers send them), `connection: close`; the request body is read to its end first
@@ -57,8 +57,9 @@ fn head() -> Vec<u8> {
 /// What the upstream answers to every request.
 #[derive(Clone)]
 pub enum Script {
-    /// The whole response at once (one `write_all`): "as fast as it can".
-    Burst(Arc<Vec<u8>>),
+    /// The whole response as fast as it can, one `write` per SSE frame (as servers write
+    /// them: the head, then each HTTP chunk, then the last chunk).
+    Burst(Arc<Vec<Vec<u8>>>),
     /// The head at once, then one HTTP chunk every `pace`, the first one `pace` after the head.
     Paced {
         /// The HTTP chunks (framed), then the terminating `0\r\n\r\n` is sent after them.
@@ -97,12 +98,22 @@ impl Stamps {
 impl Script {
     /// A burst answer with `deltas` content chunks.
     pub fn burst(deltas: usize) -> Script {
-        let mut out = head();
+        let mut writes = vec![head()];
         for event in answer_events(deltas) {
+            let mut out = Vec::new();
             chunked::encode_chunk(event.as_bytes(), &mut out);
+            writes.push(out);
         }
-        out.extend_from_slice(chunked::LAST_CHUNK);
-        Script::Burst(Arc::new(out))
+        writes.push(chunked::LAST_CHUNK.to_vec());
+        Script::Burst(Arc::new(writes))
+    }
+
+    /// The bytes of a burst response (head and chunked framing included); 0 for paced.
+    pub fn response_bytes(&self) -> usize {
+        match self {
+            Script::Burst(writes) => writes.iter().map(Vec::len).sum(),
+            Script::Paced { .. } => 0,
+        }
     }
 
     /// A paced answer with `deltas` content chunks, one every `pace`, recording its moments
@@ -212,7 +223,11 @@ fn serve(mut stream: TcpStream, script: &Script, request_read: bool) -> io::Resu
         read_request(&mut stream)?;
     }
     match script {
-        Script::Burst(response) => stream.write_all(response)?,
+        Script::Burst(writes) => {
+            for frame in writes.iter() {
+                stream.write_all(frame)?;
+            }
+        }
         Script::Paced {
             chunks,
             pace,

@@ -354,7 +354,12 @@ impl FrameEncoder for UiMessageStream {
                     self.open = Open::Text(id);
                 }
                 if let Open::Text(id) = &self.open {
-                    Self::frame(out, &json!({"type": "text-delta", "id": id, "delta": text}));
+                    // What `frame(json!({"type", "id", "delta"}))` writes, without a `Value`.
+                    out.push_str("data: {\"delta\":");
+                    super::json_text::push_json_str(out, text);
+                    out.push_str(",\"id\":");
+                    super::json_text::push_json_str(out, id);
+                    out.push_str(",\"type\":\"text-delta\"}\n\n");
                 }
             }
             EventKind::ToolCallDelta {
@@ -436,6 +441,38 @@ impl FrameEncoder for UiMessageStream {
                 Self::frame(out, &json!({"type": "abort"}));
                 out.push_str("data: [DONE]\n\n");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn text_delta_template_matches_the_value_path() {
+        for text in ["Hel", "lo \"w\"\n\t\u{1} é 🎉", ""] {
+            let mut encoder = UiMessageStream::new("run_1");
+            let mut out = String::new();
+            encoder.encode(
+                &Event {
+                    seq: 0,
+                    kind: EventKind::TextDelta { text: text.into() },
+                },
+                &mut out,
+            );
+            let Open::Text(id) = &encoder.open else {
+                panic!("a text part is open");
+            };
+            let mut expected = String::new();
+            UiMessageStream::frame(
+                &mut expected,
+                &json!({"type": "text-delta", "id": id, "delta": text}),
+            );
+            assert!(
+                out.ends_with(&expected),
+                "{out:?} does not end with {expected:?}"
+            );
         }
     }
 }

@@ -14,8 +14,14 @@ use super::protocol::FrameEncoder;
 use super::runs::RunEvents;
 use crate::runtime::{Deadline, SharedRuntime};
 
-/// A streamed response body: one chunk of bytes per event (SSE frames), plus `: keep-alive`
+/// A streamed response body: chunks of encoded events (SSE frames), plus `: keep-alive`
 /// comments while the run is idle.
+///
+/// A chunk holds every event that is ready when the body is polled: it takes events until
+/// the run answers `Pending`, the terminal event, or 16 KiB of frames, and
+/// never waits for more. A stream whose events come one at a time is still sent one event
+/// per chunk, the moment each exists; a burst of ready events costs one write instead of
+/// one per event.
 ///
 /// Each chunk must be written and flushed as soon as it is yielded. The body ends after the
 /// frame of the run's terminal event. Dropping it detaches its reader from the run: the run
@@ -26,8 +32,13 @@ pub struct ResponseBody {
     state: Box<BodyState>,
 }
 
+/// A chunk stops taking ready events once its frames reach this many bytes.
+pub(crate) const MAX_CHUNK_BYTES: usize = 16 * 1024;
+
 struct BodyState {
     events: RunEvents,
+    /// The frames of the chunk being built; reused from chunk to chunk.
+    out: String,
     encoding: Box<dyn FrameEncoder>,
     /// Written before the first event (an SSE `retry:` field, say); empty for none.
     preamble: &'static str,
@@ -56,6 +67,7 @@ impl ResponseBody {
     ) -> Self {
         let state = BodyState {
             events,
+            out: String::new(),
             encoding,
             preamble: "",
             keep_alive,
@@ -104,31 +116,45 @@ impl Stream for ResponseBody {
             if this.done {
                 return Poll::Ready(None);
             }
-            match this.events.poll_next_unpin(cx) {
-                Poll::Ready(Some(event)) => {
-                    this.done = event.is_terminal();
-                    let mut out = String::with_capacity(128);
-                    this.encoding.encode(&event, &mut out);
-                    if out.is_empty() {
-                        continue;
+            // Take every event that is ready now, up to the terminal one or the size cap,
+            // and less than half the run log's bound (counted as the log counts), so that
+            // the events a chunk took are still held for a reader attaching later.
+            let log_budget = (this.events.max_log_bytes() / 2).max(1);
+            let mut taken = 0;
+            let mut pending = false;
+            while !this.done && this.out.len() < MAX_CHUNK_BYTES && taken < log_budget {
+                match this.events.poll_next_unpin(cx) {
+                    Poll::Ready(Some(event)) => {
+                        this.done = event.is_terminal();
+                        taken += super::runs::event_bytes(&event);
+                        this.encoding.encode(&event, &mut this.out);
                     }
-                    this.sent();
-                    return Poll::Ready(Some(Bytes::from(out)));
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Pending => {
-                    if this.poll_keep_alive(cx) {
-                        this.sent();
-                        return Poll::Ready(Some(Bytes::from_static(
-                            super::KEEP_ALIVE_FRAME.as_bytes(),
-                        )));
+                    Poll::Ready(None) => this.done = true,
+                    Poll::Pending => {
+                        pending = true;
+                        break;
                     }
-                    return Poll::Pending;
                 }
             }
+            if !this.out.is_empty() {
+                let chunk = Bytes::copy_from_slice(this.out.as_bytes());
+                this.out.clear();
+                if this.out.capacity() > 4 * MAX_CHUNK_BYTES {
+                    // One huge event: do not hold its buffer for the rest of the stream.
+                    this.out = String::new();
+                }
+                this.sent();
+                return Poll::Ready(Some(chunk));
+            }
+            if !pending {
+                // Ended, or only events without a frame were ready: look again.
+                continue;
+            }
+            if this.poll_keep_alive(cx) {
+                this.sent();
+                return Poll::Ready(Some(Bytes::from_static(super::KEEP_ALIVE_FRAME.as_bytes())));
+            }
+            return Poll::Pending;
         }
     }
 }

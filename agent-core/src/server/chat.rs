@@ -173,6 +173,9 @@ pub(crate) struct ChunkEncoder {
     model: String,
     include_usage: bool,
     sent_role: bool,
+    /// What follows a delta object in every delta chunk, from `},"finish_reason"` to the
+    /// frame's end: the chunk's fixed fields, serialized once (keys in serde_json's order).
+    delta_suffix: String,
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -184,13 +187,37 @@ pub(crate) fn unix_now() -> u64 {
 
 impl ChunkEncoder {
     pub(crate) fn new(run_id: &str, model: String, include_usage: bool) -> Self {
+        let id = format!("chatcmpl-{run_id}");
+        let created = unix_now();
+        let mut delta_suffix = String::from("},\"finish_reason\":null,\"index\":0}],\"created\":");
+        super::service::push_u64(&mut delta_suffix, created);
+        delta_suffix.push_str(",\"id\":");
+        super::json_text::push_json_str(&mut delta_suffix, &id);
+        delta_suffix.push_str(",\"model\":");
+        super::json_text::push_json_str(&mut delta_suffix, &model);
+        delta_suffix.push_str(",\"object\":\"chat.completion.chunk\"}\n\n");
         ChunkEncoder {
-            id: format!("chatcmpl-{run_id}"),
-            created: unix_now(),
+            id,
+            created,
             model,
             include_usage,
             sent_role: false,
+            delta_suffix,
         }
+    }
+
+    /// A text or reasoning delta chunk through the template: what `frame(chunk(delta))`
+    /// writes, without building a `Value`.
+    fn delta_frame(&mut self, field: &str, text: &str, out: &mut String) {
+        out.push_str("data: {\"choices\":[{\"delta\":{\"");
+        out.push_str(field);
+        out.push_str("\":");
+        super::json_text::push_json_str(out, text);
+        if !self.sent_role {
+            self.sent_role = true;
+            out.push_str(",\"role\":\"assistant\"");
+        }
+        out.push_str(&self.delta_suffix);
     }
 
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
@@ -211,20 +238,9 @@ impl ChunkEncoder {
 
     /// Append the frames for `event` to `out` (nothing for events with no chat equivalent).
     pub(crate) fn encode(&mut self, event: &Event, out: &mut String) {
-        let delta = match &event.kind {
-            EventKind::TextDelta { text } => Some(json!({"content": text})),
-            EventKind::ReasoningDelta { text } => Some(json!({"reasoning_content": text})),
-            _ => None,
-        };
-        if let Some(mut delta) = delta {
-            if !self.sent_role {
-                self.sent_role = true;
-                delta["role"] = json!("assistant");
-            }
-            Self::frame(out, &self.chunk(delta, None));
-            return;
-        }
         match &event.kind {
+            EventKind::TextDelta { text } => self.delta_frame("content", text, out),
+            EventKind::ReasoningDelta { text } => self.delta_frame("reasoning_content", text, out),
             EventKind::RunCompleted { usage, .. } => {
                 Self::frame(out, &self.chunk(json!({}), Some("stop")));
                 if self.include_usage {
@@ -272,4 +288,55 @@ fn usage_json(usage: &Usage) -> Value {
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Value` path the template replaced: the reference it must match byte for byte.
+    fn reference(encoder: &ChunkEncoder, field: &str, text: &str, role: bool) -> String {
+        let mut delta = json!({ field: text });
+        if role {
+            delta["role"] = json!("assistant");
+        }
+        let mut out = String::new();
+        ChunkEncoder::frame(&mut out, &encoder.chunk(delta, None));
+        out
+    }
+
+    #[test]
+    fn delta_template_matches_the_value_path() {
+        for model in ["gpt-4o", "we\"ird\\model\n"] {
+            let mut encoder = ChunkEncoder::new("run_1", model.to_string(), false);
+            let texts = ["Hel", "lo \"w\"\n\t\u{1} é 🎉", ""];
+            for (i, text) in texts.iter().enumerate() {
+                for (kind, field) in [
+                    (
+                        EventKind::TextDelta {
+                            text: text.to_string(),
+                        },
+                        "content",
+                    ),
+                    (
+                        EventKind::ReasoningDelta {
+                            text: text.to_string(),
+                        },
+                        "reasoning_content",
+                    ),
+                ] {
+                    let first = !encoder.sent_role;
+                    let mut out = String::new();
+                    encoder.encode(
+                        &Event {
+                            seq: i as u64,
+                            kind,
+                        },
+                        &mut out,
+                    );
+                    assert_eq!(out, reference(&encoder, field, text, first));
+                }
+            }
+        }
+    }
 }

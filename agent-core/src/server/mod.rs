@@ -39,6 +39,7 @@ mod body;
 mod chat;
 mod config;
 mod cors;
+mod json_text;
 mod protocol;
 mod response;
 mod responses;

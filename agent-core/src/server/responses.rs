@@ -473,16 +473,30 @@ impl ResponsesEncoder {
             return;
         };
         open.text.push_str(delta);
-        let mut event = json!({"item_id": open.item_id, "output_index": open.index,
-                               "content_index": 0, "delta": delta});
+        // A template, not a `Value` per delta: the bytes `emit` would write for
+        // {"item_id", "output_index", "content_index": 0, "delta", "logprobs": [] (message
+        // text only)} (keys in serde_json's order; tested against `emit`).
         let name = match kind {
-            TextKind::Message => {
-                event["logprobs"] = json!([]);
-                "response.output_text.delta"
-            }
+            TextKind::Message => "response.output_text.delta",
             TextKind::Reasoning => "response.reasoning_text.delta",
         };
-        self.emit(out, name, event);
+        out.push_str("event: ");
+        out.push_str(name);
+        out.push_str("\ndata: {\"content_index\":0,\"delta\":");
+        super::json_text::push_json_str(out, delta);
+        out.push_str(",\"item_id\":");
+        super::json_text::push_json_str(out, &open.item_id);
+        if kind == TextKind::Message {
+            out.push_str(",\"logprobs\":[]");
+        }
+        out.push_str(",\"output_index\":");
+        super::service::push_u64(out, open.index as u64);
+        out.push_str(",\"sequence_number\":");
+        super::service::push_u64(out, self.sequence_number);
+        self.sequence_number += 1;
+        out.push_str(",\"type\":\"");
+        out.push_str(name);
+        out.push_str("\"}\n\n");
     }
 
     /// Close the open message or reasoning item, if any.
@@ -673,5 +687,41 @@ impl ResponsesEncoder {
 impl FrameEncoder for ResponsesEncoder {
     fn encode(&mut self, event: &Event, out: &mut String) {
         ResponsesEncoder::encode(self, event, out);
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn text_delta_template_matches_emit() {
+        for kind in [TextKind::Message, TextKind::Reasoning] {
+            let mut encoder = ResponsesEncoder::new("run_\"1", "m".into(), None);
+            let mut out = String::new();
+            encoder.text_delta(&mut out, kind, "first");
+            for delta in ["Hel", "lo \"w\"\n\t\u{1} é 🎉", ""] {
+                let (index, item_id) = {
+                    let open = encoder.text.as_ref().expect("an open text item");
+                    (open.index, open.item_id.clone())
+                };
+                let mut reference = ResponsesEncoder::new("x", "m".into(), None);
+                reference.sequence_number = encoder.sequence_number;
+                let mut event = json!({"item_id": item_id, "output_index": index,
+                                       "content_index": 0, "delta": delta});
+                let name = match kind {
+                    TextKind::Message => {
+                        event["logprobs"] = json!([]);
+                        "response.output_text.delta"
+                    }
+                    TextKind::Reasoning => "response.reasoning_text.delta",
+                };
+                let mut expected = String::new();
+                reference.emit(&mut expected, name, event);
+                let mut got = String::new();
+                encoder.text_delta(&mut got, kind, delta);
+                assert_eq!(got, expected);
+            }
+        }
     }
 }

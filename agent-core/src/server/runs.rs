@@ -397,7 +397,7 @@ enum Advanced {
 
 /// The bytes an event is counted for in the log's bound: its text plus a fixed overhead
 /// for the rest of its frame (exact sizes would cost a serialization per event).
-fn event_bytes(event: &Event) -> usize {
+pub(crate) fn event_bytes(event: &Event) -> usize {
     const OVERHEAD: usize = 96;
     OVERHEAD
         + match &event.kind {
@@ -892,6 +892,16 @@ impl RunEvents {
                 runtime,
                 reading: None,
             })),
+        }
+    }
+
+    /// The log's byte bound ([`event_bytes`] per event): a body coalescing ready events
+    /// takes fewer than that per chunk, so what it took is still held for a late reader.
+    /// A run read from the store keeps every event there: no bound.
+    pub(crate) fn max_log_bytes(&self) -> usize {
+        match &self.reader {
+            Reader::Local { log, .. } => log.max_bytes,
+            Reader::Stored(_) => usize::MAX,
         }
     }
 }

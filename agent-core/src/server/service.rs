@@ -43,11 +43,48 @@ pub struct RunRequest {
 /// assert_eq!(out, "id: 2\nevent: text_delta\ndata: {\"seq\":2,\"type\":\"text_delta\",\"text\":\"hi\"}\n\n");
 /// ```
 pub fn encode_event_frame(event: &Event, out: &mut String) {
+    // Text and reasoning deltas are most of a stream: a template, no serializer.
+    let delta = match &event.kind {
+        EventKind::TextDelta { text } => Some(("text_delta", text)),
+        EventKind::ReasoningDelta { text } => Some(("reasoning_delta", text)),
+        _ => None,
+    };
+    if let Some((name, text)) = delta {
+        out.push_str("id: ");
+        push_u64(out, event.seq);
+        out.push_str("\nevent: ");
+        out.push_str(name);
+        out.push_str("\ndata: {\"seq\":");
+        push_u64(out, event.seq);
+        out.push_str(",\"type\":\"");
+        out.push_str(name);
+        out.push_str("\",\"text\":");
+        super::json_text::push_json_str(out, text);
+        out.push_str("}\n\n");
+        return;
+    }
     use std::fmt::Write;
     let _ = write!(out, "id: {}\nevent: {}\ndata: ", event.seq, event.name());
     // serde_json never writes raw newlines, so one data line is enough.
     out.push_str(&serde_json::to_string(event).unwrap_or_else(|_| "{}".into()));
     out.push_str("\n\n");
+}
+
+/// Append the decimal digits of `n` (what `Display` writes, without the formatter).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d as char);
+    }
 }
 
 /// Serves one agent over the HTTP API; cheap to clone and share between connections.
@@ -1015,5 +1052,49 @@ impl FrameEncoder for EventFrames {
 impl FrameEncoder for ChunkEncoder {
     fn encode(&mut self, event: &Event, out: &mut String) {
         ChunkEncoder::encode(self, event, out);
+    }
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::*;
+
+    /// The serializer's frame, which the text-delta template must match byte for byte.
+    fn serialized(event: &Event) -> String {
+        format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            event.seq,
+            event.name(),
+            serde_json::to_string(event).unwrap()
+        )
+    }
+
+    #[test]
+    fn delta_template_matches_the_serializer() {
+        for (seq, text) in [
+            (0, ""),
+            (7, "hi"),
+            (10, "a \"quoted\"\nline\\ with\ttabs \u{1} é 🎉"),
+            (u64::MAX, "</script>"),
+        ] {
+            for kind in [
+                EventKind::TextDelta { text: text.into() },
+                EventKind::ReasoningDelta { text: text.into() },
+            ] {
+                let event = Event { seq, kind };
+                let mut out = String::new();
+                encode_event_frame(&event, &mut out);
+                assert_eq!(out, serialized(&event));
+            }
+        }
+    }
+
+    #[test]
+    fn push_u64_writes_display() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
     }
 }

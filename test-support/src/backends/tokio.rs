@@ -15,7 +15,7 @@ use agent_core::runtime::{BoxFuture, SharedRuntime};
 use agent_core::server::{AgentService, ServerConfig};
 use backend_tokio::tokio::runtime::{Builder, Runtime};
 use backend_tokio::tokio::sync::oneshot;
-use backend_tokio::{ReqwestClient, TokioRuntime, TokioServer, TokioSpawner};
+use backend_tokio::{ReqwestClient, TokioClient, TokioRuntime, TokioServer, TokioSpawner};
 use futures_util::StreamExt;
 
 use conformance::{Backend, RunningServer};
@@ -32,6 +32,8 @@ const WORKER_THREADS: usize = 2;
 /// dedicated thread that drives the runtime (`block_on`) until the server stops.
 pub struct TokioCurrentThread {
     runtime: Arc<Runtime>,
+    /// Speak HTTP through [`TokioClient`] instead of [`ReqwestClient`].
+    tokio_client: bool,
 }
 
 impl TokioCurrentThread {
@@ -44,6 +46,16 @@ impl TokioCurrentThread {
             .expect("failed to build a current-thread tokio runtime");
         TokioCurrentThread {
             runtime: Arc::new(runtime),
+            tokio_client: false,
+        }
+    }
+
+    /// The same backend with [`TokioClient`] (hyper driven by the polling task) as its HTTP
+    /// client instead of [`ReqwestClient`].
+    pub fn with_tokio_client() -> Self {
+        TokioCurrentThread {
+            tokio_client: true,
+            ..TokioCurrentThread::new()
         }
     }
 }
@@ -56,6 +68,9 @@ impl Default for TokioCurrentThread {
 
 impl Backend for TokioCurrentThread {
     fn name(&self) -> String {
+        if self.tokio_client {
+            return "tokio (current_thread, TokioClient)".into();
+        }
         "tokio (current_thread)".into()
     }
 
@@ -64,6 +79,9 @@ impl Backend for TokioCurrentThread {
     }
 
     fn http_client(&self) -> Arc<dyn HttpClient> {
+        if self.tokio_client {
+            return Arc::new(TokioClient::with_handle(self.runtime.handle().clone()));
+        }
         Arc::new(ReqwestClient::new().runtime_handle(self.runtime.handle().clone()))
     }
 
@@ -144,6 +162,8 @@ impl Backend for TokioCurrentThread {
 /// workers.
 pub struct TokioMultiThread {
     runtime: Arc<Runtime>,
+    /// Speak HTTP through [`TokioClient`] instead of [`ReqwestClient`].
+    tokio_client: bool,
 }
 
 impl TokioMultiThread {
@@ -157,6 +177,16 @@ impl TokioMultiThread {
             .expect("failed to build a multi-thread tokio runtime");
         TokioMultiThread {
             runtime: Arc::new(runtime),
+            tokio_client: false,
+        }
+    }
+
+    /// The same backend with [`TokioClient`] (hyper driven by the polling task) as its HTTP
+    /// client instead of [`ReqwestClient`].
+    pub fn with_tokio_client() -> Self {
+        TokioMultiThread {
+            tokio_client: true,
+            ..TokioMultiThread::new()
         }
     }
 }
@@ -169,7 +199,12 @@ impl Default for TokioMultiThread {
 
 impl Backend for TokioMultiThread {
     fn name(&self) -> String {
-        format!("tokio (multi_thread, {WORKER_THREADS} workers)")
+        let client = if self.tokio_client {
+            ", TokioClient"
+        } else {
+            ""
+        };
+        format!("tokio (multi_thread, {WORKER_THREADS} workers{client})")
     }
 
     fn runtime(&self) -> SharedRuntime {
@@ -177,6 +212,9 @@ impl Backend for TokioMultiThread {
     }
 
     fn http_client(&self) -> Arc<dyn HttpClient> {
+        if self.tokio_client {
+            return Arc::new(TokioClient::with_handle(self.runtime.handle().clone()));
+        }
         Arc::new(ReqwestClient::new().runtime_handle(self.runtime.handle().clone()))
     }
 
