@@ -155,22 +155,18 @@ impl RunRegistry {
             durable: 0,
             broken: false,
         });
-        let log = Arc::new(RunLog {
-            id: run.run_id().to_string(),
-            cancel: run.cancel_handle(),
-            approvals: run.approvals(),
+        let log = RunLog::new(
+            run,
             runtime,
             detach_grace,
-            max_bytes: self.limits.max_log_bytes,
-            registry: Arc::downgrade(self),
-            waiters: Arc::new(Waiters::default()),
-            state: Mutex::new(LogState {
-                run: Some(run),
+            self.limits.max_log_bytes,
+            Arc::downgrade(self),
+            LogState {
                 permit: Some(permit),
                 persist,
                 ..LogState::default()
-            }),
-        });
+            },
+        );
         let reader = RunLog::attach(&log, 0).expect("a new run can be read from its start");
         let mut state = lock(&self.state);
         Self::forget_expired(&mut state, &self.limits);
@@ -214,21 +210,16 @@ impl RunRegistry {
 /// [`sse_response`](super::sse_response)): dropping it cancels the run at once, as dropping
 /// the run itself would.
 pub(crate) fn standalone(run: RunStream) -> RunEvents {
-    let log = Arc::new(RunLog {
-        id: run.run_id().to_string(),
-        cancel: run.cancel_handle(),
-        approvals: run.approvals(),
-        runtime: run.runtime().clone(),
-        detach_grace: Duration::ZERO,
-        // One reader: what it took is dropped at once beyond this.
-        max_bytes: 64 * 1024,
-        registry: Weak::new(),
-        waiters: Arc::new(Waiters::default()),
-        state: Mutex::new(LogState {
-            run: Some(run),
-            ..LogState::default()
-        }),
-    });
+    let runtime = run.runtime().clone();
+    // One reader: what it took is dropped at once beyond `max_bytes`.
+    let log = RunLog::new(
+        run,
+        runtime,
+        Duration::ZERO,
+        64 * 1024,
+        Weak::new(),
+        LogState::default(),
+    );
     RunLog::attach(&log, 0).expect("a new run can be read from its start")
 }
 
@@ -265,7 +256,38 @@ pub(crate) struct RunLog {
     max_bytes: usize,
     registry: Weak<RunRegistry>,
     waiters: Arc<Waiters>,
+    /// Wakes every waiter: the waker the run is polled with (built once).
+    wake_waiters: Waker,
     state: Mutex<LogState>,
+}
+
+impl RunLog {
+    /// The log of `run`, which `state` (its other fields) starts with.
+    fn new(
+        run: RunStream,
+        runtime: SharedRuntime,
+        detach_grace: Duration,
+        max_bytes: usize,
+        registry: Weak<RunRegistry>,
+        state: LogState,
+    ) -> Arc<Self> {
+        let waiters = Arc::new(Waiters::default());
+        Arc::new(RunLog {
+            id: run.run_id().to_string(),
+            cancel: run.cancel_handle(),
+            approvals: run.approvals(),
+            runtime,
+            detach_grace,
+            max_bytes,
+            registry,
+            wake_waiters: Waker::from(waiters.clone()),
+            waiters,
+            state: Mutex::new(LogState {
+                run: Some(run),
+                ..state
+            }),
+        })
+    }
 }
 
 impl fmt::Debug for RunLog {
@@ -538,8 +560,7 @@ impl RunLog {
             state.ended = true;
             return Advanced::Yes;
         };
-        let waker = Waker::from(self.waiters.clone());
-        let polled = run.poll_next_unpin(&mut Context::from_waker(&waker));
+        let polled = run.poll_next_unpin(&mut Context::from_waker(&self.wake_waiters));
         match polled {
             Poll::Pending => Advanced::Pending,
             Poll::Ready(Some(event)) => {
@@ -582,8 +603,7 @@ impl RunLog {
     /// [`advance`](Self::advance) with a store: poll the write in flight, take every ready
     /// event of the run, and start the next write.
     fn advance_stored(&self, state: &mut LogState, waiter: u64) -> Advanced {
-        let waker = Waker::from(self.waiters.clone());
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(&self.wake_waiters);
         let mut progressed = self.poll_writes(state, &mut cx);
         state.trim(self.max_bytes);
         let mut taken = 0;
@@ -784,37 +804,56 @@ impl Drop for KeeperGuard<'_> {
 /// that wakes them all.
 #[derive(Default)]
 struct Waiters {
-    wakers: Mutex<Vec<(u64, Waker)>>,
+    inner: Mutex<WaitersInner>,
+}
+
+#[derive(Default)]
+struct WaitersInner {
+    wakers: Vec<(u64, Waker)>,
+    /// An empty vector kept for the next wake, so that waking allocates nothing.
+    spare: Vec<(u64, Waker)>,
 }
 
 impl Waiters {
     fn register(&self, id: u64, waker: &Waker) {
-        let mut wakers = lock(&self.wakers);
-        match wakers.iter_mut().find(|(i, _)| *i == id) {
+        let mut inner = lock(&self.inner);
+        match inner.wakers.iter_mut().find(|(i, _)| *i == id) {
             Some((_, known)) => {
                 if !known.will_wake(waker) {
                     known.clone_from(waker);
                 }
             }
-            None => wakers.push((id, waker.clone())),
+            None => inner.wakers.push((id, waker.clone())),
         }
     }
 
     fn remove(&self, id: u64) {
-        lock(&self.wakers).retain(|(i, _)| *i != id);
+        lock(&self.inner).wakers.retain(|(i, _)| *i != id);
     }
 
+    /// Wake (and unregister) every waiter but `id`, outside the lock.
     fn wake_all_except(&self, id: u64) {
-        let woken: Vec<Waker> = {
-            let mut wakers = lock(&self.wakers);
-            if wakers.iter().all(|(i, _)| *i == id) {
+        let mut woken = {
+            let mut inner = lock(&self.inner);
+            if inner.wakers.iter().all(|(i, _)| *i == id) {
                 return;
             }
-            let (keep, wake): (Vec<_>, Vec<_>) = wakers.drain(..).partition(|(i, _)| *i == id);
-            *wakers = keep;
-            wake.into_iter().map(|(_, w)| w).collect()
+            let mut woken = std::mem::take(&mut inner.spare);
+            let mut k = 0;
+            while k < inner.wakers.len() {
+                if inner.wakers[k].0 == id {
+                    k += 1;
+                } else {
+                    woken.push(inner.wakers.swap_remove(k));
+                }
+            }
+            woken
         };
-        woken.into_iter().for_each(Waker::wake);
+        woken.drain(..).for_each(|(_, waker)| waker.wake());
+        let mut inner = lock(&self.inner);
+        if inner.spare.capacity() < woken.capacity() {
+            inner.spare = woken;
+        }
     }
 }
 
