@@ -1,9 +1,9 @@
 //! The `agent` binary, run as a user runs it: streaming through a pipe, every runtime, the
 //! failures users meet, `chat` and `serve`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -13,50 +13,9 @@ use conformance::kit::client::SseClient;
 use conformance::kit::upstream::{GatedUpstream, Response, openai};
 use serde_json::json;
 
-const RUNTIMES: [&str; 3] = ["tokio", "smol", "blocking"];
-const DEADLINE: Duration = Duration::from_secs(30);
+mod support;
 
-/// The binary with a clean environment: no API key from the developer's shell.
-fn agent() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_agent"));
-    command
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .env_remove("AGENT_SERVE_TOKEN")
-        // `serve` would default to a SQLite file in the user's data directory, one process
-        // at a time: these tests serve from memory (tests/stores.rs covers the stores).
-        .env("AGENT_STORE", "memory")
-        .stdin(Stdio::null());
-    command
-}
-
-/// Run to completion, killed if it takes longer than `DEADLINE`.
-fn run(command: &mut Command) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the agent binary starts");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "agent did not finish within {DEADLINE:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{DEADLINE, RUNTIMES, Served, agent, run, signal, text, wait_with_deadline};
 
 #[test]
 fn demo_model_answers_on_every_runtime() {
@@ -158,20 +117,6 @@ fn read_in_background(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<St
         }
     });
     rx
-}
-
-fn wait_with_deadline(child: &mut Child) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            panic!("the agent did not exit within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -332,8 +277,8 @@ fn chat_keeps_the_conversation_until_exit() {
 #[test]
 fn serve_streams_over_http_and_stops_on_ctrl_c() {
     for runtime in RUNTIMES {
-        let mut child = agent()
-            .args([
+        let mut served = Served::start(
+            agent().args([
                 "serve",
                 "--runtime",
                 runtime,
@@ -341,30 +286,12 @@ fn serve_streams_over_http_and_stops_on_ctrl_c() {
                 "127.0.0.1:0",
                 "--demo-pace-ms",
                 "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
-            if let Some(rest) = line.split("serving on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
+            ]),
+            Duration::from_secs(10),
+        );
+        let addr = served.addr;
         let body = json!({"input": "What is 6 * 7?"});
-        let mut client = SseClient::post_json(addr.parse().unwrap(), "/v1/runs", &body, &[])
+        let mut client = SseClient::post_json(addr, "/v1/runs", &body, &[])
             .unwrap_or_else(|e| panic!("{runtime}: {e}"));
         assert_eq!(client.status(), 200);
         let mut last = None;
@@ -388,14 +315,10 @@ fn serve_streams_over_http_and_stops_on_ctrl_c() {
         };
         assert!(text.contains("42"), "{runtime}: {text}");
 
-        let interrupted = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(interrupted.success());
-        let status = wait_with_deadline(&mut child);
+        signal(&served.child, "INT");
+        let status = wait_with_deadline(&mut served.child);
         assert!(status.success(), "{runtime}: serve exited with {status:?}");
-        let rest: Vec<String> = rx.try_iter().collect();
+        let rest: Vec<String> = served.log.try_iter().collect();
         assert!(
             rest.iter().any(|l| l.contains("stopped")),
             "{runtime}: {rest:?}"
@@ -535,8 +458,8 @@ fn free_running_deltas_reach_a_terminal_in_many_reads_on_every_runtime() {
 #[test]
 fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
     for runtime in RUNTIMES {
-        let mut child = agent()
-            .args([
+        let mut served = Served::start(
+            agent().args([
                 "serve",
                 "--runtime",
                 runtime,
@@ -544,30 +467,12 @@ fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
                 "127.0.0.1:0",
                 "--demo-pace-ms",
                 "200",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the agent binary starts");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
-            if let Some(rest) = line.split("serving on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
+            ]),
+            Duration::from_secs(10),
+        );
+        let addr = served.addr;
         let body = json!({"input": "Tell me something long"});
-        let mut client = SseClient::post_json(addr.parse().unwrap(), "/v1/runs", &body, &[])
+        let mut client = SseClient::post_json(addr, "/v1/runs", &body, &[])
             .unwrap_or_else(|e| panic!("{runtime}: {e}"));
         assert_eq!(client.status(), 200, "{runtime}: POST /v1/runs");
         // Wait for the first text delta: the run is live and slow (200 ms per word).
@@ -583,11 +488,7 @@ fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
             }
             assert!(seen.len() < 100, "{runtime}: no text delta in {seen:?}");
         }
-        let terminated = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(terminated.success(), "{runtime}: kill -TERM failed");
+        signal(&served.child, "TERM");
         let mut last = None;
         for _ in 0..1000 {
             match client.next_event(Duration::from_secs(10)) {
@@ -603,7 +504,7 @@ fn serve_stops_gracefully_on_sigterm_ending_open_streams_with_run_cancelled() {
             Some("run_cancelled"),
             "{runtime}: after SIGTERM the open stream must end with run_cancelled"
         );
-        let status = wait_with_deadline(&mut child);
+        let status = wait_with_deadline(&mut served.child);
         assert!(
             status.success(),
             "{runtime}: serve must exit 0 on SIGTERM, exited with {status:?}"
@@ -750,7 +651,7 @@ fn a_long_answer_streams_in_bounded_memory_on_every_runtime() {
 // ------------------------------------------------------------- serve logs and limits (issue 15)
 
 /// Send `request` to `addr` and read the answer until the server closes.
-fn exchange(addr: &str, request: &str) -> String {
+fn exchange(addr: SocketAddr, request: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -767,8 +668,8 @@ fn exchange(addr: &str, request: &str) -> String {
 fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
     const TOKEN: &str = "serve-token-never-logged";
     for runtime in RUNTIMES {
-        let mut child = agent()
-            .args([
+        let mut served = Served::start(
+            agent().args([
                 "serve",
                 "--runtime",
                 runtime,
@@ -784,36 +685,18 @@ fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
                 "64",
                 "--keep-alive",
                 "500ms",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
-            if let Some(rest) = line.split("serving on http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
-        };
+            ]),
+            Duration::from_secs(10),
+        );
+        let addr = served.addr;
         let health = exchange(
-            &addr,
+            addr,
             "GET /healthz?probe=1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         );
         assert!(health.starts_with("HTTP/1.1 200"), "{runtime}: {health}");
         let body = r#"{"input":"What is 6 * 7?"}"#;
         let run = exchange(
-            &addr,
+            addr,
             &format!(
                 "POST /v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
                  content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -824,7 +707,7 @@ fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
         assert!(run.contains("run_completed"), "{runtime}: {run}");
         let big = format!(r#"{{"input":"{}"}}"#, "x".repeat(100));
         let refused = exchange(
-            &addr,
+            addr,
             &format!(
                 "POST /v1/runs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
                  content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{big}",
@@ -852,15 +735,13 @@ fn serve_logs_each_request_and_applies_its_limit_flags_on_every_runtime() {
             health && run && refused
         };
         while !wanted(&lines) && started.elapsed() < Duration::from_secs(10) {
-            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if let Ok(line) = served.log.recv_timeout(Duration::from_millis(100)) {
                 lines.push(line);
             }
         }
-        let _ = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status();
-        wait_with_deadline(&mut child);
-        lines.extend(rx.try_iter());
+        signal(&served.child, "INT");
+        wait_with_deadline(&mut served.child);
+        lines.extend(served.log.try_iter());
         let log = lines.join("\n");
         assert!(
             wanted(&lines),
@@ -1217,38 +1098,18 @@ fn the_spinner_shows_again_after_a_tool_result_on_a_terminal() {
 /// says which model answers and what each runtime uses.
 #[test]
 fn serve_resolves_host_names_and_the_help_tells_what_a_new_user_needs() {
-    let mut child = agent()
-        .args(["serve", "--addr", "localhost:0", "--demo-pace-ms", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("serve --addr localhost:0 printed no address"));
-        if let Some(rest) = line.split("serving on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
+    let mut served = Served::start(
+        agent().args(["serve", "--addr", "localhost:0", "--demo-pace-ms", "0"]),
+        Duration::from_secs(10),
+    );
+    let addr = served.addr;
     let health = exchange(
-        &addr,
+        addr,
         "GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
     );
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
-    assert!(wait_with_deadline(&mut child).success());
+    signal(&served.child, "INT");
+    assert!(wait_with_deadline(&mut served.child).success());
     let output = run(agent().args(["serve", "--addr", "localhost"]));
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("HOST:PORT"));

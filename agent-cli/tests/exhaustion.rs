@@ -3,36 +3,26 @@
 //! the stream it had open, times the stalled bodies out, and then answers new requests;
 //! running out of descriptors never wedges its accept loop.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use conformance::kit::client::{SseClient, http_request};
 use serde_json::json;
 
-const RUNTIMES: [&str; 3] = ["tokio", "smol", "blocking"];
+mod support;
+
+use support::{RUNTIMES, Served, clean_env};
+
 /// The server's descriptor limit, and how many stalled clients exceed it.
 const FD_LIMIT: usize = 256;
 const STALLED: usize = FD_LIMIT + 64;
 
-struct Served {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `agent serve` under `ulimit -n FD_LIMIT`, with short head and body timeouts.
 fn serve(runtime: &str) -> Served {
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    clean_env(&mut command)
         .arg("-c")
         .arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_agent"))
@@ -49,32 +39,8 @@ fn serve(runtime: &str) -> Served {
             "2s",
             "--head-read-timeout",
             "2s",
-        ])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ANTHROPIC_API_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sh and the agent binary start");
-    let stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
-    let (tx, log) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = log
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("{runtime}: serve printed no address"));
-        if let Some(rest) = line.split("serving on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    Served { child, addr, log }
+        ]);
+    Served::start(&mut command, Duration::from_secs(20))
 }
 
 #[test]

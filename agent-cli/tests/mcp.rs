@@ -2,52 +2,15 @@
 //! every runtime, and explains the servers it cannot use.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use conformance::kit::mcp::fake_server_command;
 use conformance::kit::upstream::{GatedUpstream, Response, openai};
 use serde_json::{Value, json};
 
-const RUNTIMES: [&str; 3] = ["tokio", "smol", "blocking"];
-const DEADLINE: Duration = Duration::from_secs(30);
+mod support;
 
-fn agent() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_agent"));
-    command
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("AGENT_SERVE_TOKEN")
-        .stdin(Stdio::null());
-    command
-}
-
-/// Run to completion, killed if it takes longer than `DEADLINE`.
-fn run(command: &mut Command) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the agent binary starts");
-    let started = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "agent did not finish within {DEADLINE:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{RUNTIMES, agent, run, text};
 
 /// `--mcp`'s value for the kit's fake stdio server, or `None` (loudly) without Python
 /// outside CI.

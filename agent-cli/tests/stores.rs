@@ -3,10 +3,7 @@
 //! PostgreSQL continue each other's sessions, resume and cancel each other's runs, and fail
 //! the runs of a killed instance once its lease ran out.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agent_core::event::{Event, EventKind};
@@ -14,82 +11,25 @@ use conformance::kit::client::{SseClient, http_request};
 use conformance::kit::upstream::{GatedUpstream, Response, openai};
 use serde_json::{Value, json};
 
+mod support;
+
+use support::{Served, agent};
+
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A running `agent serve`, killed when dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Serve {
-    fn start(upstream: &GatedUpstream, extra: &[&str], env: &[(&str, &str)]) -> Serve {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_agent"));
-        command
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("ANTHROPIC_API_KEY")
-            .env_remove("AGENT_SERVE_TOKEN")
-            .env_remove("AGENT_STORE")
-            .args(["serve", "--addr", "127.0.0.1:0", "--base-url"])
-            .arg(upstream.base_url())
-            .args(["--model", "m", "--log", "warn"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("agent serve starts");
-        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = rx.recv_timeout(WAIT).unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("agent serve printed no address within {WAIT:?}: {seen:?}")
-            });
-            if let Some(rest) = line.split("serving on http://").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .expect("an address")
-                    .parse()
-                    .expect("an address");
-            }
-            seen.push(line);
-        };
-        Serve {
-            child,
-            addr,
-            stderr: rx,
-        }
+/// `agent serve` on `upstream` with the store its flags or `env` name (not memory).
+fn start_serve(upstream: &GatedUpstream, extra: &[&str], env: &[(&str, &str)]) -> Served {
+    let mut command = agent();
+    command
+        .env_remove("AGENT_STORE")
+        .args(["serve", "--addr", "127.0.0.1:0", "--base-url"])
+        .arg(upstream.base_url())
+        .args(["--model", "m", "--log", "warn"])
+        .args(extra);
+    for (k, v) in env {
+        command.env(k, v);
     }
-
-    /// SIGKILL: the process gets no chance to end its runs.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Served::start(&mut command, WAIT)
 }
 
 fn session_turn(addr: SocketAddr, session: &str, input: &str) -> Vec<Event> {
@@ -195,7 +135,7 @@ fn sqlite_continues_a_session_across_a_restart_and_fails_the_run_a_killed_proces
         openai::answer(&["You are Ada."]),
     ])
     .expect("the upstream starts");
-    let serve = Serve::start(&upstream, &["--runtime", "blocking"], &env);
+    let serve = start_serve(&upstream, &["--runtime", "blocking"], &env);
     let first = session_turn(serve.addr, "s1", "I am Ada.");
     assert!(
         matches!(
@@ -214,7 +154,7 @@ fn sqlite_continues_a_session_across_a_restart_and_fails_the_run_a_killed_proces
     );
     serve.kill();
 
-    let serve = Serve::start(&upstream, &["--runtime", "tokio"], &env);
+    let serve = start_serve(&upstream, &["--runtime", "tokio"], &env);
     let failed = status(serve.addr, &stalled);
     assert_eq!(
         failed["status"], "failed",
@@ -277,7 +217,7 @@ fn two_instances_on_postgres_share_sessions_resume_and_cancel_runs_and_fail_a_ki
     .expect("the upstream starts");
     let gate = upstream.gate();
     let store = format!("--store={}", database.url());
-    let a = Serve::start(
+    let a = start_serve(
         &upstream,
         &[
             &store,
@@ -290,7 +230,7 @@ fn two_instances_on_postgres_share_sessions_resume_and_cancel_runs_and_fail_a_ki
         ],
         &[],
     );
-    let b = Serve::start(
+    let b = start_serve(
         &upstream,
         &[
             &store,
