@@ -41,6 +41,33 @@ pub struct Target {
     pub port: u16,
 }
 
+/// The errors every backend's [`Connector`] reports in the same words.
+impl Target {
+    /// TCP connect to this target failed.
+    pub fn connect_error(&self, err: impl fmt::Display) -> HttpError {
+        HttpError::new(
+            HttpErrorKind::Connect,
+            format!("{}:{}: {err}", self.host, self.port),
+        )
+    }
+
+    /// The TLS handshake with this target failed (a certificate that does not verify, say).
+    pub fn tls_error(&self, err: impl fmt::Display) -> HttpError {
+        HttpError::new(
+            HttpErrorKind::Connect,
+            format!("TLS handshake with {}:{}: {err}", self.host, self.port),
+        )
+    }
+
+    /// The host cannot be a TLS server name.
+    pub fn invalid_server_name(&self) -> HttpError {
+        HttpError::new(
+            HttpErrorKind::InvalidRequest,
+            format!("{} is not a valid TLS server name", self.host),
+        )
+    }
+}
+
 /// Opens connections for a [`HyperClient`]: TCP, then TLS for `https://` targets. This is
 /// the only part of the client a backend writes.
 ///

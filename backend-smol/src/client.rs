@@ -249,12 +249,9 @@ impl AsyncWrite for Conn {
 }
 
 async fn connect(tls: &Result<TlsConnector, Arc<str>>, target: &Target) -> Result<Conn, HttpError> {
-    let where_ = format!("{}:{}", target.host, target.port);
-    let connect_error =
-        |err: io::Error| HttpError::new(HttpErrorKind::Connect, format!("{where_}: {err}"));
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(connect_error)?;
+        .map_err(|err| target.connect_error(err))?;
     // Requests are small and written at once; do not let Nagle hold them back.
     let _ = tcp.set_nodelay(true);
     if !target.https {
@@ -271,20 +268,12 @@ async fn tls_handshake<IO: AsyncRead + AsyncWrite + Unpin>(
     io: IO,
     target: &Target,
 ) -> Result<TlsStream<IO>, HttpError> {
-    let where_ = format!("{}:{}", target.host, target.port);
-    let name = ServerName::try_from(target.host.clone()).map_err(|_| {
-        HttpError::new(
-            HttpErrorKind::InvalidRequest,
-            format!("{} is not a valid TLS server name", target.host),
-        )
-    })?;
+    let name =
+        ServerName::try_from(target.host.clone()).map_err(|_| target.invalid_server_name())?;
     let tls = tls
         .as_ref()
         .map_err(|why| HttpError::new(HttpErrorKind::Connect, why.to_string()))?;
-    tls.connect(name, io).await.map_err(|err| {
-        HttpError::new(
-            HttpErrorKind::Connect,
-            format!("TLS handshake with {where_}: {err}"),
-        )
-    })
+    tls.connect(name, io)
+        .await
+        .map_err(|err| target.tls_error(err))
 }
