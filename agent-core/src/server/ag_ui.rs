@@ -191,6 +191,18 @@ impl AgUiEvents {
         out.push_str("\n\n");
     }
 
+    /// What `frame(json!({"type": kind, "messageId": id, "delta": text}))` writes (keys in
+    /// serde_json's order), without a `Value` per delta.
+    fn content_frame(out: &mut String, kind: &str, id: &str, text: &str) {
+        out.push_str("data: {\"delta\":");
+        super::json_text::push_json_str(out, text);
+        out.push_str(",\"messageId\":");
+        super::json_text::push_json_str(out, id);
+        out.push_str(",\"type\":\"");
+        out.push_str(kind);
+        out.push_str("\"}\n\n");
+    }
+
     fn close_message(&mut self, out: &mut String) {
         match std::mem::replace(&mut self.open, Open::Nothing) {
             Open::Nothing => {}
@@ -273,10 +285,7 @@ impl FrameEncoder for AgUiEvents {
                     self.open = Open::Reasoning(id);
                 }
                 if let (Open::Reasoning(id), false) = (&self.open, text.is_empty()) {
-                    Self::frame(
-                        out,
-                        &json!({"type": "REASONING_MESSAGE_CONTENT", "messageId": id, "delta": text}),
-                    );
+                    Self::content_frame(out, "REASONING_MESSAGE_CONTENT", id, text);
                 }
             }
             EventKind::TextDelta { text } => {
@@ -300,10 +309,7 @@ impl FrameEncoder for AgUiEvents {
                     self.open = Open::Text(id);
                 }
                 if let Open::Text(id) = &self.open {
-                    Self::frame(
-                        out,
-                        &json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": id, "delta": text}),
-                    );
+                    Self::content_frame(out, "TEXT_MESSAGE_CONTENT", id, text);
                 }
             }
             EventKind::ToolCallDelta {
@@ -404,6 +410,43 @@ impl FrameEncoder for AgUiEvents {
                 Self::frame(
                     out,
                     &json!({"type": "RUN_ERROR", "message": "the run was cancelled", "code": "cancelled"}),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn text_and_reasoning_content_templates_match_the_value_path() {
+        for text in ["Hel", "lo \"w\"\n\t\u{1} é 🎉", "\\"] {
+            for (kind, event) in [
+                (
+                    "TEXT_MESSAGE_CONTENT",
+                    EventKind::TextDelta { text: text.into() },
+                ),
+                (
+                    "REASONING_MESSAGE_CONTENT",
+                    EventKind::ReasoningDelta { text: text.into() },
+                ),
+            ] {
+                let mut encoder = AgUiEvents::new("thread \"1\"".into(), "run_1".into());
+                let mut out = String::new();
+                encoder.encode(&Event { seq: 0, kind: event }, &mut out);
+                let (Open::Text(id) | Open::Reasoning(id)) = &encoder.open else {
+                    panic!("a message is open");
+                };
+                let mut expected = String::new();
+                AgUiEvents::frame(
+                    &mut expected,
+                    &json!({"type": kind, "messageId": id, "delta": text}),
+                );
+                assert!(
+                    out.ends_with(&expected),
+                    "{out:?} does not end with {expected:?}"
                 );
             }
         }

@@ -27,6 +27,9 @@ fn flavours() -> Vec<(&'static str, MakeBackend)> {
         ("tokio-multi-thread", || {
             Box::new(backends::tokio::TokioMultiThread::default())
         }),
+        ("tokio-multi-thread-tokio-client", || {
+            Box::new(backends::tokio::TokioMultiThread::with_tokio_client())
+        }),
         ("smol-single-thread", || {
             Box::new(backends::smol::SmolSingleThread::default())
         }),
