@@ -548,6 +548,31 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
             );
         }
         out.push('\n');
+        for row in &h.rows {
+            for (reason, runs) in &row.client_failures {
+                let _ = writeln!(
+                    out,
+                    "* client side, {}: {} runs ended with `{}`",
+                    row.backend,
+                    group(*runs as i64),
+                    reason.replace('`', "'")
+                );
+            }
+            if let Some(e) = &row.server_first_error {
+                let _ = writeln!(
+                    out,
+                    "* server side, {}: first failed client: `{}`",
+                    row.backend,
+                    e.replace('`', "'")
+                );
+            }
+        }
+        if h.rows
+            .iter()
+            .any(|r| !r.client_failures.is_empty() || r.server_first_error.is_some())
+        {
+            out.push('\n');
+        }
     }
 
     if let Some(t) = &r.ttfe {
