@@ -2,7 +2,8 @@
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,18 +23,22 @@ use ureq::config::Config;
 use ureq::http;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{
-    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, NextTimeout, RustlsConnector,
-    ShutdownHandle, TcpConnector, Transport,
+    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
+    RustlsConnector, ShutdownHandle, Transport,
 };
+
+use crate::body_reader::{self, BodyJob};
 
 /// How many body chunks may wait between the exchange thread and the consumer.
 pub const BODY_CHANNEL_CAPACITY: usize = 4;
 
-/// Size of the buffer the exchange thread reads the body into (a chunk is at most this big).
+/// Size of the buffer the body is read into (a chunk is at most this big). One buffer serves
+/// every stream (see *How it works* on [`UreqClient`]).
 pub const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// An [`HttpClient`] on [ureq](https://docs.rs/ureq) 3 with rustls (certificate verification on,
-/// Mozilla's root certificates), reading each response on a thread of its own.
+/// Mozilla's root certificates): each request is sent on a short-lived thread of its own, and
+/// every response body is read by one shared thread.
 ///
 /// A server whose certificate does not verify fails with [`HttpErrorKind::Connect`] and a
 /// message naming the certificate problem. The only opt-out, for a local development server
@@ -54,22 +59,37 @@ pub const READ_BUFFER_SIZE: usize = 16 * 1024;
 /// API client should call the right URL rather than have a `POST` silently turned into a
 /// `GET`).
 ///
+/// The largest response head [`UreqClient::new`] accepts is [`MAX_RESPONSE_HEAD_BYTES`]
+/// (16 KiB); with [`with_config`](Self::with_config), the smaller of your config's
+/// `max_response_header_size` and its `input_buffer_size` less one byte.
+///
 /// # How it works
 ///
-/// Each request runs on a thread of its own (an *exchange thread*), which sends the request
-/// with ureq, hands the response head over through a oneshot channel, then reads the body
-/// with `Read::read` into a buffer and forwards every chunk the moment `read` returns it,
-/// through a bounded channel of [`BODY_CHANNEL_CAPACITY`] chunks. When the channel is full
-/// the thread stops reading (so the socket's flow control pushes back on the server).
+/// Each request starts on a thread of its own (an *exchange thread*), which connects, sends
+/// the request with ureq and hands the response head over through a oneshot channel. Then it
+/// puts the connection's socket in non-blocking mode, hands the body to the client's *body
+/// reader thread* (one per process, shared by every `UreqClient`), and ends. The body reader
+/// waits on all those sockets at once (`epoll(7)`) and, when one is readable, reads its body
+/// with ureq's `Read::read` into a shared [`READ_BUFFER_SIZE`] buffer, forwarding every chunk
+/// the moment `read` returns it through a bounded channel of [`BODY_CHANNEL_CAPACITY`]
+/// chunks. When a channel is full it stops reading that socket until the consumer takes a
+/// chunk (so the socket's flow control pushes back on the server). A streamed response thus
+/// costs its connection's buffers and its channel, not a thread; 10,000 open streams do not
+/// need 10,000 threads (nor their memory mappings, which Linux limits per process).
+/// On systems without `epoll`, or if the reader thread cannot start, the exchange thread
+/// reads its body itself.
 ///
 /// Dropping the `send` future or the body stream aborts the exchange: the socket is shut down
 /// at once from the dropping thread (even while the exchange thread is blocked in `read` on an
-/// idle connection), the exchange thread wakes up, drops the response and ends, and the peer
-/// sees the connection close. Completed exchanges return their connection to ureq's pool.
+/// idle connection), whoever reads it sees the end at once and drops the response, and the
+/// peer sees the connection close. Completed exchanges return their connection to ureq's
+/// pool (back in blocking mode).
 ///
-/// The exchange thread is not taken from the [`ThreadPoolRuntime`](crate::ThreadPoolRuntime)
-/// pool: a streamed response can last minutes, and a few of them must not starve blocking
-/// tools (nor be starved by them).
+/// Neither thread is taken from the [`ThreadPoolRuntime`](crate::ThreadPoolRuntime) pool: a
+/// response head can take long to come, and a few slow ones must not starve blocking tools
+/// (nor be starved by them). ureq's own body timeouts (`timeout_recv_body`, `timeout_global`)
+/// are checked when bytes arrive; a silent stream is ended by the caller's inactivity
+/// timeout.
 ///
 /// ```no_run
 /// use agent_core::http::{HttpClient, HttpRequest, Method};
@@ -109,12 +129,30 @@ impl Default for UreqClient {
     }
 }
 
-/// ureq's input buffer per connection (its default is 128 KiB). It must be larger than the
-/// largest response head ureq accepts (64 KiB by default): ureq only reports a head as too
-/// large once it holds more than that.
-const INPUT_BUFFER_BYTES: usize = 65 * 1024;
-/// ureq's output buffer per connection (its default is 128 KiB).
-const OUTPUT_BUFFER_BYTES: usize = 16 * 1024;
+/// The largest response head (status line and headers) [`UreqClient::new`] accepts: 16 KiB,
+/// as Node.js's HTTP parser (`--max-http-header-size`); nginx's proxy accepts 4 or 8 KiB by
+/// default. A larger head fails with [`HttpError::response_head_too_large`].
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 16 * 1024;
+/// ureq's input buffer per connection (its default is 128 KiB, allocated and zeroed for every
+/// connection, most of a stream's memory). ureq reads the head into it, so it must hold one
+/// byte more than the largest head it accepts: a head that fills it is reported as too large
+/// (see `run`).
+const INPUT_BUFFER_BYTES: usize = MAX_RESPONSE_HEAD_BYTES + 1;
+/// ureq's output buffer per connection (its default is 128 KiB). Requests are written through
+/// it in pieces; it must hold the longest header line.
+const OUTPUT_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The ureq configuration of [`UreqClient::new`]: statuses as responses, no redirects, and
+/// the buffers above.
+fn default_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .max_response_header_size(MAX_RESPONSE_HEAD_BYTES)
+        .input_buffer_size(INPUT_BUFFER_BYTES)
+        .output_buffer_size(OUTPUT_BUFFER_BYTES)
+}
 
 impl UreqClient {
     /// A client with ureq's defaults (rustls, pooled connections), the proxies of the
@@ -122,19 +160,7 @@ impl UreqClient {
     /// `NO_PROXY`, read as every backend's client reads them), statuses as responses and no
     /// redirects.
     pub fn new() -> Self {
-        UreqClient::with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .max_redirects_will_error(false)
-                // ureq allocates (and zeroes) both buffers per connection: 128 KiB each by
-                // default, most of a stream's memory. The input buffer still holds more
-                // than the largest response head ureq accepts (64 KiB); requests are written
-                // through the output buffer in pieces.
-                .input_buffer_size(INPUT_BUFFER_BYTES)
-                .output_buffer_size(OUTPUT_BUFFER_BYTES)
-                .build(),
-        )
+        UreqClient::with_config(default_config().build())
     }
 
     /// A client like [`new`](Self::new) that accepts **any** TLS certificate: self-signed,
@@ -160,20 +186,7 @@ impl UreqClient {
         let tls = ureq::tls::TlsConfig::builder()
             .disable_verification(true)
             .build();
-        UreqClient::with_config(
-            ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .max_redirects_will_error(false)
-                // ureq allocates (and zeroes) both buffers per connection: 128 KiB each by
-                // default, most of a stream's memory. The input buffer still holds more
-                // than the largest response head ureq accepts (64 KiB); requests are written
-                // through the output buffer in pieces.
-                .input_buffer_size(INPUT_BUFFER_BYTES)
-                .output_buffer_size(OUTPUT_BUFFER_BYTES)
-                .tls_config(tls)
-                .build(),
-        )
+        UreqClient::with_config(default_config().tls_config(tls).build())
     }
 
     /// A client with your own ureq [`Config`] (TLS settings, proxy, user agent, pool sizes,
@@ -200,7 +213,7 @@ impl UreqClient {
     pub fn with_config(config: Config) -> Self {
         let connector = Begin
             .chain(ConnectProxyConnector::default())
-            .chain(Capture(TcpConnector::default()))
+            .chain(Tcp)
             .chain(RustlsConnector::default())
             .chain(Forward)
             .chain(Track);
@@ -287,7 +300,7 @@ struct Head {
     headers: Vec<(String, String)>,
 }
 
-type Chunk = Result<Bytes, HttpError>;
+pub(crate) type Chunk = Result<Bytes, HttpError>;
 
 /// The body handed to the consumer: chunks from the exchange thread.
 struct UreqBody {
@@ -306,6 +319,16 @@ impl Stream for UreqBody {
         let polled = Pin::new(&mut self.chunks).poll_next(cx);
         if let Poll::Ready(None | Some(Err(_))) = &polled {
             self.done = true;
+        }
+        if let Poll::Ready(None) = polled
+            && !self._guard.0.is_finished()
+        {
+            // The reader went away without the end of the body (it panicked, or could not
+            // report its error): never let that look like a complete body.
+            return Poll::Ready(Some(Err(HttpError::new(
+                HttpErrorKind::Io,
+                "reading the response body failed: the body reader stopped early",
+            ))));
         }
         polled
     }
@@ -349,6 +372,26 @@ fn run_exchange(
         return;
     }
     let reader = body.into_reader();
+    // The body goes to the shared reader thread when the connection's socket is ours (it
+    // always is: `Tcp` opens every connection); this thread then ends.
+    let reader = match exchange.socket() {
+        Some(socket) => {
+            let job = Box::new(BodyJob {
+                reader,
+                socket,
+                exchange: exchange.clone(),
+                body_tx,
+            });
+            match body_reader::hand_over(job) {
+                Ok(()) => return,
+                Err(job) => {
+                    body_tx = job.body_tx;
+                    job.reader
+                }
+            }
+        }
+        None => reader,
+    };
     let forwarded = std::panic::catch_unwind(AssertUnwindSafe(|| {
         forward_body(reader, exchange, &mut body_tx);
     }));
@@ -486,9 +529,17 @@ fn run<B: ureq::AsSendBody>(
     connect_timeout: Option<Duration>,
     proxy: Option<ureq::Proxy>,
 ) -> Result<http::Response<ureq::Body>, SendError> {
+    // ureq reads the head into its input buffer and reports a head too large only once it
+    // holds more than `max_response_header_size`: a smaller limit keeps a head that fills
+    // the buffer a clear error (not a connection that "made no progress").
+    let limits = agent.config();
+    let max_head = limits
+        .max_response_header_size()
+        .min(limits.input_buffer_size().saturating_sub(1));
     let mut config = agent
         .configure_request(request)
         .http_status_as_error(false)
+        .max_response_header_size(max_head)
         .proxy(proxy);
     if connect_timeout.is_some() {
         config = config.timeout_connect(connect_timeout);
@@ -574,14 +625,14 @@ thread_local! {
     /// The proxy this thread's `http://` request is forwarded to (absolute-form).
     static FORWARD_PROXY: RefCell<Option<ProxyRoute>> = const { RefCell::new(None) };
     /// The socket most recently opened by this thread's connector chain.
-    static LAST_SOCKET: RefCell<Option<Weak<dyn ShutdownHandle>>> = const { RefCell::new(None) };
+    static LAST_SOCKET: RefCell<Option<Weak<Socket>>> = const { RefCell::new(None) };
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Exchange {
+pub(crate) struct Exchange {
     id: u64,
     aborted: AtomicBool,
     finished: AtomicBool,
@@ -600,8 +651,20 @@ impl Exchange {
         }
     }
 
-    fn is_aborted(&self) -> bool {
+    pub(crate) fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::SeqCst)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// The socket of the connection this exchange uses now (the last one it claimed).
+    fn socket(&self) -> Option<Arc<Socket>> {
+        lock(&self.conns)
+            .iter()
+            .rev()
+            .find_map(|conn| conn.socket.as_ref().and_then(Weak::upgrade))
     }
 
     fn is_connected(&self) -> bool {
@@ -609,13 +672,13 @@ impl Exchange {
     }
 
     /// The body was read to its end: nothing to abort any more.
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         self.finished.store(true, Ordering::SeqCst);
         lock(&self.conns).clear();
     }
 
     /// Shut down every connection this exchange still owns.
-    fn abort(&self) {
+    pub(crate) fn abort(&self) {
         if self.finished.load(Ordering::SeqCst) {
             return;
         }
@@ -651,9 +714,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Run `f` as `exchange` (the connections it does I/O on are claimed for it): the body
+/// reader thread serves many exchanges, one at a time.
+pub(crate) fn with_exchange<R>(exchange: &Arc<Exchange>, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CURRENT_EXCHANGE.with(|current| *current.borrow_mut() = None);
+        }
+    }
+    CURRENT_EXCHANGE.with(|current| *current.borrow_mut() = Some(exchange.clone()));
+    let _reset = Reset;
+    f()
+}
+
 /// One connection, as seen by the abort machinery.
 struct Conn {
-    socket: Option<Weak<dyn ShutdownHandle>>,
+    socket: Option<Weak<Socket>>,
     state: Mutex<ConnState>,
 }
 
@@ -719,35 +796,258 @@ impl Connector<()> for Begin {
     }
 }
 
-/// ureq's TCP connector, with the socket's shutdown handle captured for [`Track`].
+/// The TCP connector (in place of ureq's `TcpConnector`, which keeps its socket to itself):
+/// the same connect (each resolved address in turn, sharing the connect timeout as ureq
+/// does), with the socket kept for [`Track`] (to shut it down on abort) and for the body
+/// reader thread (to wait on it with the others).
 #[derive(Debug)]
-struct Capture(TcpConnector);
+struct Tcp;
 
-impl<In: Transport> Connector<In> for Capture {
-    type Out = <TcpConnector as Connector<In>>::Out;
+impl<In: Transport> Connector<In> for Tcp {
+    type Out = Either<In, SocketTransport>;
 
     fn connect(
         &self,
         details: &ConnectionDetails,
         chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        let register = details.register_shutdown.clone();
-        let details = ConnectionDetails {
-            uri: details.uri,
-            addrs: details.addrs.clone(),
-            config: details.config,
-            request_level: details.request_level,
-            resolver: details.resolver,
-            now: details.now,
-            timeout: details.timeout,
-            current_time: details.current_time.clone(),
-            run_connector: details.run_connector.clone(),
-            register_shutdown: Arc::new(move |handle: Weak<dyn ShutdownHandle>| {
-                LAST_SOCKET.with(|last| *last.borrow_mut() = Some(handle.clone()));
-                register(handle)
-            }),
+        if let Some(chained) = chained {
+            return Ok(Some(Either::A(chained)));
+        }
+        let config = details.config;
+        let stream = connect_any(&details.addrs, details.timeout)?;
+        if config.no_delay() {
+            stream.set_nodelay(true)?;
+        }
+        let socket = Arc::new(Socket {
+            stream,
+            shared: AtomicBool::new(false),
+        });
+        LAST_SOCKET.with(|last| *last.borrow_mut() = Some(Arc::downgrade(&socket)));
+        (details.register_shutdown)(Arc::downgrade(&socket) as Weak<dyn ShutdownHandle>)?;
+        // Under TLS these buffers only carry records to and from rustls (whose transport
+        // has buffers of the configured sizes): small ones do.
+        let (input, output) = if details.needs_tls() {
+            (
+                config.input_buffer_size().min(TLS_RECORD_BUFFER_BYTES),
+                config.output_buffer_size().min(TLS_RECORD_BUFFER_BYTES),
+            )
+        } else {
+            (config.input_buffer_size(), config.output_buffer_size())
         };
-        self.0.connect(&details, chained)
+        Ok(Some(Either::B(SocketTransport {
+            socket,
+            buffers: LazyBuffers::new(input.max(1), output.max(1)),
+            timeout_read: None,
+            timeout_write: None,
+        })))
+    }
+}
+
+/// The TCP-level buffers under TLS.
+const TLS_RECORD_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Connect to the first of `addrs` that answers. Like ureq's own connector, each address
+/// gets a share of the timeout (halving for each next one), and only failures that concern
+/// one address (refused, unreachable) move on to the next.
+fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, ureq::Error> {
+    let total = timeout.not_zero().map(|t| *t);
+    let weights = 2.0 * (1.0 - 0.5_f64.powi(addrs.len() as i32));
+    let mut weight = 1.0_f64;
+    let mut last_err = None;
+    for addr in addrs {
+        let per_addr = total.map(|t| {
+            Duration::from_secs_f64(t.as_secs_f64() * weight / weights)
+                .max(Duration::from_millis(10))
+        });
+        weight /= 2.0;
+        let connected = match per_addr {
+            Some(t) => TcpStream::connect_timeout(addr, t),
+            None => TcpStream::connect(addr),
+        };
+        match connected {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                last_err = Some(ureq::Error::Timeout(ureq::Timeout::Connect));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::HostUnreachable
+                        | io::ErrorKind::NetworkUnreachable
+                        | io::ErrorKind::NetworkDown
+                        | io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                last_err = Some(ureq::Error::Io(e));
+            }
+            Err(e) => return Err(ureq::Error::Io(e)),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        ureq::Error::Io(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ))
+    }))
+}
+
+/// A connection's socket: shut down by an abort, waited on by the body reader thread.
+#[derive(Debug)]
+pub(crate) struct Socket {
+    stream: TcpStream,
+    /// In non-blocking mode for the body reader thread.
+    shared: AtomicBool,
+}
+
+impl Socket {
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Non-blocking mode: reads with nothing to read fail with `WouldBlock` at once.
+    pub(crate) fn enter_shared(&self) -> io::Result<()> {
+        self.stream.set_nonblocking(true)?;
+        self.shared.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Back to blocking mode (the connection is pooled, or writes).
+    fn leave_shared(&self) -> io::Result<()> {
+        if self.shared.swap(false, Ordering::SeqCst) {
+            self.stream.set_nonblocking(false)?;
+        }
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::SeqCst)
+    }
+}
+
+impl ShutdownHandle for Socket {
+    fn shutdown(&self) {
+        // An error means the socket is already closed or shut down.
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// ureq's transport over a [`Socket`]: blocking I/O with ureq's timeouts, except that a
+/// read in non-blocking mode with nothing to read fails with `WouldBlock` (which ureq's body
+/// reader passes on unchanged, its state intact, so the read can be retried later).
+#[derive(Debug)]
+struct SocketTransport {
+    socket: Arc<Socket>,
+    buffers: LazyBuffers,
+    timeout_read: Option<Duration>,
+    timeout_write: Option<Duration>,
+}
+
+impl SocketTransport {
+    fn set_timeout(
+        &self,
+        timeout: NextTimeout,
+        previous: &mut Option<Duration>,
+        set: impl Fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let wanted = timeout.not_zero().map(|t| *t);
+        if wanted != *previous {
+            set(&self.socket.stream, wanted)?;
+            *previous = wanted;
+        }
+        Ok(())
+    }
+}
+
+fn timed_out(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+impl Transport for SocketTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let timeout = timeout.for_write();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        // Writes block (a TLS write while the body reader thread reads is rare and short).
+        let shared = self.socket.is_shared();
+        if shared {
+            self.socket.stream.set_nonblocking(false)?;
+        }
+        let mut previous = self.timeout_write;
+        self.set_timeout(timeout, &mut previous, TcpStream::set_write_timeout)?;
+        self.timeout_write = previous;
+        let written = (&self.socket.stream).write_all(&self.buffers.output()[..amount]);
+        if shared {
+            self.socket.stream.set_nonblocking(true)?;
+        }
+        match written {
+            Ok(()) => Ok(()),
+            Err(e) if timed_out(&e) => Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let timeout = timeout.for_read();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
+        let shared = self.socket.is_shared();
+        if !shared {
+            let mut previous = self.timeout_read;
+            self.set_timeout(timeout, &mut previous, TcpStream::set_read_timeout)?;
+            self.timeout_read = previous;
+        }
+        let input = self.buffers.input_append_buf();
+        let amount = loop {
+            match (&self.socket.stream).read(input) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing to read yet: the body reader thread waits for the socket.
+                Err(e) if shared && e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(ureq::Error::Io(e));
+                }
+                Err(e) if timed_out(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        // Asked when the connection goes back to the pool and when it is taken out: it
+        // leaves non-blocking mode, then a read that would block means nothing unexpected
+        // arrived (what ureq's TCP transport checks too).
+        if self.socket.leave_shared().is_err() || self.socket.stream.set_nonblocking(true).is_err()
+        {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let open = match (&self.socket.stream).read(&mut probe) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            // Bytes nobody asked for, or the peer closed: not reusable.
+            Ok(_) => false,
+        };
+        self.socket.stream.set_nonblocking(false).is_ok() && open
+    }
+
+    fn is_tls(&self) -> bool {
+        false
     }
 }
 

@@ -40,6 +40,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod body_reader;
 mod client;
 mod connection;
 mod iter;
@@ -55,7 +56,7 @@ use std::sync::Arc;
 use agent_core::agent::{Agent, AgentBuilder};
 use agent_core::model::{OpenAiConfig, OpenAiModel};
 
-pub use client::{BODY_CHANNEL_CAPACITY, READ_BUFFER_SIZE, UreqClient};
+pub use client::{BODY_CHANNEL_CAPACITY, MAX_RESPONSE_HEAD_BYTES, READ_BUFFER_SIZE, UreqClient};
 pub use iter::{RunIter, run, run_session};
 pub use options::ThreadServerOptions;
 pub use process::ThreadSpawner;

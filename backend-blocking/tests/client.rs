@@ -595,3 +595,88 @@ mod proxies {
         assert!(!shown.contains("YWxpY2U6d3Jvbmct"), "{shown}");
     }
 }
+
+/// A head of `head_bytes` (padded with one header), then an empty body.
+fn head_of(head_bytes: usize) -> String {
+    let start = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-pad: ";
+    let pad = head_bytes - start.len() - "\r\n\r\n".len();
+    format!("{start}{}\r\n\r\n", "p".repeat(pad))
+}
+
+#[test]
+fn a_head_at_the_limit_is_accepted_and_one_byte_more_is_too_large() {
+    use backend_blocking::MAX_RESPONSE_HEAD_BYTES;
+    let (addr, server) = serve(2, |stream, i| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let mut stream = stream;
+        let size = MAX_RESPONSE_HEAD_BYTES + i;
+        // The client may close as soon as it has seen too much.
+        let _ = stream.write_all(head_of(size).as_bytes());
+        let _ = stream.flush();
+        let mut rest = Vec::new();
+        let _ = reader.read_to_end(&mut rest);
+    });
+    let client = UreqClient::new();
+    let get = || HttpRequest::new(Method::Get, format!("http://{addr}/head"));
+    let fits = block_on(client.send(get())).expect("a head of exactly the limit");
+    assert_eq!(fits.status, 200);
+    drop(fits);
+    let err = block_on(client.send(get())).expect_err("a head one byte over the limit");
+    assert_eq!(err.kind, HttpErrorKind::ResponseHeadTooLarge, "{err}");
+    server.join().unwrap();
+}
+
+/// Threads of this process (Linux).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+#[test]
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn open_bodies_take_no_thread_each() {
+    const STREAMS: usize = 40;
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
+    let (addr, server) = serve(STREAMS, move |stream, i| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        read_request(&mut reader).unwrap();
+        let mut stream = stream;
+        stream.write_all(SSE_HEAD.as_bytes()).unwrap();
+        write_chunk(&mut stream, &format!("data: first {i}\n\n"));
+        // Hold the body open until the test has counted.
+        let _ = release_rx.lock().unwrap().recv_timeout(WATCHDOG);
+        write_chunk(&mut stream, &format!("data: last {i}\n\n"));
+        stream.write_all(b"0\r\n\r\n").unwrap();
+    });
+    let client = UreqClient::new();
+    let before = threads();
+    let mut responses: Vec<HttpResponse> = (0..STREAMS)
+        .map(|_| block_on(client.send(post(addr))).unwrap())
+        .collect();
+    let mut texts = vec![String::new(); STREAMS];
+    for (response, text) in responses.iter_mut().zip(&mut texts) {
+        read_until(response, text, "data: first");
+    }
+    // The exchange threads end once their head has arrived; the test server holds a thread
+    // per connection (STREAMS of them) and the client at most one body reader.
+    let deadline = std::time::Instant::now() + WATCHDOG;
+    let mut now = threads();
+    while now > before + STREAMS + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} threads for {STREAMS} open bodies (from {before}): a thread per body?"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        now = threads();
+    }
+    for _ in 0..STREAMS {
+        release_tx.send(()).unwrap();
+    }
+    for (response, text) in responses.iter_mut().zip(&mut texts) {
+        read_until(response, text, "data: last");
+        let end = block_on(response.body.next());
+        assert!(end.is_none(), "after the last chunk: {end:?}");
+    }
+    server.join().unwrap();
+}

@@ -411,7 +411,7 @@ pub fn server_memory(
     clients: usize,
     deltas: u32,
     pace_ms: u64,
-) -> Result<(f64, usize, usize), String> {
+) -> Result<(f64, usize, usize, Option<String>), String> {
     let mut config = config.clone();
     config.fanout_clients = clients;
     config.fanout_deltas = deltas;
@@ -420,7 +420,7 @@ pub fn server_memory(
     let kib = rep.live_rss.saturating_sub(rep.base_rss) as f64
         / rep.open_at_sample.max(1) as f64
         / 1024.0;
-    Ok((kib, rep.open_at_sample, rep.errors))
+    Ok((kib, rep.open_at_sample, rep.errors, rep.first_error))
 }
 
 /// One repetition against `server`, for `bench __profile`.

@@ -172,30 +172,49 @@ holds for them: the task, the `RunStream` and its boxed loop, the scripted model
 texts and 20 pauses as 80-byte steps) and the timers. CPU per event is a few µs, and every delta
 of this model waits on a timer of its own.
 
-### 5b. Memory per stream with HTTP — met on tokio and smol; blocking client missed
+### 5b. Memory per stream with HTTP — met on every backend (verdicts: the targets table)
 
-The new table runs 10,000 concurrent paced streams through HTTP per backend, client side and
+The table runs 10,000 concurrent paced streams through HTTP per backend, client side and
 server side (servers with an in-process paced model, so the server rows hold no upstream
 connection of their own). The async backends stay far below 40 KiB per stream on both sides:
 a stream is a task, a hyper connection and its buffers.
 
-The threaded client is the outlier, and at 10,000 streams it is also the one that does not
-hold up: with 20,000 threads (a consumer and an exchange thread per run) on 2 CPUs, not all
-10,000 runs are open at once and some runs fail (the incomplete-runs column; the cause was
-not investigated in this work — connect timeouts while 10,000 threads connect at once are the
-likely one). It was the outlier
-before too: about 317 KiB per stream at first (a quick 200-stream
-run). ureq allocates and zeroes a 128 KiB input and a 128 KiB output buffer per connection;
-`UreqClient` now asks for 64 KiB (the largest response head ureq accepts must fit) and
-16 KiB, which brought it to about 121 KiB in the same run. What remains is two threads per
-stream (the consumer iterating the run, and the exchange thread `UreqClient` starts for
-every request), each with its touched stack pages and thread-local allocator state, plus the
-64 KiB input buffer. Meeting 64 KiB needs the issue's "shared reader threads": one thread (or
-a few) reading every upstream socket, as the server's head-waiting thread now does with
-`poll(2)`, instead of a thread per exchange; not attempted here. The threaded server pays a
-thread per streaming connection (its row is in the table). The 10,000-stream run is one
-repetition per backend and shares the 2 CPUs with the loader and the upstream: treat the
-numbers as ±10 %.
+The threaded client was the outlier: 317 KiB per stream at first (a quick 200-stream run),
+then about 146 KiB with ureq's buffers cut to 64 + 16 KiB, and at 10,000 streams only about
+6,000 runs open at once with 700 to 2,000 runs failing. The table now lists why runs fail
+(under it, per backend). Two causes, found in that order:
+
+* **The bench's upstream.** Every failure was `run_failed UpstreamReset: … Connection reset
+  by peer`. `TokioServer::bind` listens with tokio's backlog of 1024; 10,000 clients connecting
+  at once overflowed the accept queue (`ListenOverflows` and `ListenDrops` in
+  `/proc/net/netstat` grew during the run) and clients whose handshake ACK was dropped got a
+  reset. The upstream is now the same server (agent-hyper's, as `TokioServer` runs it) on a
+  listener with a backlog of one per stream, capped by `net.core.somaxconn`: one upstream for
+  every backend, and no run fails on any of them.
+* **A thread per open response.** With the resets gone, the blocking child crashed instead: a
+  std thread takes about four memory mappings (stack and guard, signal stack and guard), a run
+  took two threads (the consumer and `UreqClient`'s exchange thread), and the process hit
+  `vm.max_map_count` (65,530) at about 17,000 threads, where a thread start or an allocation
+  fails. `UreqClient` now hands every response body to one shared reader thread (`epoll`
+  through rustix) once the head has arrived; the exchange thread only connects, sends and
+  waits for the head, then ends. The consumer threads are untouched: one std thread per run
+  with the default stack, as a user writes it.
+
+The buffers went down too: ureq's input buffer is 16 KiB + 1 byte (the largest accepted
+response head is now 16 KiB, Node.js's limit; a larger one is `ResponseHeadTooLarge`), the
+output buffer 8 KiB (it must hold the longest header line), and the 16 KiB read buffer is the
+reader thread's, shared. Measured at 10,000 streams after these changes: about 60 KiB per
+stream (59.6 and 60.7 KiB in two runs) with no failed run, within the ≤ 64 KiB target with
+little margin. What a stream costs now: its consumer thread (touched stack pages and thread
+state), the 24 KiB of ureq buffers, the channel and the run itself. Not all 10,000 runs are
+open at once on the blocking row (about 8,400 to 8,600): starting 10,000 threads, plus a
+short-lived exchange thread each, takes longer on 2 CPUs than the first runs last (15 deltas
+× 200 ms); KiB per stream divides by the runs open at the peak. Left to do: doing connect,
+request and head on the reader thread too (non-blocking, through ureq-proto) would remove the
+exchange thread and its start-up cost; a smaller or growable input buffer would need a
+transport with its own buffers under TLS. The threaded server pays a thread per streaming
+connection (its row is in the table). The 10,000-stream run is one repetition per backend and
+shares the 2 CPUs with the loader and the upstream: treat the numbers as ±10 %.
 
 ### 6. SSE decoder — met, after a fix in agent-core
 

@@ -516,8 +516,9 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
             "{} streams at once, each {} text deltas one every {} ms, per backend. **Client \
              side**: a child process starts {} runs at once (the async backends: a task per run \
              on two threads; blocking: a thread per run iterating it), each an `OpenAiModel` \
-             on the backend's client against a paced chat-completions upstream (a `TokioServer` \
-             in the bench process); KiB per stream = (peak `VmHWM` − `VmRSS` before, after 64 \
+             on the backend's client against a paced chat-completions upstream (the agent \
+             HTTP API on agent-hyper, as `TokioServer` runs it, in the bench process, on a \
+             listener with a backlog of one per stream); KiB per stream = (peak `VmHWM` − `VmRSS` before, after 64 \
              warm-up runs) / the most runs open at once. **Server side**: the backend's server \
              in a child process with a model paced the same way, read by {} SSE clients of the \
              fan-out loader (section 4); KiB per stream = (`VmRSS` once every client has its \
@@ -548,6 +549,31 @@ pub fn render(machine: &Machine, config: &Config, r: &Results, elapsed: Duration
             );
         }
         out.push('\n');
+        for row in &h.rows {
+            for (reason, runs) in &row.client_failures {
+                let _ = writeln!(
+                    out,
+                    "* client side, {}: {} runs ended with `{}`",
+                    row.backend,
+                    group(*runs as i64),
+                    reason.replace('`', "'")
+                );
+            }
+            if let Some(e) = &row.server_first_error {
+                let _ = writeln!(
+                    out,
+                    "* server side, {}: first failed client: `{}`",
+                    row.backend,
+                    e.replace('`', "'")
+                );
+            }
+        }
+        if h.rows
+            .iter()
+            .any(|r| !r.client_failures.is_empty() || r.server_first_error.is_some())
+        {
+            out.push('\n');
+        }
     }
 
     if let Some(t) = &r.ttfe {

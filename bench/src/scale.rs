@@ -74,24 +74,78 @@ pub struct ScaleOutcome {
     pub cpu_s: f64,
     /// Wall-clock seconds from the first spawn to the last run's end.
     pub wall_s: f64,
+    /// Why runs did not complete: `(reason, runs)`, most frequent first (a few at most).
+    #[serde(default)]
+    pub failures: Vec<(String, usize)>,
 }
 
-/// Consume one run; returns (events, completed).
-async fn consume(agent: Agent, active: Arc<(AtomicUsize, AtomicUsize)>) -> (usize, bool) {
+/// What one consumed run gave.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    /// Events received.
+    pub events: usize,
+    /// `true` when the run ended with `run_completed`.
+    pub completed: bool,
+    /// Why it did not complete (the `run_failed` error's kind and message, or another end).
+    pub failure: Option<String>,
+}
+
+impl RunOutcome {
+    /// Account for one event of the run.
+    fn observe(&mut self, event: &agent_core::event::Event) {
+        use agent_core::event::EventKind;
+        self.events += 1;
+        self.completed = matches!(event.kind, EventKind::RunCompleted { .. });
+        self.failure = match &event.kind {
+            EventKind::RunFailed { error, .. } => {
+                Some(format!("run_failed {:?}: {}", error.kind, error.message))
+            }
+            EventKind::RunCancelled { .. } => Some("run_cancelled".into()),
+            _ => None,
+        };
+    }
+
+    /// The reason an incomplete run gives (`None` for a completed run).
+    fn reason(&self) -> Option<String> {
+        if self.completed {
+            return None;
+        }
+        Some(
+            self.failure
+                .clone()
+                .unwrap_or_else(|| "ended without a terminal event".into()),
+        )
+    }
+}
+
+/// How many distinct failure reasons a child reports.
+const FAILURE_REASONS: usize = 3;
+
+/// Sum `results` up: (events, completed, the most frequent failure reasons).
+fn tally(results: &[RunOutcome]) -> (usize, usize, Vec<(String, usize)>) {
+    let events = results.iter().map(|r| r.events).sum();
+    let completed = results.iter().filter(|r| r.completed).count();
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for reason in results.iter().filter_map(RunOutcome::reason) {
+        *counts.entry(reason).or_default() += 1;
+    }
+    let mut failures: Vec<(String, usize)> = counts.into_iter().collect();
+    failures.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    failures.truncate(FAILURE_REASONS);
+    (events, completed, failures)
+}
+
+/// Consume one run.
+async fn consume(agent: Agent, active: Arc<(AtomicUsize, AtomicUsize)>) -> RunOutcome {
     let now = active.0.fetch_add(1, Ordering::Relaxed) + 1;
     active.1.fetch_max(now, Ordering::Relaxed);
     let mut run = agent.run("go");
-    let mut events = 0;
-    let mut completed = false;
+    let mut outcome = RunOutcome::default();
     while let Some(event) = run.next().await {
-        events += 1;
-        completed = matches!(
-            event.kind,
-            agent_core::event::EventKind::RunCompleted { .. }
-        );
+        outcome.observe(&event);
     }
     active.0.fetch_sub(1, Ordering::Relaxed);
-    (events, completed)
+    outcome
 }
 
 /// Spawn `count` consumers with `spawn` and wait for all with `wait`.
@@ -99,16 +153,13 @@ fn drive<H>(
     agent: &Agent,
     count: usize,
     active: &Arc<(AtomicUsize, AtomicUsize)>,
-    spawn: impl Fn(std::pin::Pin<Box<dyn Future<Output = (usize, bool)> + Send>>) -> H,
-    wait: impl FnOnce(Vec<H>) -> Vec<(usize, bool)>,
-) -> (usize, usize) {
+    spawn: impl Fn(std::pin::Pin<Box<dyn Future<Output = RunOutcome> + Send>>) -> H,
+    wait: impl FnOnce(Vec<H>) -> Vec<RunOutcome>,
+) -> Vec<RunOutcome> {
     let handles: Vec<H> = (0..count)
         .map(|_| spawn(Box::pin(consume(agent.clone(), active.clone()))))
         .collect();
-    let results = wait(handles);
-    let events = results.iter().map(|r| r.0).sum();
-    let completed = results.iter().filter(|r| r.1).count();
-    (events, completed)
+    wait(handles)
 }
 
 /// The scale child: `scale <runtime> <runs> <deltas>`; prints a [`ScaleOutcome`].
@@ -120,23 +171,30 @@ pub fn child(args: &[String]) -> i32 {
     let active = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
 
     // Each arm: build the runtime and the agent, run the warm-up, take the baseline, run.
-    let measure = |agent: &Agent, run_all: &dyn Fn(&Agent, usize) -> (usize, usize)| {
+    let measure = |agent: &Agent, run_all: &dyn Fn(&Agent, usize) -> Vec<RunOutcome>| {
         run_all(agent, WARM_RUNS);
         active.1.store(0, Ordering::Relaxed);
         let base_rss = rss_bytes();
         let cpu0 = cpu_seconds();
         let start = Instant::now();
-        let (events, completed) = run_all(agent, runs);
+        let results = run_all(agent, runs);
         let wall_s = start.elapsed().as_secs_f64();
+        let peak_rss = peak_rss_bytes();
+        let cpu_s = cpu_seconds() - cpu0;
+        let (events, completed, failures) = tally(&results);
+        for (reason, count) in &failures {
+            eprintln!("scale {runtime}: {count} of {runs} runs: {reason}");
+        }
         ScaleOutcome {
             runs,
             events,
             completed,
             max_active: active.1.load(Ordering::Relaxed),
             base_rss,
-            peak_rss: peak_rss_bytes(),
-            cpu_s: cpu_seconds() - cpu0,
+            peak_rss,
+            cpu_s,
             wall_s,
+            failures,
         }
     };
 
@@ -166,12 +224,12 @@ pub fn child(args: &[String]) -> i32 {
                         .collect();
                     let mut results = Vec::with_capacity(count);
                     for handle in handles {
-                        results.push(handle.await.unwrap_or((0, false)));
+                        results.push(handle.await.unwrap_or_else(|_| RunOutcome {
+                            failure: Some("the run task panicked".into()),
+                            ..RunOutcome::default()
+                        }));
                     }
-                    (
-                        results.iter().map(|r| r.0).sum(),
-                        results.iter().filter(|r| r.1).count(),
-                    )
+                    results
                 })
             })
         }
@@ -215,28 +273,24 @@ pub fn child(args: &[String]) -> i32 {
                         std::thread::spawn(move || {
                             let now = active.0.fetch_add(1, Ordering::Relaxed) + 1;
                             active.1.fetch_max(now, Ordering::Relaxed);
-                            let mut events = 0;
-                            let mut completed = false;
+                            let mut outcome = RunOutcome::default();
                             for event in backend_blocking::run(&agent, "go") {
-                                events += 1;
-                                completed = matches!(
-                                    event.kind,
-                                    agent_core::event::EventKind::RunCompleted { .. }
-                                );
+                                outcome.observe(&event);
                             }
                             active.0.fetch_sub(1, Ordering::Relaxed);
-                            (events, completed)
+                            outcome
                         })
                     })
                     .collect();
-                let results: Vec<(usize, bool)> = handles
+                handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or((0, false)))
-                    .collect();
-                (
-                    results.iter().map(|r| r.0).sum(),
-                    results.iter().filter(|r| r.1).count(),
-                )
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| RunOutcome {
+                            failure: Some("the run thread panicked".into()),
+                            ..RunOutcome::default()
+                        })
+                    })
+                    .collect()
             })
         }
         "tokio-mt" | "tokio-ct" => {
@@ -265,10 +319,7 @@ pub fn child(args: &[String]) -> i32 {
                     for handle in handles {
                         results.push(handle.await.expect("run task"));
                     }
-                    (
-                        results.iter().map(|r| r.0).sum(),
-                        results.iter().filter(|r| r.1).count(),
-                    )
+                    results
                 })
             })
         }
@@ -389,6 +440,10 @@ pub struct HttpScaleRow {
     pub client: Result<(f64, usize, usize), String>,
     /// Server side: KiB per open stream, streams open when sampled, failed clients.
     pub server: Result<(f64, usize, usize), String>,
+    /// Why client-side runs did not complete: `(reason, runs)`, most frequent first.
+    pub client_failures: Vec<(String, usize)>,
+    /// The first failure of a server-side client, if any.
+    pub server_first_error: Option<String>,
 }
 
 /// The result of the HTTP scale measurement.
@@ -403,14 +458,22 @@ pub struct HttpScaleResult {
     pub rows: Vec<HttpScaleRow>,
 }
 
-/// A paced chat-completions upstream for the client side: a `TokioServer` whose scripted
-/// model yields `deltas` deltas, one every `pace`.
+/// A paced chat-completions upstream for the client side: the agent HTTP API (the same
+/// server `TokioServer` runs) whose scripted model yields `deltas` deltas, one every `pace`,
+/// on a listener whose accept backlog holds every stream's connect.
+///
+/// `TokioServer::bind` listens with tokio's backlog of 1024: with 10,000 clients connecting
+/// at once the accept queue overflows, the kernel drops the handshakes' last ACKs, and some
+/// clients (those that already sent their request) get a reset instead of a response. That
+/// is a property of the bench's upstream, not of a client, so the upstream asks for a
+/// backlog of `streams` (the kernel caps it at `net.core.somaxconn`), the same for every
+/// backend.
 fn paced_upstream(
     rt: &tokio::runtime::Runtime,
     streams: usize,
     deltas: usize,
     pace: Duration,
-) -> backend_tokio::TokioServer {
+) -> agent_hyper::Server {
     let model = ScriptedModel::from_fn(move |_, _| {
         let mut turn = Turn::new();
         for k in 0..deltas {
@@ -418,16 +481,39 @@ fn paced_upstream(
         }
         turn
     });
+    let runtime = Arc::new(TokioRuntime::from_handle(rt.handle().clone()));
     let agent = Agent::builder()
         .model(model)
-        .runtime(Arc::new(TokioRuntime::from_handle(rt.handle().clone())))
+        .runtime(runtime.clone())
         .build()
         .expect("upstream agent");
     let config = agent_core::server::ServerConfig::default()
         .with_addr("127.0.0.1:0".parse().expect("addr"))
         .with_max_concurrent_runs(streams + 256);
-    rt.block_on(backend_tokio::TokioServer::bind(agent, config))
-        .expect("upstream server")
+    let backlog = u32::try_from(streams.max(1024)).unwrap_or(u32::MAX);
+    let listener = rt
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(config.addr)?;
+            socket.listen(backlog)
+        })
+        .expect("upstream listener");
+    let local_addr = listener.local_addr().expect("upstream address");
+    let service = agent_core::server::AgentService::new(agent, config);
+    agent_hyper::Server::serve(UpstreamListener(listener), local_addr, service, runtime)
+}
+
+/// The accepting half of the paced upstream (as `TokioServer` accepts: `TCP_NODELAY` on).
+struct UpstreamListener(tokio::net::TcpListener);
+
+impl agent_hyper::Listener for UpstreamListener {
+    type Io = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+
+    async fn accept(&mut self) -> std::io::Result<Self::Io> {
+        let (stream, _peer) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(hyper_util::rt::TokioIo::new(stream))
+    }
 }
 
 /// Measure memory per stream with `streams` concurrent paced streams through HTTP, client
@@ -447,6 +533,7 @@ pub fn run_http(config: &Config) -> HttpScaleResult {
     let rows = HTTP_BACKENDS
         .iter()
         .map(|&backend| {
+            let mut client_failures = Vec::new();
             let client = (|| {
                 let mut child = ChildProcess::spawn(&[
                     "scale".into(),
@@ -463,18 +550,29 @@ pub fn run_http(config: &Config) -> HttpScaleResult {
                 let kib = o.peak_rss.saturating_sub(o.base_rss) as f64
                     / o.max_active.max(1) as f64
                     / 1024.0;
+                client_failures = o.failures;
                 Ok((kib, o.max_active, o.runs - o.completed))
             })();
-            let server =
-                crate::fanout::server_memory(backend, config, streams, deltas as u32, pace_ms);
+            let (server, server_first_error) = match crate::fanout::server_memory(
+                backend,
+                config,
+                streams,
+                deltas as u32,
+                pace_ms,
+            ) {
+                Ok((kib, open, failed, first_error)) => (Ok((kib, open, failed)), first_error),
+                Err(e) => (Err(e), None),
+            };
             HttpScaleRow {
                 backend,
                 client,
                 server,
+                client_failures,
+                server_first_error,
             }
         })
         .collect();
-    rt.block_on(upstream.shutdown());
+    rt.block_on(upstream.shutdown_within(backend_tokio::DEFAULT_SHUTDOWN_TIMEOUT));
     HttpScaleResult {
         streams,
         deltas,
