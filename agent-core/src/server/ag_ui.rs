@@ -435,7 +435,13 @@ mod template_tests {
             ] {
                 let mut encoder = AgUiEvents::new("thread \"1\"".into(), "run_1".into());
                 let mut out = String::new();
-                encoder.encode(&Event { seq: 0, kind: event }, &mut out);
+                encoder.encode(
+                    &Event {
+                        seq: 0,
+                        kind: event,
+                    },
+                    &mut out,
+                );
                 let (Open::Text(id) | Open::Reasoning(id)) = &encoder.open else {
                     panic!("a message is open");
                 };

@@ -51,6 +51,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -560,8 +561,7 @@ impl RunLog {
             state.ended = true;
             return Advanced::Yes;
         };
-        let polled = run.poll_next_unpin(&mut Context::from_waker(&self.wake_waiters));
-        match polled {
+        match self.poll_run(run, cx, waiter) {
             Poll::Pending => Advanced::Pending,
             Poll::Ready(Some(event)) => {
                 self.record(state, event);
@@ -574,6 +574,31 @@ impl RunLog {
                 Advanced::Yes
             }
         }
+    }
+
+    /// Poll the run with the waker that wakes every waiter, except that a wake during this
+    /// poll, for `waiter` itself, is taken here rather than through the executor (the common
+    /// case: the upstream's body channel wakes the very task that is polling it, once per
+    /// upstream chunk, which would cost a reschedule and a cross-thread notification each).
+    /// A run that answered `Pending` after waking is polled once more at once; a second
+    /// wake goes to the executor, so a cooperative yield still yields.
+    fn poll_run(
+        &self,
+        run: &mut RunStream,
+        cx: &mut Context<'_>,
+        waiter: u64,
+    ) -> Poll<Option<Event>> {
+        for _ in 0..2 {
+            self.waiters.begin_poll(waiter);
+            let polled = run.poll_next_unpin(&mut Context::from_waker(&self.wake_waiters));
+            let woken = self.waiters.end_poll();
+            // After `Ready` the reader polls again anyway: no wake is owed.
+            if polled.is_ready() || !woken {
+                return polled;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Append `event` to the window (ending the run on its terminal event).
@@ -805,6 +830,10 @@ impl Drop for KeeperGuard<'_> {
 #[derive(Default)]
 struct Waiters {
     inner: Mutex<WaitersInner>,
+    /// Who polls the run now, as `(waiter + 1) << 1` (0: nobody), its low bit set when the
+    /// run's waker fired during that poll. One word, so that a wake racing with the end of
+    /// a poll is either seen by the poller or wakes it.
+    polling: AtomicU64,
 }
 
 #[derive(Default)]
@@ -829,6 +858,17 @@ impl Waiters {
 
     fn remove(&self, id: u64) {
         lock(&self.inner).wakers.retain(|(i, _)| *i != id);
+    }
+
+    /// `waiter` polls the run (under the log's lock: one poller at a time).
+    fn begin_poll(&self, waiter: u64) {
+        self.polling
+            .store(waiter.wrapping_add(1) << 1, Ordering::Release);
+    }
+
+    /// The poll ended; `true` when the run's waker fired during it.
+    fn end_poll(&self) -> bool {
+        self.polling.swap(0, Ordering::AcqRel) & 1 != 0
     }
 
     /// Wake (and unregister) every waiter but `id`, outside the lock.
@@ -863,7 +903,13 @@ impl Wake for Waiters {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.wake_all_except(u64::MAX);
+        // While a waiter polls the run, it sees this wake when its poll ends (see
+        // `RunLog::poll_run`); everyone else is woken now.
+        let poller = self.polling.fetch_or(1, Ordering::AcqRel) >> 1;
+        match poller {
+            0 => self.wake_all_except(u64::MAX),
+            poller => self.wake_all_except(poller - 1),
+        }
     }
 }
 
@@ -1098,3 +1144,83 @@ impl StoredEvents {
 
 /// Events read from the store per query.
 const READ_PAGE: usize = 512;
+
+#[cfg(test)]
+mod waiters_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::Waiters;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn woken(count: &Arc<Count>) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_wake_during_a_poll_is_left_to_the_poller_and_wakes_everyone_else() {
+        let waiters = Arc::new(Waiters::default());
+        let (poller, other) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        waiters.register(3, &Waker::from(poller.clone()));
+        waiters.register(5, &Waker::from(other.clone()));
+        let run_waker = Waker::from(waiters.clone());
+
+        waiters.begin_poll(3);
+        run_waker.wake_by_ref();
+        assert_eq!(
+            woken(&poller),
+            0,
+            "the poller is not woken during its own poll"
+        );
+        assert_eq!(woken(&other), 1, "another reader is woken at once");
+        assert!(
+            waiters.end_poll(),
+            "the poller learns of the wake when its poll ends"
+        );
+
+        // No poll in progress: the wake goes to the poller's waker, which stayed registered.
+        waiters.begin_poll(3);
+        assert!(!waiters.end_poll(), "a poll without a wake reports none");
+        run_waker.wake_by_ref();
+        assert_eq!(woken(&poller), 1, "outside a poll the poller is woken");
+    }
+
+    #[test]
+    fn waking_everyone_reuses_its_vector() {
+        let waiters = Waiters::default();
+        let counts: Vec<Arc<Count>> = (0..4).map(|_| Arc::new(Count::default())).collect();
+        for round in 1..=3 {
+            for (id, count) in counts.iter().enumerate() {
+                waiters.register(id as u64, &Waker::from(count.clone()));
+            }
+            waiters.wake_all_except(0);
+            assert_eq!(woken(&counts[0]), 0, "the excepted waiter is not woken");
+            for count in &counts[1..] {
+                assert_eq!(
+                    woken(count),
+                    round,
+                    "every other waiter is woken once a round"
+                );
+            }
+            let inner = super::lock(&waiters.inner);
+            assert_eq!(
+                inner.wakers.len(),
+                1,
+                "only the excepted waiter stays registered"
+            );
+            assert!(
+                inner.spare.capacity() >= 3,
+                "the woken vector is kept for next time"
+            );
+        }
+    }
+}
