@@ -462,7 +462,7 @@ impl RunLog {
         state.attached.push((id, from));
         drop(state);
         // A keeper driving a detached run stops once someone attached: wake it.
-        this.waiters.wake_all_except(u64::MAX);
+        this.waiters.wake_all_except(NO_WAITER);
         Ok(RunEvents {
             reader: Reader::Local {
                 log: this.clone(),
@@ -499,7 +499,7 @@ impl RunLog {
         lock(&self.state).cancelled = true;
         self.cancel.cancel();
         // A run held back by a slow reader is polled again: cancellation is not held back.
-        self.waiters.wake_all_except(u64::MAX);
+        self.waiters.wake_all_except(NO_WAITER);
     }
 
     /// The run's status document: `{id, object, status, next_seq, result}`, `result` being
@@ -827,13 +827,28 @@ impl Drop for KeeperGuard<'_> {
 
 /// The wakers of everyone waiting on a run's log; the run itself is polled with a waker
 /// that wakes them all.
-#[derive(Default)]
 struct Waiters {
     inner: Mutex<WaitersInner>,
     /// Who polls the run now, as `(waiter + 1) << 1` (0: nobody), its low bit set when the
     /// run's waker fired during that poll. One word, so that a wake racing with the end of
     /// a poll is either seen by the poller or wakes it.
     polling: AtomicU64,
+    /// The id of the only registered waiter, [`NO_WAITER`] when there are none or several
+    /// (kept under `inner`'s lock): waking everyone but the sole reader takes no lock.
+    sole: AtomicU64,
+}
+
+/// No waiter id: ids are counted up from 0 and never reach it.
+const NO_WAITER: u64 = u64::MAX;
+
+impl Default for Waiters {
+    fn default() -> Self {
+        Waiters {
+            inner: Mutex::default(),
+            polling: AtomicU64::new(0),
+            sole: AtomicU64::new(NO_WAITER),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -852,12 +867,26 @@ impl Waiters {
                     known.clone_from(waker);
                 }
             }
-            None => inner.wakers.push((id, waker.clone())),
+            None => {
+                inner.wakers.push((id, waker.clone()));
+                self.note_sole(&inner);
+            }
         }
     }
 
     fn remove(&self, id: u64) {
-        lock(&self.inner).wakers.retain(|(i, _)| *i != id);
+        let mut inner = lock(&self.inner);
+        inner.wakers.retain(|(i, _)| *i != id);
+        self.note_sole(&inner);
+    }
+
+    /// Update `sole` after `inner.wakers` changed (under its lock).
+    fn note_sole(&self, inner: &WaitersInner) {
+        let sole = match inner.wakers.as_slice() {
+            [(id, _)] => *id,
+            _ => NO_WAITER,
+        };
+        self.sole.store(sole, Ordering::Release);
     }
 
     /// `waiter` polls the run (under the log's lock: one poller at a time).
@@ -873,6 +902,9 @@ impl Waiters {
 
     /// Wake (and unregister) every waiter but `id`, outside the lock.
     fn wake_all_except(&self, id: u64) {
+        if id != NO_WAITER && self.sole.load(Ordering::Acquire) == id {
+            return;
+        }
         let mut woken = {
             let mut inner = lock(&self.inner);
             if inner.wakers.iter().all(|(i, _)| *i == id) {
@@ -887,6 +919,7 @@ impl Waiters {
                     woken.push(inner.wakers.swap_remove(k));
                 }
             }
+            self.note_sole(&inner);
             woken
         };
         woken.drain(..).for_each(|(_, waker)| waker.wake());
@@ -907,7 +940,7 @@ impl Wake for Waiters {
         // `RunLog::poll_run`); everyone else is woken now.
         let poller = self.polling.fetch_or(1, Ordering::AcqRel) >> 1;
         match poller {
-            0 => self.wake_all_except(u64::MAX),
+            0 => self.wake_all_except(NO_WAITER),
             poller => self.wake_all_except(poller - 1),
         }
     }
@@ -1044,7 +1077,7 @@ impl Drop for RunEvents {
             // Another reader may have been held back by this one.
             state.trim(log.max_bytes);
             drop(state);
-            log.waiters.wake_all_except(u64::MAX);
+            log.waiters.wake_all_except(NO_WAITER);
         }
     }
 }
@@ -1192,6 +1225,41 @@ mod waiters_tests {
         assert!(!waiters.end_poll(), "a poll without a wake reports none");
         run_waker.wake_by_ref();
         assert_eq!(woken(&poller), 1, "outside a poll the poller is woken");
+    }
+
+    #[test]
+    fn a_sole_waiter_is_skipped_without_the_lock_and_woken_by_everyone_else() {
+        let waiters = Waiters::default();
+        let sole = Arc::new(Count::default());
+        waiters.register(7, &Waker::from(sole.clone()));
+        waiters.wake_all_except(7);
+        assert_eq!(
+            woken(&sole),
+            0,
+            "the sole waiter is not woken by its own wake"
+        );
+        waiters.wake_all_except(super::NO_WAITER);
+        assert_eq!(woken(&sole), 1, "a wake of everyone wakes the sole waiter");
+        // It was unregistered by that wake: nobody is left to wake.
+        waiters.wake_all_except(super::NO_WAITER);
+        assert_eq!(woken(&sole), 1, "a woken waiter is unregistered");
+        let second = Arc::new(Count::default());
+        waiters.register(7, &Waker::from(sole.clone()));
+        waiters.register(8, &Waker::from(second.clone()));
+        waiters.wake_all_except(7);
+        assert_eq!(
+            (woken(&sole), woken(&second)),
+            (1, 1),
+            "with two, the other is woken"
+        );
+        waiters.remove(7);
+        waiters.register(8, &Waker::from(second.clone()));
+        waiters.wake_all_except(7);
+        assert_eq!(
+            woken(&second),
+            2,
+            "after a removal, the remaining waiter is woken"
+        );
     }
 
     #[test]
