@@ -49,6 +49,12 @@ The profile above was taken before four of the fixes it suggested were made in a
 * done: the core's `block_on` reuses its thread's waker, so `RunIter::next` no longer
   allocates one per event.
 
+callgrind again at the commit of this page (`bench __profile pipeline-smol 1`, 200,000 deltas):
+the `drive` loop about 160 instructions per delta, `Emitter::emit` 130 and `Emitter::take` 42
+(the hand-off is still the largest single cost after the loop itself), `ScriptStream::poll_next`
+about 100, `RunStream::poll_next` 96 and `RunStream::event` 59, next to the 66 of the
+`String::clone` that the floor pays too, plus its allocation and free.
+
 Still open: shrink the values that travel per delta (box the rare large variants:
 `ToolCallDelta` in `ModelDelta`, `RunCompleted`/`ModelRequestCompleted`/tool-call payloads in
 `EventKind`), and a cheaper hand-off than the `Arc<Mutex<Option<EventKind>>>` slot.
@@ -92,16 +98,16 @@ What could still be cut on the client side: `parse_chunk` could deserialize borr
 and keep only the first choice (a prototype with `Cow<str>` fields took 25 % off);
 `OpenAiStream` reads the clock once per SSE event for its inactivity timeout.
 
-### 2b. The server in the path — about 2 µs per event on every backend (verdicts: the targets table)
+### 2b. The server in the path — about 1.5 µs per event on every backend (verdicts: the targets table)
 
 Before this work, `agent serve` spent 8.6 µs (tokio), 4.3 µs (smol) and 5.7 µs (threads) of
 CPU per relayed event and ran at 0.26×, 0.44× and 0.32× of the direct floor (this table, same
-machine, measured at commit 92188b3 before the server changes). Three changes brought it to
-about 2 µs and over 0.8× on every backend: in our quieter runs 1.3–1.9 µs per event on all
-three; on a loaded machine (the load average is in the machine table: other builds share
-the 2 CPUs) the same code reads 2.0–2.6 µs, since CPU time per event grows with cache and
-scheduler contention. So the ≤ 2 µs target is met with little margin, and a run under load
-can show it just missed; the targets table gives this run's verdict.
+machine, measured at commit 92188b3 before the server changes). Four changes brought it to
+1.4–1.6 µs per event and over 0.8× on every backend in quiet runs of this section alone
+(`--only 9`, three runs each). CPU time per event grows with cache and scheduler contention:
+within the full bench, and more so on a loaded machine (the load average is in the machine
+table), the same code reads up to about 2 µs, and the p90 column shows the spread; the
+targets table gives this run's verdict.
 
 * **Coalescing** (agent-core `ResponseBody`): a body chunk takes every event that is ready when
   it is polled, stopping at the first `Pending`, the terminal event or 16 KiB, and never waits
@@ -124,6 +130,16 @@ can show it just missed; the targets table gives this run's verdict.
   other worker), serde_json in `parse_chunk` 12 %, SSE decoding 4 %, the agent's one-slot
   hand-off (`Emitter`) 5 %, tokio's scheduler and wakers about 10 %, `writev` and the TCP
   stack about 8 %. Those are per-event costs that only batching at the upstream client removes.
+* **Wakes the run log takes itself** (agent-core `server/runs.rs`). `perf` on the tokio server
+  with `TokioClient` (2.0–2.3 µs per event in full runs) showed about a third of its CPU in
+  `eventfd` writes: hyper's body channel wakes the receiver once per upstream chunk, and the
+  receiver is the reader's own task, polling at that moment; tokio then reschedules the task
+  after its poll and wakes the other worker to steal it (an `eventfd` write each time). Now a
+  wake of the run during a reader's own poll is recorded in one atomic word and taken by that
+  poll (the run is polled once more at once; a second wake still goes to the executor, so a
+  cooperative yield still yields), and waking everyone but the sole reader takes no lock.
+  Unit tests in `runs.rs` cover the race between a wake and the end of a poll. Effect:
+  tokio 2.05 → 1.5–1.6 µs, smol 1.65 → 1.55, threads 1.5 → 1.35–1.4.
 
 **Time to the first delta** is unchanged by the coalescing (it never waits): with the paced
 upstream, a first chunk reaches the client through any server about 100–130 µs after it
