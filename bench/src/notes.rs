@@ -90,7 +90,10 @@ in either), so `backend_tokio::openai_model` now speaks through `TokioClient`, a
 "the fast shape is the natural one" is met through the API: the natural code
 (`#[tokio::main]`, `openai_model`, `run.next().await`) is the fast shape. `ReqwestClient` stays
 for reqwest's features (its own `ClientBuilder`, its proxies and TLS options); its `block_on`
-row is the price of that shape, and its docs say so. Ratios between rows of this table move by
+row is the price of that shape, and its docs say so. The targets table therefore measures
+each backend on its default client (`TokioClient` on tokio), and the `block_on` shape against
+the spawned one on that same client; the `ReqwestClient` rows are a reference, with one
+target kept for its `block_on` shape. Ratios between rows of this table move by
 ±20 % from run to run on this machine; the alternation keeps the ratios within one run
 comparable.
 
