@@ -598,7 +598,9 @@ mod proxies {
 
 /// A head of `head_bytes` (padded with one header), then an empty body.
 fn head_of(head_bytes: usize) -> String {
-    let start = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-pad: ";
+    // `connection: close`: the second request must get a connection of its own, not reuse
+    // the first one from the pool (whose test server answers once).
+    let start = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\nx-pad: ";
     let pad = head_bytes - start.len() - "\r\n\r\n".len();
     format!("{start}{}\r\n\r\n", "p".repeat(pad))
 }

@@ -71,7 +71,7 @@ impl Config {
             scale_deltas: 20,
             scale_reps: 5,
             http_scale_streams: 10_000,
-            http_scale_deltas: 15,
+            http_scale_deltas: 40,
             http_scale_pace_ms: 200,
             sse_bytes: 64 * 1024 * 1024,
             sse_line_bytes: 8 * 1024 * 1024,

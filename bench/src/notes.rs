@@ -223,12 +223,15 @@ The buffers went down too: ureq's input buffer is 16 KiB + 1 byte (the largest a
 response head is now 16 KiB, Node.js's limit; a larger one is `ResponseHeadTooLarge`), the
 output buffer 8 KiB (it must hold the longest header line), and the 16 KiB read buffer is the
 reader thread's, shared. Measured at 10,000 streams after these changes: about 60 KiB per
-stream (59.6 and 60.7 KiB in two runs) with no failed run, within the ≤ 64 KiB target with
-little margin. What a stream costs now: its consumer thread (touched stack pages and thread
-state), the 24 KiB of ureq buffers, the channel and the run itself. Not all 10,000 runs are
-open at once on the blocking row (about 8,400 to 8,600): starting 10,000 threads, plus a
-short-lived exchange thread each, takes longer on 2 CPUs than the first runs last (15 deltas
-× 200 ms); KiB per stream divides by the runs open at the peak. Left to do: doing connect,
+stream (59.6 and 60.7 KiB in two runs, with about 8,500 of the 15-delta streams open at
+once) with no failed run; with all 10,000 open together (the 40-delta streams of this page)
+it reads about 62 KiB: within the ≤ 64 KiB target, with little margin. What a stream costs now: its consumer thread (touched stack pages and thread
+state), the 24 KiB of ureq buffers, the channel and the run itself. With streams of 15 deltas
+× 200 ms, not all 10,000 runs were open at once on the blocking row (about 8,400 to 9,600):
+starting 10,000 threads, plus a short-lived exchange thread each, took longer on 2 CPUs than
+the first runs lasted. The streams are now 40 deltas × 200 ms (8 s), so that every backend
+holds its 10,000 streams open together (the "most open (client)" column); KiB per stream divides
+by the runs open at the peak. Left to do: doing connect,
 request and head on the reader thread too (non-blocking, through ureq-proto) would remove the
 exchange thread and its start-up cost; a smaller or growable input buffer would need a
 transport with its own buffers under TLS. The threaded server pays a thread per streaming
