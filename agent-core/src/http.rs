@@ -167,6 +167,13 @@ pub enum HttpErrorKind {
     ResponseHeadTooLarge,
 }
 
+/// The largest response head (status line and headers, in bytes) the backends' own clients
+/// accept: `SmolClient`, `TokioClient` and `UreqClient`. 16 KiB, as Node.js's HTTP parser
+/// (`--max-http-header-size`); nginx's proxy accepts 4 or 8 KiB by default. A larger head
+/// fails with [`HttpErrorKind::ResponseHeadTooLarge`] ([`HttpError::response_head_too_large`]).
+/// `ReqwestClient` keeps reqwest's own limit.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 16 * 1024;
+
 /// An error from an [`HttpClient`]. Its message never contains header values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {

@@ -27,8 +27,8 @@ use crate::{AgentBody, Tunnel};
 
 /// Most header fields accepted in a response head.
 const MAX_RESPONSE_HEADERS: usize = 100;
-/// Largest response head accepted (and hyper's read buffer bound).
-const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Largest response head accepted, as on every backend (and hyper's read buffer bound).
+use agent_core::http::MAX_RESPONSE_HEAD_BYTES;
 
 /// Where a request goes: scheme, host and port of its URL (the pool's key).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

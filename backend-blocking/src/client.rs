@@ -129,10 +129,10 @@ impl Default for UreqClient {
     }
 }
 
-/// The largest response head (status line and headers) [`UreqClient::new`] accepts: 16 KiB,
-/// as Node.js's HTTP parser (`--max-http-header-size`); nginx's proxy accepts 4 or 8 KiB by
-/// default. A larger head fails with [`HttpError::response_head_too_large`].
-pub const MAX_RESPONSE_HEAD_BYTES: usize = 16 * 1024;
+/// The largest response head (status line and headers) [`UreqClient::new`] accepts: the
+/// limit every backend's own client applies (16 KiB). A larger head fails with
+/// [`HttpError::response_head_too_large`].
+pub use agent_core::http::MAX_RESPONSE_HEAD_BYTES;
 /// ureq's input buffer per connection (its default is 128 KiB, allocated and zeroed for every
 /// connection, most of a stream's memory). ureq reads the head into it, so it must hold one
 /// byte more than the largest head it accepts: a head that fills it is reported as too large
