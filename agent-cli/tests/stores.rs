@@ -1,7 +1,8 @@
-//! `agent serve` with its stores, as processes: a SQLite file continues a session across a
-//! restart and fails the run a killed process left running; two processes on one
-//! PostgreSQL continue each other's sessions, resume and cancel each other's runs, and fail
-//! the runs of a killed instance once its lease ran out.
+//! `agent serve` with its stores, as processes, on every runtime: a SQLite file continues a
+//! session across restarts (blocking, then tokio, then smol) and fails the run a killed
+//! process left running; processes on one PostgreSQL (tokio, smol, blocking) continue each
+//! other's sessions, resume and cancel each other's runs, and fail the runs of a killed
+//! instance once its lease ran out.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -133,6 +134,7 @@ fn sqlite_continues_a_session_across_a_restart_and_fails_the_run_a_killed_proces
         openai::answer(&["Hi Ada."]),
         stall(),
         openai::answer(&["You are Ada."]),
+        openai::answer(&["Still Ada."]),
     ])
     .expect("the upstream starts");
     let serve = start_serve(&upstream, &["--runtime", "blocking"], &env);
@@ -196,6 +198,34 @@ fn sqlite_continues_a_session_across_a_restart_and_fails_the_run_a_killed_proces
         vec!["user: I am Ada.", "assistant: Hi Ada.", "user: Who am I?"],
         "after the restart the session continues where it stopped"
     );
+    serve.kill();
+
+    // Every runtime reads the same file: a third process, on smol, continues the session.
+    let serve = start_serve(&upstream, &["--runtime", "smol"], &env);
+    let third = session_turn(serve.addr, "s1", "And now?");
+    assert!(
+        matches!(
+            third.last().map(|e| &e.kind),
+            Some(EventKind::RunCompleted { .. })
+        ),
+        "the third turn completes: {third:?}"
+    );
+    let last = upstream
+        .requests()
+        .last()
+        .and_then(|r| r.json())
+        .expect("a JSON request");
+    assert_eq!(
+        user_messages(&last),
+        vec![
+            "user: I am Ada.",
+            "assistant: Hi Ada.",
+            "user: Who am I?",
+            "assistant: You are Ada.",
+            "user: And now?"
+        ],
+        "a smol process continues the session the blocking and tokio ones wrote"
+    );
     drop(serve);
     let _ = std::fs::remove_dir_all(&data);
 }
@@ -211,6 +241,7 @@ fn two_instances_on_postgres_share_sessions_resume_and_cancel_runs_and_fail_a_ki
     let upstream = GatedUpstream::start([
         openai::answer(&["Hi Ada."]),
         openai::answer(&["You are Ada."]),
+        openai::answer(&["Still Ada."]),
         openai::lockstep_answer(&deltas),
         stall(),
     ])
@@ -253,6 +284,26 @@ fn two_instances_on_postgres_share_sessions_resume_and_cancel_runs_and_fail_a_ki
         vec!["user: I am Ada.", "assistant: Hi Ada.", "user: Who am I?"],
         "B continues the session A started"
     );
+    // A third instance, on the blocking runtime, continues it too.
+    let c = start_serve(
+        &upstream,
+        &[&store, "--runtime", "blocking", "--run-lease", "2s"],
+        &[],
+    );
+    session_turn(c.addr, "s1", "And now?");
+    let third = upstream.requests()[2].json().expect("a JSON request");
+    assert_eq!(
+        user_messages(&third),
+        vec![
+            "user: I am Ada.",
+            "assistant: Hi Ada.",
+            "user: Who am I?",
+            "assistant: You are Ada.",
+            "user: And now?"
+        ],
+        "C (blocking) continues the session A (tokio) and B (smol) wrote"
+    );
+    drop(c);
 
     // A run on A, resumed and cancelled through B while it runs on A.
     let mut on_a = SseClient::post_json(a.addr, "/v1/runs", &json!({"input": "go"}), &[])
