@@ -141,17 +141,10 @@ pub fn store_error(err: postgres::Error) -> StoreError {
 }
 
 fn decode<T: agent_core::serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| {
-        StoreError::new(
-            StoreErrorKind::Schema,
-            format!("postgres: a stored value does not decode: {e}"),
-        )
-    })
+    agent_core::store::decode_stored("postgres", text)
 }
 
-fn encode<T: agent_core::serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
+use agent_core::store::encode_stored as encode;
 
 /// agent-core's [`Store`] in PostgreSQL (see the [crate docs](crate)). Cheap to clone.
 #[derive(Clone)]

@@ -74,6 +74,36 @@ use crate::runtime::BoxFuture;
 pub use hub::{RunWatch, StoreHub};
 pub use memory::MemoryStore;
 
+/// Decode a value a database store kept as JSON text (a message, an event, a record). One
+/// that does not decode is a [`StoreErrorKind::Schema`] error naming the store (`"sqlite"`,
+/// `"postgres"`).
+///
+/// ```
+/// use agent_core::store::{StoreErrorKind, decode_stored, encode_stored};
+/// let text = encode_stored(&vec![1, 2]);
+/// assert_eq!(decode_stored::<Vec<u8>>("sqlite", &text).unwrap(), vec![1, 2]);
+/// let err = decode_stored::<Vec<u8>>("sqlite", "{nope").unwrap_err();
+/// assert_eq!(err.kind, StoreErrorKind::Schema);
+/// assert!(err.to_string().contains("sqlite: a stored value does not decode"));
+/// ```
+pub fn decode_stored<T: serde::de::DeserializeOwned>(
+    store: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| {
+        StoreError::new(
+            StoreErrorKind::Schema,
+            format!("{store}: a stored value does not decode: {e}"),
+        )
+    })
+}
+
+/// The JSON text a database store keeps for `value` (the agent's own types always encode;
+/// one that could not would be kept as `null`).
+pub fn encode_stored<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
 /// A store shared by a server's connections (and by several servers).
 pub type SharedStore = Arc<dyn Store>;
 
